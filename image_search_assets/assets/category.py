@@ -1,0 +1,117 @@
+"""One factory builds every category's detections → embeddings → annoy_index chain."""
+
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from resources import PREVIOUS_PARTITION, ModelsResource, StorageResource
+
+from ..core import index as annoy
+from ..core.pipeline import detect_items, embed_items, vectors_of
+from ..settings import Category, Settings
+from ..tags import detector_class_ids, gpu_tags
+
+PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+
+
+def _model_metadata(context: dg.AssetExecutionContext, identity: dict) -> dict[str, str]:
+    if identity["weights"] == "random":
+        context.log.warning(f"{identity['arch']} runs with RANDOM weights: demo/test only")
+    return {f"model_{k}": str(v) for k, v in identity.items()}
+
+
+def category_assets(
+    category: Category, *, partitions: dg.PartitionsDefinition, settings: Settings
+) -> list[dg.AssetsDefinition]:
+    name = category.name
+    class_ids = detector_class_ids(settings, category)
+    num_classes = len(settings.categories) + 1
+    common = {"partitions_def": partitions, "group_name": name, "io_manager_key": "storage_io"}
+
+    @dg.asset(key=[name, "detections"], ins={"product_images": dg.AssetIn(["product_images"])},
+              op_tags=gpu_tags(category), tags=gpu_tags(category), kinds={"pytorch"}, **common)
+    def detections(
+        context: dg.AssetExecutionContext,
+        product_images: pd.DataFrame,
+        models: ModelsResource,
+        storage: StorageResource,
+    ) -> dg.Output[pd.DataFrame]:
+        """The day's items of this category: one detected box per product image."""
+        detector = models.detector(num_classes, storage.read_gs)
+        mine = product_images[product_images["category"] == name]
+        result = detect_items(mine, storage.open(), detector, class_ids=class_ids,
+                              score_threshold=models.score_threshold,
+                              batch_size=models.detector_batch_size)
+        sources = result.table["box_source"].value_counts().to_dict()
+        return dg.Output(result.table, metadata={
+            "items": len(result.table),
+            "box_sources": {str(k): int(v) for k, v in sources.items()},
+            "images_per_second": round(result.items_per_second, 2),
+            "batch_size": models.detector_batch_size,
+            "device": str(detector.device),
+            **_model_metadata(context, detector.identity),
+        })
+
+    @dg.asset(key=[name, "embeddings"], ins={"detections": dg.AssetIn([name, "detections"])},
+              op_tags=gpu_tags(category), tags=gpu_tags(category), kinds={"pytorch"}, **common)
+    def embeddings(
+        context: dg.AssetExecutionContext,
+        detections: pd.DataFrame,
+        models: ModelsResource,
+        storage: StorageResource,
+    ) -> dg.Output[pd.DataFrame]:
+        """L2-normalised feature vectors of the day's cropped items."""
+        embedder = models.embedder(storage.read_gs)
+        result = embed_items(detections, storage.open(), embedder,
+                             input_size=models.embedder_input_size,
+                             batch_size=models.embedder_batch_size)
+        table = result.table.assign(embedder=json.dumps(embedder.identity, sort_keys=True))
+        return dg.Output(table, metadata={
+            "items": len(table),
+            "dim": int(embedder.identity["dim"]),
+            "crops_per_second": round(result.items_per_second, 2),
+            "batch_size": models.embedder_batch_size,
+            "device": str(embedder.device),
+            **_model_metadata(context, embedder.identity),
+        })
+
+    @dg.asset(
+        key=[name, "annoy_index"],
+        ins={
+            "embeddings": dg.AssetIn([name, "embeddings"]),
+            "previous": dg.AssetIn([name, "annoy_index"], partition_mapping=PREVIOUS_DAY,
+                                   metadata={PREVIOUS_PARTITION: True}),
+        },
+        kinds={"annoy"},
+        **common,
+    )
+    def annoy_index(
+        context: dg.AssetExecutionContext,
+        embeddings: pd.DataFrame,
+        previous: pd.DataFrame | None,
+        storage: StorageResource,
+    ) -> dg.Output[pd.DataFrame]:
+        """Every item of this category to date, published as a verified Annoy index."""
+        to_date = annoy.merge_vectors(previous, embeddings.assign(added_on=context.partition_key))
+        vectors = vectors_of(to_date)
+        if len(to_date) == 0:
+            context.log.warning(f"{name}: no items to date; nothing to publish")
+            return dg.Output(to_date, metadata={"count": 0, "new_items": 0})
+        manifest = annoy.publish(
+            storage.open(), name, context.partition_key, to_date["product_id"].tolist(), vectors,
+            metric=settings.index.metric, n_trees=settings.index.n_trees,
+            models={"embedders": sorted(to_date["embedder"].unique().tolist())},
+            recall_sample=settings.index.recall_sample,
+        )
+        return dg.Output(to_date, metadata={
+            "count": manifest["count"],
+            "new_items": len(embeddings),
+            "previous_count": 0 if previous is None else len(previous),
+            "version": manifest["version"],
+            "recall_at_10": manifest["recall_at_10"],
+            "build_seconds": manifest["build_seconds"],
+        })
+
+    return [detections, embeddings, annoy_index]

@@ -1,0 +1,150 @@
+"""`image-search`: demo, query and report. Dagster's own CLI and UI do the rest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from .settings import Settings, load_settings
+
+DEFAULT_DAGSTER_HOME = "var/dagster_home"
+
+
+def _storage(settings: Settings):
+    from resources import StorageResource
+
+    return StorageResource(root=settings.storage_root, gcp_project=settings.gcp_project).open()
+
+
+def ensure_dagster_home() -> Path:
+    """A persistent DAGSTER_HOME (var/dagster_home unless set) that `dagster dev` can reuse."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def materialise_days(settings: Settings, days: list[str]) -> list[float]:
+    """Runs the daily job for each day in order on the persistent instance; wall seconds each."""
+    import dagster as dg
+
+    from .definitions import DAILY_JOB, build_definitions
+
+    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    walls = []
+    with dg.DagsterInstance.get() as instance:
+        for day in days:
+            started = time.perf_counter()
+            result = job.execute_in_process(partition_key=day, instance=instance,
+                                            raise_on_error=False)
+            walls.append(time.perf_counter() - started)
+            status = "ok" if result.success else "FAILED"
+            print(f"  {day}: {status} in {walls[-1]:.1f} s (run {result.run_id[:8]})", flush=True)
+            if not result.success:
+                raise SystemExit(f"day {day} failed; later days were not run")
+    return walls
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .core.synthetic import generate_catalog
+
+    settings = load_settings()
+    if settings.catalog.startswith("gs://"):
+        raise SystemExit("demo writes a local sample catalog; unset a gs:// catalog first")
+    start = date.fromisoformat(settings.start_date)
+    out = Path(settings.catalog).parent
+    print(f"generating the sample catalog for {args.days} days from {start} in {out}/ ...")
+    generate_catalog(out, settings.category_names, start, days=args.days,
+                     timezone=settings.timezone)
+    home = ensure_dagster_home()
+    days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
+    print(f"materialising {len(days)} days through Dagster (DAGSTER_HOME={home}) ...")
+    materialise_days(settings, days)
+    from .core.records import day_report, format_report
+
+    print(format_report(day_report(_storage(settings), days[-1], settings.category_names)))
+    print(f"\nOpen the UI:   DAGSTER_HOME={home} dagster dev   (then http://127.0.0.1:3000)")
+    print(f"Query:         image-search query --product-id {_any_product(settings)}")
+    return 0
+
+
+def _any_product(settings: Settings) -> str:
+    from .core.index import load_current
+
+    return load_current(_storage(settings), settings.category_names[0]).ids[0]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .core.records import day_report, format_report
+
+    settings = load_settings()
+    report = day_report(_storage(settings), args.date, settings.category_names)
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from .core import query
+
+    settings = load_settings()
+    storage = _storage(settings)
+    served = query.served_indexes(storage, settings.category_names)
+    if not served:
+        raise SystemExit("no index has been published yet: run `image-search demo` first")
+    if args.product_id:
+        category, vector = query.find_product(served, args.product_id)
+        categories = [args.category or category]
+        title, image = f"Neighbours of {args.product_id} ({category})", None
+        first = query.neighbours(storage, served, vector, [category], 1)
+        if first and first[0].image_key:
+            image = storage.read_bytes(first[0].image_key)
+        k = args.k + 1  # the product itself comes back first
+    else:
+        from .core.embed_file import embed_image_file
+
+        image = Path(args.image).read_bytes()
+        vector = embed_image_file(settings, image)
+        categories = [args.category] if args.category else list(served)
+        title, k = f"Neighbours of {args.image}", args.k
+    results = query.neighbours(storage, served, vector, categories, k)
+    if args.product_id:
+        results = [n for n in results if n.product_id != args.product_id][: args.k]
+    for rank, n in enumerate(results, 1):
+        print(f"{rank:>3}. {n.product_id:<28} {n.category:<10} distance {n.distance:.4f}")
+    page = query.write_html(Path(args.out), title, image, results, storage)
+    print(f"wrote {page}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="image-search", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="generate the sample catalog and materialise its days")
+    demo.add_argument("--days", type=int, default=3)
+    demo.set_defaults(func=cmd_demo)
+    report = sub.add_parser("report", help="per-category counts and quarantine reasons of a day")
+    report.add_argument("date")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
+    q = sub.add_parser("query", help="nearest neighbours of a product or an image file")
+    target = q.add_mutually_exclusive_group(required=True)
+    target.add_argument("--product-id")
+    target.add_argument("--image")
+    q.add_argument("--category")
+    q.add_argument("-k", "--k", type=int, default=8)
+    q.add_argument("--out", default="var/query.html")
+    q.set_defaults(func=cmd_query)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Keys of the per-day records under the storage root, and the day's report built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from .storage import Storage
+
+QUARANTINE_STAGES = ("catalog", "image")
+
+
+def asset_value_key(asset_path: Sequence[str], partition: str) -> str:
+    """Where the IO manager keeps an asset's value for one partition."""
+    return f"assets/{'/'.join(asset_path)}/{partition}.parquet"
+
+
+def quarantine_key(day: str, stage: str) -> str:
+    return f"quarantine/{day}/{stage}.parquet"
+
+
+def _read(storage: Storage, key: str) -> pd.DataFrame | None:
+    return storage.read_parquet(key) if storage.exists(key) else None
+
+
+def day_report(storage: Storage, day: str, categories: Sequence[str]) -> dict[str, Any]:
+    """Per category: new, indexed and quarantined counts with reasons; plus catalog-level rows.
+
+    `unaccounted` lists products that are neither indexed nor quarantined (it should be empty).
+    """
+    products = _read(storage, asset_value_key(["new_products"], day))
+    if products is None:
+        raise FileNotFoundError(f"{day} has not been materialised (no new_products record)")
+    quarantined = {s: _read(storage, quarantine_key(day, s)) for s in QUARANTINE_STAGES}
+    images_q = quarantined["image"] if quarantined["image"] is not None else pd.DataFrame(
+        columns=["product_id", "category", "reason", "detail", "image_url"])
+    per_category: dict[str, Any] = {}
+    for cat in categories:
+        new_ids = set(products.loc[products["category"] == cat, "product_id"])
+        emb = _read(storage, asset_value_key([cat, "embeddings"], day))
+        indexed = set() if emb is None else set(emb["product_id"])
+        q = images_q[images_q["category"] == cat]
+        index_count = _read(storage, asset_value_key([cat, "annoy_index"], day))
+        per_category[cat] = {
+            "new": len(new_ids),
+            "indexed": len(indexed & new_ids),
+            "quarantined": len(q),
+            "reasons": {str(k): int(v) for k, v in q["reason"].value_counts().items()},
+            "quarantined_items": q[["product_id", "image_url", "reason", "detail"]]
+            .to_dict("records"),
+            "unaccounted": sorted(new_ids - indexed - set(q["product_id"])),
+            "index_count_to_date": None if index_count is None else len(index_count),
+        }
+    rows_q = quarantined["catalog"]
+    catalog_rows = [] if rows_q is None else rows_q.to_dict("records")
+    return {"date": day, "categories": per_category, "catalog_quarantine": catalog_rows}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"Report for {report['date']}",
+             f"{'category':<12}{'new':>6}{'indexed':>9}{'quarant.':>10}{'to date':>9}  reasons"]
+    for cat, r in report["categories"].items():
+        reasons = ", ".join(f"{k}={v}" for k, v in r["reasons"].items())
+        to_date = "-" if r["index_count_to_date"] is None else r["index_count_to_date"]
+        lines.append(f"{cat:<12}{r['new']:>6}{r['indexed']:>9}{r['quarantined']:>10}"
+                     f"{to_date:>9}  {reasons}")
+        for item in r["quarantined_items"]:
+            lines.append(f"    - {item['product_id']}: {item['reason']} ({item['image_url']})")
+        if r["unaccounted"]:
+            lines.append(f"    ! unaccounted: {r['unaccounted']}")
+    rows = report["catalog_quarantine"]
+    lines.append(f"catalog rows quarantined: {len(rows)}")
+    for row in rows:
+        lines.append(f"    - {row['product_id'] or '(no id)'} [{row['category']}]: "
+                     f"{row['reason']} {row['detail']}")
+    return "\n".join(lines)

@@ -1,0 +1,234 @@
+"""One storage abstraction for every artefact: a local directory or gs://bucket/prefix.
+
+Keys are '/'-separated relative paths. All artefacts are written in native formats (Parquet,
+.npy, JSON, .ann); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+class PreconditionFailed(RuntimeError):
+    """A conditional write lost a race: someone else changed the object first."""
+
+
+class Storage(ABC):
+    """Byte-level operations plus typed helpers shared by every backend."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Writes the whole object; readers never see a partial object."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys under prefix (recursive), sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+    @abstractmethod
+    def generation(self, key: str) -> int | None:
+        """An opaque version of the object (None if absent), for compare-and-swap writes."""
+
+    @abstractmethod
+    def write_bytes_if_generation(self, key: str, data: bytes, generation: int | None) -> None:
+        """Writes only if the object is still at `generation`; else raises PreconditionFailed."""
+
+    # -- typed helpers -----------------------------------------------------------------------
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, value: Any) -> None:
+        self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+
+    def read_parquet(self, key: str) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
+
+    def write_parquet(self, key: str, df: pd.DataFrame) -> None:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        self.write_bytes(key, buf.getvalue())
+
+    def read_npy(self, key: str) -> np.ndarray:
+        return np.load(io.BytesIO(self.read_bytes(key)), allow_pickle=False)
+
+    def write_npy(self, key: str, array: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        self.write_bytes(key, buf.getvalue())
+
+    def delete_prefix(self, prefix: str) -> None:
+        for key in self.list(prefix):
+            self.delete(key)
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """A local file holding the object, for libraries that need a path (Annoy)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(key).name
+            path.write_bytes(self.read_bytes(key))
+            yield path
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root != path and self.root not in path.parents:
+            raise ValueError(f"key {key!r} escapes the storage root")
+        return path
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def generation(self, key: str) -> int | None:
+        path = self._path(key)
+        return path.stat().st_mtime_ns if path.exists() else None
+
+    def write_bytes_if_generation(self, key: str, data: bytes, generation: int | None) -> None:
+        # Single-writer per category (one run per day is enforced upstream); the check still
+        # catches a concurrent writer between our read and our replace in most interleavings.
+        if self.generation(key) != generation:
+            raise PreconditionFailed(f"{self.uri(key)} changed since generation {generation}")
+        self.write_bytes(key, data)
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        yield self._path(key)
+
+
+class GCSStorage(Storage):
+    """gs://bucket/prefix through a google-cloud-storage client (from dagster-gcp's GCSResource)."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = ""):
+        self.client = client
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self.bucket = client.bucket(bucket)
+
+    def _name(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.bucket.blob(self._name(key)).download_as_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.bucket.blob(self._name(key)).upload_from_string(data)
+
+    def exists(self, key: str) -> bool:
+        return self.bucket.blob(self._name(key)).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._name(prefix)
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(b.name[cut:] for b in self.client.list_blobs(self.bucket_name, prefix=full))
+
+    def delete(self, key: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.bucket.blob(self._name(key)).delete()
+        except NotFound:
+            pass
+
+    def uri(self, key: str) -> str:
+        return f"gs://{self.bucket_name}/{self._name(key)}"
+
+    def generation(self, key: str) -> int | None:
+        blob = self.bucket.get_blob(self._name(key))
+        return None if blob is None else blob.generation
+
+    def write_bytes_if_generation(self, key: str, data: bytes, generation: int | None) -> None:
+        from google.api_core.exceptions import PreconditionFailed as GcsPrecondition
+
+        try:
+            # if_generation_match=0 means "only if the object does not exist yet".
+            self.bucket.blob(self._name(key)).upload_from_string(
+                data, if_generation_match=generation or 0
+            )
+        except GcsPrecondition as e:
+            raise PreconditionFailed(f"{self.uri(key)} changed since {generation}") from e
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """'gs://bucket/a/b' -> ('bucket', 'a/b')."""
+    if not uri.startswith("gs://"):
+        raise ValueError(f"not a gs:// URI: {uri}")
+    bucket, _, prefix = uri[len("gs://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"gs:// URI without a bucket: {uri}")
+    return bucket, prefix.strip("/")
+
+
+def open_storage(root: str, gcs_client_factory: Any = None) -> Storage:
+    """A Storage for `root`: a local directory, or gs://bucket/prefix with a client factory."""
+    if root.startswith("gs://"):
+        if gcs_client_factory is None:
+            from google.cloud import storage as gcs
+
+            gcs_client_factory = gcs.Client
+        bucket, prefix = split_gs_uri(root)
+        return GCSStorage(gcs_client_factory(), bucket, prefix)
+    return LocalStorage(root)

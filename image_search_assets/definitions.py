@@ -1,0 +1,68 @@
+"""The code location: `defs` is built from the one platform config."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from resources import (
+    CatalogResource,
+    ImageFetchResource,
+    ModelsResource,
+    StorageIOManager,
+    StorageResource,
+)
+
+from .assets import category_assets, ingest_assets
+from .partitions import daily_partitions
+from .settings import Settings, load_settings
+
+DAILY_JOB = "daily_index"
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    storage = StorageResource(root=settings.storage_root, gcp_project=settings.gcp_project)
+    return {
+        "storage": storage,
+        "storage_io": StorageIOManager(storage=storage),
+        "catalog": CatalogResource(uri=settings.catalog, timezone=settings.timezone,
+                                   storage=storage),
+        "fetcher": ImageFetchResource.from_config(settings.fetch),
+        "models": ModelsResource.from_settings(settings),
+    }
+
+
+def select_executor(name: str | None = None) -> dg.ExecutorDefinition:
+    """The one place that picks how steps run, from IMAGE_SEARCH_EXECUTOR (deployment config)."""
+    name = name or os.environ.get("IMAGE_SEARCH_EXECUTOR", "in_process")
+    if name == "in_process":
+        # One process per run: models load once and are shared by all 13 categories' steps.
+        return dg.in_process_executor
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    raise ValueError(f"IMAGE_SEARCH_EXECUTOR={name!r}: expected in_process or multiprocess")
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions = daily_partitions(settings)
+    assets = [
+        *ingest_assets(partitions, list(settings.category_names)),
+        *(
+            asset
+            for category in settings.categories
+            for asset in category_assets(category, partitions=partitions, settings=settings)
+        ),
+    ]
+    daily_job = dg.define_asset_job(
+        DAILY_JOB, selection=dg.AssetSelection.assets(*assets), partitions_def=partitions
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[daily_job],
+        resources=build_resources(settings),
+        executor=select_executor(),
+    )
+
+
+defs = build_definitions(load_settings())

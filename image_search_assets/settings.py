@@ -1,0 +1,161 @@
+"""The platform's configuration, loaded from one YAML file (Dagster-free).
+
+`platform.yaml` beside this module is the default. `IMAGE_SEARCH_CONFIG` points at another
+file; a few deployment values can be overridden one by one through the environment, so that
+a k8s deployment or a test can move storage without copying the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).with_name("platform.yaml")
+ENV_OVERRIDES = {
+    "IMAGE_SEARCH_STORAGE_ROOT": "storage_root",
+    "IMAGE_SEARCH_CATALOG": "catalog",
+    "IMAGE_SEARCH_GCP_PROJECT": "gcp_project",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    gpus: int = 1
+    gpu_type: str = "nvidia-tesla-t4"
+    # Detector label ids that count as this category; empty means "any label".
+    class_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    weights: str = "random"
+    input_size: int = 224
+    batch_size: int = 16
+    score_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    timeout_s: float = 10.0
+    max_bytes: int = 20_000_000
+    max_pixels: int = 40_000_000
+    workers: int = 8
+    allow_private_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    metric: str = "angular"
+    n_trees: int = 16
+    recall_sample: int = 200
+
+
+@dataclass(frozen=True)
+class Settings:
+    categories: tuple[Category, ...]
+    start_date: str
+    timezone: str
+    storage_root: str
+    catalog: str
+    detector: ModelConfig
+    embedder: ModelConfig
+    device: str = "auto"
+    gcp_project: str | None = None
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    @property
+    def category_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.categories)
+
+    def category(self, name: str) -> Category:
+        for c in self.categories:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return replace(self, **values)
+
+
+def _model(raw: dict[str, Any], what: str) -> ModelConfig:
+    try:
+        return ModelConfig(**raw)
+    except TypeError as e:
+        raise ConfigError(f"models.{what}: {e}") from e
+
+
+def _categories(raw: list[dict[str, Any]], default_gpu_type: str) -> tuple[Category, ...]:
+    cats = []
+    for entry in raw:
+        entry = {"gpu_type": default_gpu_type, **entry}
+        entry["class_ids"] = tuple(entry.get("class_ids", ()))
+        cat = Category(**entry)
+        if not cat.name.isidentifier() or cat.name != cat.name.lower():
+            raise ConfigError(f"category name {cat.name!r} must be a lower-case identifier")
+        if cat.gpus < 1:
+            raise ConfigError(f"category {cat.name!r}: gpus must be >= 1, got {cat.gpus}")
+        cats.append(cat)
+    names = [c.name for c in cats]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"duplicate category names in {names}")
+    if not cats:
+        raise ConfigError("at least one category is required")
+    return tuple(cats)
+
+
+def parse_settings(raw: dict[str, Any]) -> Settings:
+    """Builds Settings from the YAML document's dict, validating as it goes."""
+    parts = raw.get("partitions", {})
+    start_date = str(parts.get("start_date", "2026-11-01"))
+    timezone = parts.get("timezone", "Asia/Tokyo")
+    try:
+        date.fromisoformat(start_date)
+        ZoneInfo(timezone)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a config error
+        raise ConfigError(f"partitions: {e}") from e
+    models = raw.get("models", {})
+    fetch = dict(raw.get("fetch", {}))
+    fetch["allow_private_hosts"] = tuple(fetch.get("allow_private_hosts", ()))
+    return Settings(
+        categories=_categories(raw["categories"], raw.get("default_gpu_type", "nvidia-tesla-t4")),
+        start_date=start_date,
+        timezone=timezone,
+        storage_root=str(raw.get("storage_root", "var/storage")),
+        catalog=str(raw.get("catalog", "var/catalog/catalog.csv")),
+        gcp_project=raw.get("gcp_project"),
+        device=models.get("device", "auto"),
+        detector=_model(models.get("detector", {"arch": "fasterrcnn_mobilenet_v3_large_320_fpn"}),
+                        "detector"),
+        embedder=_model(models.get("embedder", {"arch": "resnet18"}), "embedder"),
+        fetch=FetchConfig(**fetch),
+        index=IndexConfig(**raw.get("index", {})),
+    )
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Reads the config file (IMAGE_SEARCH_CONFIG or the packaged default) plus env overrides."""
+    path = Path(path or os.environ.get("IMAGE_SEARCH_CONFIG") or DEFAULT_CONFIG)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    for env, key in ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            raw[key] = os.environ[env]
+    return parse_settings(raw)

@@ -1,0 +1,47 @@
+"""Model resource: which torchvision detector and embedder run, with which weights."""
+
+import dagster as dg
+
+from image_search_assets.core.models import LoadedModel, ModelSpec, load_detector, load_embedder
+from image_search_assets.settings import Settings
+
+
+class ModelsResource(dg.ConfigurableResource):
+    """Detector and embedder specs; models are loaded once per process, never inside a loop."""
+
+    device: str = "auto"
+    detector_arch: str
+    detector_weights: str = "random"
+    detector_input_size: int = 320
+    detector_batch_size: int = 8
+    score_threshold: float = 0.5
+    embedder_arch: str
+    embedder_weights: str = "random"
+    embedder_input_size: int = 128
+    embedder_batch_size: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ModelsResource":
+        d, e = settings.detector, settings.embedder
+        return cls(
+            device=settings.device,
+            detector_arch=d.arch,
+            detector_weights=d.weights,
+            detector_input_size=d.input_size,
+            detector_batch_size=d.batch_size,
+            score_threshold=d.score_threshold,
+            embedder_arch=e.arch,
+            embedder_weights=e.weights,
+            embedder_input_size=e.input_size,
+            embedder_batch_size=e.batch_size,
+        )
+
+    def detector(self, num_classes: int, read_gs=None) -> LoadedModel:
+        spec = ModelSpec(
+            self.detector_arch, self.detector_weights, self.detector_input_size, num_classes
+        )
+        return load_detector(spec, self.device, read_gs)
+
+    def embedder(self, read_gs=None) -> LoadedModel:
+        spec = ModelSpec(self.embedder_arch, self.embedder_weights, self.embedder_input_size)
+        return load_embedder(spec, self.device, read_gs)

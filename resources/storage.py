@@ -1,0 +1,69 @@
+"""Storage resource and the IO manager that keeps asset values under the storage root."""
+
+import functools
+
+import dagster as dg
+import pandas as pd
+from dagster_gcp import GCSResource
+
+from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.storage import Storage, open_storage, split_gs_uri
+
+
+# AssetIn metadata flag marking an input as the asset's own previous partition.
+PREVIOUS_PARTITION = "image_search/previous_partition"
+
+
+@functools.cache
+def _gcs_client(project: str | None):
+    return GCSResource(project=project).get_client()
+
+
+@functools.cache
+def _open(root: str, project: str | None) -> Storage:
+    return open_storage(root, lambda: _gcs_client(project))
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Where every artefact lives: a local directory or gs://bucket/prefix (via GCSResource)."""
+
+    root: str
+    gcp_project: str | None = None
+
+    def open(self) -> Storage:
+        return _open(self.root, self.gcp_project)
+
+    def read_gs(self, uri: str) -> bytes:
+        """Bytes of any gs:// object (catalogs, images, checkpoints outside the root)."""
+        bucket, name = split_gs_uri(uri)
+        return _gcs_client(self.gcp_project).bucket(bucket).blob(name).download_as_bytes()
+
+
+class StorageIOManager(dg.ConfigurableIOManager):
+    """Asset values as Parquet at fixed, partition-keyed keys: a re-run overwrites, never adds."""
+
+    storage: dg.ResourceDependency[StorageResource]
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        key = asset_value_key(context.asset_key.path, context.partition_key)
+        self.storage.open().write_parquet(key, obj)
+        context.add_output_metadata({"path": dg.MetadataValue.path(self.storage.open().uri(key))})
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        upstream = context.asset_key
+        partition = context.asset_partition_key
+        key = asset_value_key(upstream.path, partition)
+        storage = self.storage.open()
+        if not storage.exists(key):
+            is_previous_day = bool(context.definition_metadata.get(PREVIOUS_PARTITION))
+            raise dg.Failure(
+                description=(
+                    f"{upstream.to_user_string()} for {partition} is missing"
+                    + (" (the previous day this partition builds on)" if is_previous_day else "")
+                    + f": materialise {upstream.to_user_string()} for {partition} first, e.g. by "
+                    "backfilling that date. This day never runs on missing data."
+                ),
+                metadata={"missing_partition": partition, "expected_at": storage.uri(key)},
+                allow_retries=False,
+            )
+        return storage.read_parquet(key)
