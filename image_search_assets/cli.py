@@ -13,6 +13,8 @@ from pathlib import Path
 from .settings import Settings, load_settings
 
 DEFAULT_DAGSTER_HOME = "var/dagster_home"
+# The console shows warnings (quarantine, random weights); the full log is in the instance.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _storage(settings: Settings):
@@ -43,8 +45,9 @@ def materialise_days(settings: Settings, days: list[str]) -> list[float]:
     with dg.DagsterInstance.get() as instance:
         for day in days:
             started = time.perf_counter()
-            result = job.execute_in_process(partition_key=day, instance=instance,
-                                            raise_on_error=False)
+            result = job.execute_in_process(
+                partition_key=day, instance=instance, run_config=QUIET, raise_on_error=False
+            )
             walls.append(time.perf_counter() - started)
             status = "ok" if result.success else "FAILED"
             print(f"  {day}: {status} in {walls[-1]:.1f} s (run {result.run_id[:8]})", flush=True)
@@ -62,8 +65,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = date.fromisoformat(settings.start_date)
     out = Path(settings.catalog).parent
     print(f"generating the sample catalog for {args.days} days from {start} in {out}/ ...")
-    generate_catalog(out, settings.category_names, start, days=args.days,
-                     timezone=settings.timezone)
+    generate_catalog(
+        out, settings.category_names, start, days=args.days, timezone=settings.timezone
+    )
     home = ensure_dagster_home()
     days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
     print(f"materialising {len(days)} days through Dagster (DAGSTER_HOME={home}) ...")

@@ -26,8 +26,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
     return {
         "storage": storage,
         "storage_io": StorageIOManager(storage=storage),
-        "catalog": CatalogResource(uri=settings.catalog, timezone=settings.timezone,
-                                   storage=storage),
+        "catalog": CatalogResource(
+            uri=settings.catalog, timezone=settings.timezone, storage=storage
+        ),
         "fetcher": ImageFetchResource.from_config(settings.fetch),
         "models": ModelsResource.from_settings(settings),
     }
@@ -54,9 +55,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             for asset in category_assets(category, partitions=partitions, settings=settings)
         ),
     ]
-    daily_job = dg.define_asset_job(
-        DAILY_JOB, selection=dg.AssetSelection.assets(*assets), partitions_def=partitions
-    )
+    daily_job = dg.define_asset_job(DAILY_JOB, selection=dg.AssetSelection.assets(*assets))
     return dg.Definitions(
         assets=assets,
         jobs=[daily_job],

@@ -10,9 +10,7 @@ from .settings import Settings
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(
-        start_date=settings.start_date, timezone=settings.timezone
-    )
+    return dg.DailyPartitionsDefinition(start_date=settings.start_date, timezone=settings.timezone)
 
 
 def partition_date(context: dg.AssetExecutionContext) -> date:

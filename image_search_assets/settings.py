@@ -141,8 +141,9 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         catalog=str(raw.get("catalog", "var/catalog/catalog.csv")),
         gcp_project=raw.get("gcp_project"),
         device=models.get("device", "auto"),
-        detector=_model(models.get("detector", {"arch": "fasterrcnn_mobilenet_v3_large_320_fpn"}),
-                        "detector"),
+        detector=_model(
+            models.get("detector", {"arch": "fasterrcnn_mobilenet_v3_large_320_fpn"}), "detector"
+        ),
         embedder=_model(models.get("embedder", {"arch": "resnet18"}), "embedder"),
         fetch=FetchConfig(**fetch),
         index=IndexConfig(**raw.get("index", {})),

@@ -6,6 +6,11 @@ from image_search_assets.core.models import LoadedModel, ModelSpec, load_detecto
 from image_search_assets.settings import Settings
 
 
+def _reader_for(weights: str, read_gs):
+    # Only gs:// checkpoints need the reader; leaving it out otherwise keeps the model cache hot.
+    return read_gs if weights.startswith("gs://") else None
+
+
 class ModelsResource(dg.ConfigurableResource):
     """Detector and embedder specs; models are loaded once per process, never inside a loop."""
 
@@ -40,8 +45,8 @@ class ModelsResource(dg.ConfigurableResource):
         spec = ModelSpec(
             self.detector_arch, self.detector_weights, self.detector_input_size, num_classes
         )
-        return load_detector(spec, self.device, read_gs)
+        return load_detector(spec, self.device, _reader_for(spec.weights, read_gs))
 
     def embedder(self, read_gs=None) -> LoadedModel:
         spec = ModelSpec(self.embedder_arch, self.embedder_weights, self.embedder_input_size)
-        return load_embedder(spec, self.device, read_gs)
+        return load_embedder(spec, self.device, _reader_for(spec.weights, read_gs))

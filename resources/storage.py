@@ -9,7 +9,6 @@ from dagster_gcp import GCSResource
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import Storage, open_storage, split_gs_uri
 
-
 # AssetIn metadata flag marking an input as the asset's own previous partition.
 PREVIOUS_PARTITION = "image_search/previous_partition"
 
@@ -49,8 +48,10 @@ class StorageIOManager(dg.ConfigurableIOManager):
         self.storage.open().write_parquet(key, obj)
         context.add_output_metadata({"path": dg.MetadataValue.path(self.storage.open().uri(key))})
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | None:
         upstream = context.asset_key
+        if context.has_asset_partitions and not context.asset_partition_keys:
+            return None  # the first partition's "previous day" lies before the start date
         partition = context.asset_partition_key
         key = asset_value_key(upstream.path, partition)
         storage = self.storage.open()

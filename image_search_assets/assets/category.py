@@ -1,6 +1,5 @@
 """One factory builds every category's detections → embeddings → annoy_index chain."""
 
-
 import json
 
 import dagster as dg
@@ -30,8 +29,14 @@ def category_assets(
     num_classes = len(settings.categories) + 1
     common = {"partitions_def": partitions, "group_name": name, "io_manager_key": "storage_io"}
 
-    @dg.asset(key=[name, "detections"], ins={"product_images": dg.AssetIn(["product_images"])},
-              op_tags=gpu_tags(category), tags=gpu_tags(category), kinds={"pytorch"}, **common)
+    @dg.asset(
+        key=[name, "detections"],
+        ins={"product_images": dg.AssetIn(["product_images"])},
+        op_tags=gpu_tags(category),
+        tags=gpu_tags(category),
+        kinds={"pytorch"},
+        **common,
+    )
     def detections(
         context: dg.AssetExecutionContext,
         product_images: pd.DataFrame,
@@ -41,21 +46,35 @@ def category_assets(
         """The day's items of this category: one detected box per product image."""
         detector = models.detector(num_classes, storage.read_gs)
         mine = product_images[product_images["category"] == name]
-        result = detect_items(mine, storage.open(), detector, class_ids=class_ids,
-                              score_threshold=models.score_threshold,
-                              batch_size=models.detector_batch_size)
+        result = detect_items(
+            mine,
+            storage.open(),
+            detector,
+            class_ids=class_ids,
+            score_threshold=models.score_threshold,
+            batch_size=models.detector_batch_size,
+        )
         sources = result.table["box_source"].value_counts().to_dict()
-        return dg.Output(result.table, metadata={
-            "items": len(result.table),
-            "box_sources": {str(k): int(v) for k, v in sources.items()},
-            "images_per_second": round(result.items_per_second, 2),
-            "batch_size": models.detector_batch_size,
-            "device": str(detector.device),
-            **_model_metadata(context, detector.identity),
-        })
+        return dg.Output(
+            result.table,
+            metadata={
+                "items": len(result.table),
+                "box_sources": {str(k): int(v) for k, v in sources.items()},
+                "images_per_second": round(result.items_per_second, 2),
+                "batch_size": models.detector_batch_size,
+                "device": str(detector.device),
+                **_model_metadata(context, detector.identity),
+            },
+        )
 
-    @dg.asset(key=[name, "embeddings"], ins={"detections": dg.AssetIn([name, "detections"])},
-              op_tags=gpu_tags(category), tags=gpu_tags(category), kinds={"pytorch"}, **common)
+    @dg.asset(
+        key=[name, "embeddings"],
+        ins={"detections": dg.AssetIn([name, "detections"])},
+        op_tags=gpu_tags(category),
+        tags=gpu_tags(category),
+        kinds={"pytorch"},
+        **common,
+    )
     def embeddings(
         context: dg.AssetExecutionContext,
         detections: pd.DataFrame,
@@ -64,25 +83,35 @@ def category_assets(
     ) -> dg.Output[pd.DataFrame]:
         """L2-normalised feature vectors of the day's cropped items."""
         embedder = models.embedder(storage.read_gs)
-        result = embed_items(detections, storage.open(), embedder,
-                             input_size=models.embedder_input_size,
-                             batch_size=models.embedder_batch_size)
+        result = embed_items(
+            detections,
+            storage.open(),
+            embedder,
+            input_size=models.embedder_input_size,
+            batch_size=models.embedder_batch_size,
+        )
         table = result.table.assign(embedder=json.dumps(embedder.identity, sort_keys=True))
-        return dg.Output(table, metadata={
-            "items": len(table),
-            "dim": int(embedder.identity["dim"]),
-            "crops_per_second": round(result.items_per_second, 2),
-            "batch_size": models.embedder_batch_size,
-            "device": str(embedder.device),
-            **_model_metadata(context, embedder.identity),
-        })
+        return dg.Output(
+            table,
+            metadata={
+                "items": len(table),
+                "dim": int(embedder.identity["dim"]),
+                "crops_per_second": round(result.items_per_second, 2),
+                "batch_size": models.embedder_batch_size,
+                "device": str(embedder.device),
+                **_model_metadata(context, embedder.identity),
+            },
+        )
 
     @dg.asset(
         key=[name, "annoy_index"],
         ins={
             "embeddings": dg.AssetIn([name, "embeddings"]),
-            "previous": dg.AssetIn([name, "annoy_index"], partition_mapping=PREVIOUS_DAY,
-                                   metadata={PREVIOUS_PARTITION: True}),
+            "previous": dg.AssetIn(
+                [name, "annoy_index"],
+                partition_mapping=PREVIOUS_DAY,
+                metadata={PREVIOUS_PARTITION: True},
+            ),
         },
         kinds={"annoy"},
         **common,
@@ -100,18 +129,26 @@ def category_assets(
             context.log.warning(f"{name}: no items to date; nothing to publish")
             return dg.Output(to_date, metadata={"count": 0, "new_items": 0})
         manifest = annoy.publish(
-            storage.open(), name, context.partition_key, to_date["product_id"].tolist(), vectors,
-            metric=settings.index.metric, n_trees=settings.index.n_trees,
+            storage.open(),
+            name,
+            context.partition_key,
+            to_date["product_id"].tolist(),
+            vectors,
+            metric=settings.index.metric,
+            n_trees=settings.index.n_trees,
             models={"embedders": sorted(to_date["embedder"].unique().tolist())},
             recall_sample=settings.index.recall_sample,
         )
-        return dg.Output(to_date, metadata={
-            "count": manifest["count"],
-            "new_items": len(embeddings),
-            "previous_count": 0 if previous is None else len(previous),
-            "version": manifest["version"],
-            "recall_at_10": manifest["recall_at_10"],
-            "build_seconds": manifest["build_seconds"],
-        })
+        return dg.Output(
+            to_date,
+            metadata={
+                "count": manifest["count"],
+                "new_items": len(embeddings),
+                "previous_count": 0 if previous is None else len(previous),
+                "version": manifest["version"],
+                "recall_at_10": manifest["recall_at_10"],
+                "build_seconds": manifest["build_seconds"],
+            },
+        )
 
     return [detections, embeddings, annoy_index]

@@ -1,6 +1,5 @@
 """The day's catalog rows and product images, shared by every category."""
 
-
 import dagster as dg
 import pandas as pd
 
@@ -22,27 +21,40 @@ def _per_category(table: pd.DataFrame) -> dict[str, int]:
 def ingest_assets(
     partitions: dg.PartitionsDefinition, categories: list[str]
 ) -> list[dg.AssetsDefinition]:
-    @dg.asset(partitions_def=partitions, group_name="ingest", io_manager_key="storage_io",
-              kinds={"pandas"})
+    @dg.asset(
+        partitions_def=partitions,
+        group_name="ingest",
+        io_manager_key="storage_io",
+        kinds={"pandas"},
+    )
     def new_products(
         context: dg.AssetExecutionContext, catalog: CatalogResource, storage: StorageResource
     ) -> dg.Output[pd.DataFrame]:
         """The day's catalog rows that passed validation; bad rows are quarantined."""
         day = catalog.day(partition_date(context), categories)
-        storage.open().write_parquet(quarantine_key(context.partition_key, "catalog"),
-                                     day.quarantined)
+        storage.open().write_parquet(
+            quarantine_key(context.partition_key, "catalog"), day.quarantined
+        )
         if len(day.quarantined):
-            context.log.warning(f"quarantined {len(day.quarantined)} catalog row(s): "
-                                f"{_reasons(day.quarantined)}")
-        return dg.Output(day.products, metadata={
-            "new_products": len(day.products),
-            "per_category": _per_category(day.products),
-            "quarantined_rows": len(day.quarantined),
-            "quarantine_reasons": _reasons(day.quarantined),
-        })
+            context.log.warning(
+                f"quarantined {len(day.quarantined)} catalog row(s): {_reasons(day.quarantined)}"
+            )
+        return dg.Output(
+            day.products,
+            metadata={
+                "new_products": len(day.products),
+                "per_category": _per_category(day.products),
+                "quarantined_rows": len(day.quarantined),
+                "quarantine_reasons": _reasons(day.quarantined),
+            },
+        )
 
-    @dg.asset(partitions_def=partitions, group_name="ingest", io_manager_key="storage_io",
-              kinds={"pandas"})
+    @dg.asset(
+        partitions_def=partitions,
+        group_name="ingest",
+        io_manager_key="storage_io",
+        kinds={"pandas"},
+    )
     def product_images(
         context: dg.AssetExecutionContext,
         new_products: pd.DataFrame,
@@ -51,19 +63,29 @@ def ingest_assets(
     ) -> dg.Output[pd.DataFrame]:
         """The day's product images, decoded and stored as normalised RGB JPEGs."""
         result = fetch_images(
-            new_products, storage.open(), context.partition_key, policy=fetcher.policy(),
-            max_pixels=fetcher.max_pixels, workers=fetcher.workers, gcs_read=storage.read_gs,
+            new_products,
+            storage.open(),
+            context.partition_key,
+            policy=fetcher.policy(),
+            max_pixels=fetcher.max_pixels,
+            workers=fetcher.workers,
+            gcs_read=storage.read_gs,
         )
-        storage.open().write_parquet(quarantine_key(context.partition_key, "image"),
-                                     result.quarantined)
+        storage.open().write_parquet(
+            quarantine_key(context.partition_key, "image"), result.quarantined
+        )
         if len(result.quarantined):
-            context.log.warning(f"quarantined {len(result.quarantined)} image(s): "
-                                f"{_reasons(result.quarantined)}")
-        return dg.Output(result.table, metadata={
-            "images": len(result.table),
-            "quarantined_images": len(result.quarantined),
-            "quarantine_reasons": _reasons(result.quarantined),
-            "images_per_second": round(result.items_per_second, 2),
-        })
+            context.log.warning(
+                f"quarantined {len(result.quarantined)} image(s): {_reasons(result.quarantined)}"
+            )
+        return dg.Output(
+            result.table,
+            metadata={
+                "images": len(result.table),
+                "quarantined_images": len(result.quarantined),
+                "quarantine_reasons": _reasons(result.quarantined),
+                "images_per_second": round(result.items_per_second, 2),
+            },
+        )
 
     return [new_products, product_images]

@@ -19,7 +19,8 @@ def embed_image_file(settings: Settings, data: bytes) -> np.ndarray:
     embedder = load_embedder(ModelSpec(e.arch, e.weights, e.input_size), settings.device)
     img = decode_image(data)
     det = inference.detect(detector, [img], 1)[0]
-    box = inference.choose_box(det, img.width, img.height, class_ids=(),
-                               score_threshold=d.score_threshold)
+    box = inference.choose_box(
+        det, img.width, img.height, class_ids=(), score_threshold=d.score_threshold
+    )
     crop = inference.crop(img, box)
     return inference.embed(embedder, [crop], input_size=e.input_size, batch_size=1)[0]

@@ -24,7 +24,7 @@ _WHITE = (255, 255, 255)
 
 
 class ItemRejected(Exception):
-    """A single item (image) that cannot be used; quarantined with a reason, never fatal to the day."""
+    """An unusable item (image): quarantined with a reason code, never fatal to the day."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -65,8 +65,13 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.nda
 
 
 def recall_at_k(
-    index: AnnoyIndex, vectors: np.ndarray, *, k: int = 10, sample: int = 200,
-    search_k: int = -1, seed: int = 0,
+    index: AnnoyIndex,
+    vectors: np.ndarray,
+    *,
+    k: int = 10,
+    sample: int = 200,
+    search_k: int = -1,
+    seed: int = 0,
 ) -> float:
     """Mean recall@k of Annoy against exact search, over a sample of the indexed vectors."""
     n = vectors.shape[0]

@@ -30,7 +30,7 @@ class ChosenBox:
     y2: float
     label: int
     score: float
-    source: str  # "detector" | "full_image"
+    box_source: str  # "detector" | "full_image"
     candidates: int  # detections above threshold of any label
 
 
@@ -90,8 +90,11 @@ def preprocess_crops(crops: Sequence[Image.Image], size: int) -> torch.Tensor:
     batch = torch.stack(
         [
             F.interpolate(
-                to_float_tensor(c)[None], size=(size, size), mode="bilinear",
-                align_corners=False, antialias=True,
+                to_float_tensor(c)[None],
+                size=(size, size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
             )[0]
             for c in crops
         ]

@@ -89,8 +89,9 @@ def _load_module(
 ) -> tuple[nn.Module, dict[str, Any]]:
     identity: dict[str, Any] = {"arch": spec.arch, "weights": spec.weights}
     if spec.weights == "random":
-        log.warning("%s uses RANDOM weights (seed %d): for tests and demos only", spec.arch,
-                    RANDOM_SEED)
+        log.warning(
+            "%s uses RANDOM weights (seed %d): for tests and demos only", spec.arch, RANDOM_SEED
+        )
         identity["seed"] = RANDOM_SEED
         return _construct(spec, detector=detector, weights=None), identity
     if spec.weights.upper() == "DEFAULT":

@@ -64,8 +64,12 @@ def fetch_images(
         data = to_jpeg_bytes(img)
         key = image_key(day, pid)
         storage.write_bytes(key, data)
-        return {"image_key": key, "width": img.width, "height": img.height,
-                "sha256": hashlib.sha256(data).hexdigest()}
+        return {
+            "image_key": key,
+            "width": img.width,
+            "height": img.height,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
 
     good, rejected = fetch_many([(pid, pid) for pid in urls], fetch_one, workers=workers)
     rows = [
@@ -75,8 +79,14 @@ def fetch_images(
     ]
     table = pd.DataFrame(rows, columns=IMAGE_COLUMNS)
     bad = [
-        {"product_id": pid, "category": cat, "image_url": urls[pid], "stage": "image",
-         "reason": rejected[pid].reason, "detail": rejected[pid].detail}
+        {
+            "product_id": pid,
+            "category": cat,
+            "image_url": urls[pid],
+            "stage": "image",
+            "reason": rejected[pid].reason,
+            "detail": rejected[pid].detail,
+        }
         for pid, cat in zip(products["product_id"], products["category"], strict=True)
         if pid in rejected
     ]
@@ -109,8 +119,13 @@ def detect_items(
         box = inference.choose_box(
             det, pic.width, pic.height, class_ids=class_ids, score_threshold=score_threshold
         )
-        rows.append({"product_id": row["product_id"], "image_key": row["image_key"],
-                     **{c: getattr(box, c) for c in BOX_COLUMNS}})
+        rows.append(
+            {
+                "product_id": row["product_id"],
+                "image_key": row["image_key"],
+                **{c: getattr(box, c) for c in BOX_COLUMNS},
+            }
+        )
     table = pd.DataFrame(rows, columns=["product_id", "image_key", *BOX_COLUMNS])
     return StageResult(table, quarantine_frame(), time.perf_counter() - started)
 
@@ -134,8 +149,9 @@ def embed_items(
     vectors = inference.embed(embedder, crops, input_size=input_size, batch_size=batch_size)
     table = detections[["product_id", "box_source", "score"]].copy()
     table["vector"] = list(vectors.astype(np.float32))
-    return StageResult(table.reset_index(drop=True), quarantine_frame(),
-                       time.perf_counter() - started)
+    return StageResult(
+        table.reset_index(drop=True), quarantine_frame(), time.perf_counter() - started
+    )
 
 
 def vectors_of(table: pd.DataFrame) -> np.ndarray:

@@ -41,8 +41,10 @@ def _image_keys(storage: Storage, category: str, day: str) -> dict[str, str]:
     if not storage.exists(key):
         return {}
     table = storage.read_parquet(key)
-    return {pid: image_key(added, pid)
-            for pid, added in zip(table["product_id"], table["added_on"], strict=True)}
+    return {
+        pid: image_key(added, pid)
+        for pid, added in zip(table["product_id"], table["added_on"], strict=True)
+    }
 
 
 def find_product(served: dict[str, ServedIndex], product_id: str) -> tuple[str, np.ndarray]:
@@ -53,7 +55,10 @@ def find_product(served: dict[str, ServedIndex], product_id: str) -> tuple[str, 
 
 
 def neighbours(
-    storage: Storage, served: dict[str, ServedIndex], vector: np.ndarray, categories: Sequence[str],
+    storage: Storage,
+    served: dict[str, ServedIndex],
+    vector: np.ndarray,
+    categories: Sequence[str],
     k: int,
 ) -> list[Neighbour]:
     """The k nearest items across `categories`, nearest first."""
@@ -72,14 +77,18 @@ def _data_uri(data: bytes | None) -> str:
 
 
 def write_html(
-    path: Path, title: str, query_image: bytes | None, results: Sequence[Neighbour],
+    path: Path,
+    title: str,
+    query_image: bytes | None,
+    results: Sequence[Neighbour],
     storage: Storage,
 ) -> Path:
     """A self-contained page: the query image and its neighbours with ids and distances."""
     cards = []
     for rank, n in enumerate(results, 1):
-        data = storage.read_bytes(n.image_key) if n.image_key and storage.exists(n.image_key) \
-            else None
+        data = (
+            storage.read_bytes(n.image_key) if n.image_key and storage.exists(n.image_key) else None
+        )
         cards.append(
             f'<figure><img src="{_data_uri(data)}" alt="{html.escape(n.product_id)}">'
             f"<figcaption>#{rank} <b>{html.escape(n.product_id)}</b><br>"
@@ -92,7 +101,7 @@ background:#eee}} .query img{{outline:4px solid #c33}}</style>
 <h1>{html.escape(title)}</h1>
 <figure class="query"><img src="{_data_uri(query_image)}" alt="query">
 <figcaption>query</figcaption></figure><hr>
-{''.join(cards)}"""
+{"".join(cards)}"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     return path

@@ -34,8 +34,11 @@ def day_report(storage: Storage, day: str, categories: Sequence[str]) -> dict[st
     if products is None:
         raise FileNotFoundError(f"{day} has not been materialised (no new_products record)")
     quarantined = {s: _read(storage, quarantine_key(day, s)) for s in QUARANTINE_STAGES}
-    images_q = quarantined["image"] if quarantined["image"] is not None else pd.DataFrame(
-        columns=["product_id", "category", "reason", "detail", "image_url"])
+    images_q = (
+        quarantined["image"]
+        if quarantined["image"] is not None
+        else pd.DataFrame(columns=["product_id", "category", "reason", "detail", "image_url"])
+    )
     per_category: dict[str, Any] = {}
     for cat in categories:
         new_ids = set(products.loc[products["category"] == cat, "product_id"])
@@ -48,8 +51,9 @@ def day_report(storage: Storage, day: str, categories: Sequence[str]) -> dict[st
             "indexed": len(indexed & new_ids),
             "quarantined": len(q),
             "reasons": {str(k): int(v) for k, v in q["reason"].value_counts().items()},
-            "quarantined_items": q[["product_id", "image_url", "reason", "detail"]]
-            .to_dict("records"),
+            "quarantined_items": q[["product_id", "image_url", "reason", "detail"]].to_dict(
+                "records"
+            ),
             "unaccounted": sorted(new_ids - indexed - set(q["product_id"])),
             "index_count_to_date": None if index_count is None else len(index_count),
         }
@@ -59,13 +63,16 @@ def day_report(storage: Storage, day: str, categories: Sequence[str]) -> dict[st
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"Report for {report['date']}",
-             f"{'category':<12}{'new':>6}{'indexed':>9}{'quarant.':>10}{'to date':>9}  reasons"]
+    lines = [
+        f"Report for {report['date']}",
+        f"{'category':<12}{'new':>6}{'indexed':>9}{'quarant.':>10}{'to date':>9}  reasons",
+    ]
     for cat, r in report["categories"].items():
         reasons = ", ".join(f"{k}={v}" for k, v in r["reasons"].items())
         to_date = "-" if r["index_count_to_date"] is None else r["index_count_to_date"]
-        lines.append(f"{cat:<12}{r['new']:>6}{r['indexed']:>9}{r['quarantined']:>10}"
-                     f"{to_date:>9}  {reasons}")
+        lines.append(
+            f"{cat:<12}{r['new']:>6}{r['indexed']:>9}{r['quarantined']:>10}{to_date:>9}  {reasons}"
+        )
         for item in r["quarantined_items"]:
             lines.append(f"    - {item['product_id']}: {item['reason']} ({item['image_url']})")
         if r["unaccounted"]:
@@ -73,6 +80,8 @@ def format_report(report: dict[str, Any]) -> str:
     rows = report["catalog_quarantine"]
     lines.append(f"catalog rows quarantined: {len(rows)}")
     for row in rows:
-        lines.append(f"    - {row['product_id'] or '(no id)'} [{row['category']}]: "
-                     f"{row['reason']} {row['detail']}")
+        lines.append(
+            f"    - {row['product_id'] or '(no id)'} [{row['category']}]: "
+            f"{row['reason']} {row['detail']}"
+        )
     return "\n".join(lines)

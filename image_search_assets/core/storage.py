@@ -6,6 +6,7 @@ Keys are '/'-separated relative paths. All artefacts are written in native forma
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -188,10 +189,8 @@ class GCSStorage(Storage):
     def delete(self, key: str) -> None:
         from google.api_core.exceptions import NotFound
 
-        try:
+        with contextlib.suppress(NotFound):  # deleting nothing is not an error
             self.bucket.blob(self._name(key)).delete()
-        except NotFound:
-            pass
 
     def uri(self, key: str) -> str:
         return f"gs://{self.bucket_name}/{self._name(key)}"
@@ -203,6 +202,10 @@ class GCSStorage(Storage):
     def write_bytes_if_generation(self, key: str, data: bytes, generation: int | None) -> None:
         from google.api_core.exceptions import PreconditionFailed as GcsPrecondition
 
+        # GCS enforces if_generation_match server-side; the read-check first gives the same
+        # answer early (and on gcp-storage-emulator, which ignores preconditions).
+        if self.generation(key) != generation:
+            raise PreconditionFailed(f"{self.uri(key)} changed since generation {generation}")
         try:
             # if_generation_match=0 means "only if the object does not exist yet".
             self.bucket.blob(self._name(key)).upload_from_string(

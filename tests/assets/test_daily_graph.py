@@ -1,0 +1,113 @@
+"""The daily graph materialised over real partitions with small real resources."""
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from image_search_assets.core import inference
+from image_search_assets.core.index import load_current
+from image_search_assets.core.records import asset_value_key, day_report
+from image_search_assets.definitions import DAILY_JOB, build_definitions
+from resources import StorageResource
+
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
+
+
+def run_day(settings, day, instance):
+    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    return job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+
+
+def open_storage(settings):
+    return StorageResource(root=settings.storage_root).open()
+
+
+@pytest.fixture
+def detector_calls(monkeypatch):
+    """Records how many images each detector call sees (the models' real work)."""
+    seen = []
+    real = inference.detect
+
+    def counting(model, images, batch_size):
+        seen.append(len(images))
+        return real(model, images, batch_size)
+
+    monkeypatch.setattr(inference, "detect", counting)
+    return seen
+
+
+def test_consecutive_days_accumulate_without_rerunning_models(settings, detector_calls):
+    store = open_storage(settings)
+    counts = {}
+    with dg.DagsterInstance.ephemeral() as instance:
+        for day in DAYS:
+            detector_calls.clear()
+            assert run_day(settings, day, instance).success
+            report = day_report(store, day, settings.category_names)
+            new_indexed = sum(c["indexed"] for c in report["categories"].values())
+            # Only the day's own images went through the detector.
+            assert sum(detector_calls) == new_indexed
+            for cat, r in report["categories"].items():
+                assert r["unaccounted"] == []
+                counts[cat] = counts.get(cat, 0) + r["indexed"]
+                assert r["index_count_to_date"] == counts[cat]
+                assert load_current(store, cat).manifest["count"] == counts[cat]
+    day1 = set(store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[0]))["product_id"])
+    day2 = store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[1]))
+    emb2 = store.read_parquet(asset_value_key(["tops", "embeddings"], DAYS[1]))
+    assert day1 <= set(day2["product_id"]) and not day1 & set(emb2["product_id"])
+    assert day2["product_id"].is_unique
+
+
+def test_missing_previous_partition_fails_clearly_and_is_not_retried(settings):
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_day(settings, DAYS[0], instance).success
+        result = run_day(settings, DAYS[2], instance)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert {e.step_key for e in failures} == {f"{c}__annoy_index" for c in settings.category_names}
+    message = failures[0].event_specific_data.error.message
+    assert "2026-11-02 is missing" in message and "previous day" in message
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    served = load_current(open_storage(settings), "tops")
+    assert served.manifest["date"] == DAYS[0]  # day 1 still serves
+
+
+def test_bad_rows_and_bad_images_are_quarantined_with_reasons(settings):
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_day(settings, DAYS[0], instance).success
+    report = day_report(open_storage(settings), DAYS[0], settings.category_names)
+    rows = {r["reason"] for r in report["catalog_quarantine"]}
+    assert rows == {
+        "unknown_category",
+        "duplicate_product_id",
+        "missing_image_url",
+        "unparseable_added_at",
+    }
+    bad_images = {
+        i["product_id"]: i["reason"] for i in report["categories"]["tops"]["quarantined_items"]
+    }
+    assert set(bad_images) == {"bad-p00-truncated-image", "bad-p00-not-an-image"}
+    assert all(r["unaccounted"] == [] for r in report["categories"].values())
+
+
+def test_local_and_gcs_storage_give_identical_results(settings, gcs_bucket):
+    gcs_settings = settings.with_overrides(
+        storage_root=f"gs://{gcs_bucket}/platform", gcp_project="test"
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        for s in (settings, gcs_settings):
+            for day in DAYS[:2]:
+                assert run_day(s, day, instance).success
+    local = StorageResource(root=settings.storage_root).open()
+    remote = StorageResource(root=gcs_settings.storage_root, gcp_project="test").open()
+    assert remote.uri("x").startswith(f"gs://{gcs_bucket}/platform/")
+    for cat in settings.category_names:
+        key = asset_value_key([cat, "annoy_index"], DAYS[1])
+        a, b = local.read_parquet(key), remote.read_parquet(key)
+        assert a["product_id"].tolist() == b["product_id"].tolist()
+        np.testing.assert_allclose(np.stack(a["vector"]), np.stack(b["vector"]), atol=1e-6)
+        la, lb = load_current(local, cat), load_current(remote, cat)
+        assert la.ids == lb.ids and la.manifest["count"] == lb.manifest["count"]
+    reports = [day_report(s, DAYS[1], settings.category_names) for s in (local, remote)]
+    assert reports[0] == reports[1]

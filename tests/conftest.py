@@ -1,0 +1,85 @@
+"""Shared fixtures: small platform settings, the sample catalog and an in-process GCS emulator."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from image_search_assets.core.synthetic import generate_catalog
+from image_search_assets.settings import ModelConfig, Settings, load_settings
+
+TEST_CATEGORIES = ("tops", "pants", "hats")
+TEST_MIX = {"tops": 3, "pants": 2, "hats": 1}
+START = date(2026, 11, 1)
+
+
+def small_settings(storage_root: str, catalog: str) -> Settings:
+    """The real config, cut to three categories and tiny models so CPU tests stay fast."""
+    base = load_settings()
+    return base.with_overrides(
+        categories=tuple(base.category(n) for n in TEST_CATEGORIES),
+        start_date=START.isoformat(),
+        storage_root=storage_root,
+        catalog=catalog,
+        device="cpu",
+        detector=ModelConfig(
+            arch="fasterrcnn_mobilenet_v3_large_320_fpn",
+            weights="random",
+            input_size=160,
+            batch_size=4,
+            score_threshold=0.5,
+        ),
+        embedder=ModelConfig(arch="resnet18", weights="random", input_size=64, batch_size=16),
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_catalog(tmp_path_factory) -> Path:
+    """Three days of the synthetic catalog (bad rows included) at 96 px."""
+    out = tmp_path_factory.mktemp("catalog")
+    return generate_catalog(out, TEST_CATEGORIES, START, days=3, image_size=96, mix=TEST_MIX)
+
+
+@pytest.fixture
+def settings(tmp_path, sample_catalog) -> Settings:
+    return small_settings(str(tmp_path / "storage"), str(sample_catalog))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """The gcp-storage-emulator package served in-process on 127.0.0.1."""
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+    if old is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = old
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator, request) -> str:
+    """A fresh bucket on the emulator; returns its name."""
+    from google.cloud import storage
+
+    name = "test-" + request.node.name.lower().replace("_", "-").replace("[", "-")[:40].strip("]-")
+    client = storage.Client(project="test")
+    if client.lookup_bucket(name) is None:
+        client.create_bucket(name)
+    return name

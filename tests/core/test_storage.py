@@ -1,0 +1,104 @@
+"""Storage backends: the same contract on a local directory and on the GCS emulator."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from google.cloud import storage as gcs
+
+from image_search_assets.core.storage import (
+    LocalStorage,
+    PreconditionFailed,
+    Storage,
+    open_storage,
+    split_gs_uri,
+)
+
+
+@pytest.fixture(params=["local", "gcs"])
+def store(request, tmp_path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path)
+    bucket = request.getfixturevalue("gcs_bucket")
+    return open_storage(f"gs://{bucket}/some/prefix", lambda: gcs.Client(project="test"))
+
+
+def test_round_trips_every_format(store):
+    store.write_bytes("a/b.bin", b"\x00\x01")
+    store.write_json("a/c.json", {"x": [1, 2]})
+    frame = pd.DataFrame({"id": ["p1", "p2"], "n": [1, 2]})
+    store.write_parquet("a/d.parquet", frame)
+    store.write_npy("e/f.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert store.read_bytes("a/b.bin") == b"\x00\x01"
+    assert store.read_json("a/c.json") == {"x": [1, 2]}
+    pd.testing.assert_frame_equal(store.read_parquet("a/d.parquet"), frame)
+    np.testing.assert_array_equal(store.read_npy("e/f.npy")[1], [3, 4, 5])
+    assert store.list("a") == ["a/b.bin", "a/c.json", "a/d.parquet"]
+    assert store.exists("e/f.npy") and not store.exists("e/missing")
+
+
+def test_overwrite_replaces_and_delete_prefix_removes(store):
+    store.write_bytes("k/x", b"1")
+    store.write_bytes("k/x", b"2")
+    store.write_bytes("k/y", b"3")
+    assert store.read_bytes("k/x") == b"2"
+    store.delete_prefix("k")
+    assert store.list("k") == []
+    store.delete("k/never-existed")  # deleting nothing is not an error
+
+
+def test_conditional_write_detects_a_concurrent_change(store):
+    assert store.generation("ptr") is None
+    store.write_bytes_if_generation("ptr", b"v1", None)
+    gen = store.generation("ptr")
+    with pytest.raises(PreconditionFailed):
+        store.write_bytes_if_generation("ptr", b"lost", None)  # "must not exist" fails now
+    store.write_bytes("ptr", b"someone else")
+    with pytest.raises(PreconditionFailed):
+        store.write_bytes_if_generation("ptr", b"v2", gen)
+    store.write_bytes_if_generation("ptr", b"v3", store.generation("ptr"))
+    assert store.read_bytes("ptr") == b"v3"
+
+
+def test_local_keys_cannot_escape_the_root(tmp_path):
+    with pytest.raises(ValueError, match="escapes"):
+        LocalStorage(tmp_path / "root").write_bytes("../outside", b"x")
+
+
+@pytest.mark.parametrize(
+    "uri,expected",
+    [("gs://b", ("b", "")), ("gs://b/p/q/", ("b", "p/q")), ("gs://b/p", ("b", "p"))],
+)
+def test_split_gs_uri(uri, expected):
+    assert split_gs_uri(uri) == expected
+
+
+def test_split_gs_uri_rejects_non_gs():
+    with pytest.raises(ValueError):
+        split_gs_uri("s3://b/p")
+
+
+def test_gcs_pointer_write_sends_the_generation_precondition():
+    """Recorded-call test: the emulator ignores preconditions, so check what we ask GCS for."""
+    from image_search_assets.core.storage import GCSStorage
+
+    calls = []
+
+    class Blob:
+        generation = 7
+
+        def upload_from_string(self, data, **kwargs):
+            calls.append(kwargs)
+
+    class Bucket:
+        def blob(self, name):
+            return Blob()
+
+        def get_blob(self, name):
+            return Blob()
+
+    class Client:
+        def bucket(self, name):
+            return Bucket()
+
+    GCSStorage(Client(), "b").write_bytes_if_generation("CURRENT.json", b"{}", 7)
+    assert calls == [{"if_generation_match": 7}]

@@ -1,0 +1,40 @@
+"""The one config file: validation and environment overrides."""
+
+import pytest
+
+from image_search_assets.settings import ConfigError, load_settings, parse_settings
+
+
+def test_env_overrides_storage_and_catalog(monkeypatch):
+    monkeypatch.setenv("IMAGE_SEARCH_STORAGE_ROOT", "gs://bucket/prefix")
+    monkeypatch.setenv("IMAGE_SEARCH_CATALOG", "gs://bucket/catalog.parquet")
+    s = load_settings()
+    assert (s.storage_root, s.catalog) == ("gs://bucket/prefix", "gs://bucket/catalog.parquet")
+
+
+def test_adding_a_category_is_one_line():
+    s = parse_settings({"categories": [{"name": "tops", "gpus": 4}, {"name": "ties"}]})
+    assert [(c.name, c.gpus, c.gpu_type) for c in s.categories] == [
+        ("tops", 4, "nvidia-tesla-t4"),
+        ("ties", 1, "nvidia-tesla-t4"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        ({"categories": [{"name": "tops"}, {"name": "tops"}]}, "duplicate"),
+        ({"categories": [{"name": "Tops"}]}, "lower-case"),
+        ({"categories": [{"name": "tops", "gpus": 0}]}, "gpus"),
+        ({"categories": []}, "at least one"),
+        ({"categories": [{"name": "t"}], "partitions": {"timezone": "Mars/Base"}}, "partitions"),
+    ],
+)
+def test_bad_config_is_a_clear_error(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_settings(raw)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
