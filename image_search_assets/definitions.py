@@ -42,7 +42,12 @@ def select_executor(name: str | None = None) -> dg.ExecutorDefinition:
         return dg.in_process_executor
     if name == "multiprocess":
         return dg.multiprocess_executor
-    raise ValueError(f"IMAGE_SEARCH_EXECUTOR={name!r}: expected in_process or multiprocess")
+    if name == "k8s":
+        # Each step is a Kubernetes Job; imported here so local runs never load dagster_k8s.
+        from .k8s.executor import image_search_k8s_executor
+
+        return image_search_k8s_executor
+    raise ValueError(f"IMAGE_SEARCH_EXECUTOR={name!r}: expected in_process, multiprocess or k8s")
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 from .settings import Category, Settings
 
+PRIORITY_TAG = "dagster/priority"
 GPUS_TAG = "image_search/gpus"
 GPU_TYPE_TAG = "image_search/gpu_type"
+CATEGORY_TAG = "image_search/category"
+# Run tag holding the day's GPU plan as JSON {category: gpus}; it overrides GPUS_TAG.
+GPU_PLAN_TAG = "image_search/gpu_plan"
+GPU_POOL_PREFIX = "gpu-"
+
+
+def gpu_pool(category: Category) -> str:
+    """The weighted pool of the category's GPU type; its limit is that type's GPU budget."""
+    return f"{GPU_POOL_PREFIX}{category.gpu_type}"
 
 
 def gpu_tags(category: Category) -> dict[str, str]:
-    return {GPUS_TAG: str(category.gpus), GPU_TYPE_TAG: category.gpu_type}
+    # Bigger steps first (Dagster's step priority): the longest work starts earliest, as in the
+    # reference case's schedule, and a 4-GPU step queues ahead of 1-GPU ones.
+    return {
+        GPUS_TAG: str(category.gpus),
+        GPU_TYPE_TAG: category.gpu_type,
+        CATEGORY_TAG: category.name,
+        PRIORITY_TAG: str(category.gpus),
+    }
 
 
 def detector_class_ids(settings: Settings, category: Category) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ from resources import PREVIOUS_PARTITION, ModelsResource, StorageResource
 from ..core import index as annoy
 from ..core.pipeline import detect_items, embed_items, vectors_of
 from ..settings import Category, Settings
-from ..tags import detector_class_ids, gpu_tags
+from ..tags import detector_class_ids, gpu_pool, gpu_tags
 
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
@@ -32,6 +32,7 @@ def category_assets(
     @dg.asset(
         key=[name, "detections"],
         ins={"product_images": dg.AssetIn(["product_images"])},
+        pool=gpu_pool(category),
         op_tags=gpu_tags(category),
         tags=gpu_tags(category),
         kinds={"pytorch"},
@@ -70,6 +71,7 @@ def category_assets(
     @dg.asset(
         key=[name, "embeddings"],
         ins={"detections": dg.AssetIn([name, "detections"])},
+        pool=gpu_pool(category),
         op_tags=gpu_tags(category),
         tags=gpu_tags(category),
         kinds={"pytorch"},

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import stat
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from image_search_assets.core.images import ItemRejected
 
@@ -31,8 +32,8 @@ T = TypeVar("T")
 _REDIRECTS = {301, 302, 303, 307, 308}
 _UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
 # Accept-Encoding identity: the decoder gets the raw bytes, so nothing may be compressed.
-_HEADERS = {"User-Agent": "image-search-assets/0.1", "Accept": "image/*,*/*;q=0.5"}
-_HEADERS |= {"Accept-Encoding": "identity", "Connection": "close"}
+_HEADERS = {"User-Agent": "image-search/0.1", "Accept-Encoding": "identity", "Connection": "close"}
+_TLS = ssl.create_default_context()  # shared: loading the CA bundle per request is slow
 # Keeps valid %-escapes and reserved characters; percent-encodes spaces and non-ASCII.
 _URL_SAFE = "/?#[]@!$&'()*+,;=:%-._~"
 
@@ -54,10 +55,6 @@ class _Retryable(ItemRejected):
     """A failure worth another attempt (5xx, 429, timeouts, resets)."""
 
 
-def _detail(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:200]
-
-
 def fetch_bytes(
     uri: str,
     policy: FetchPolicy,
@@ -68,18 +65,21 @@ def fetch_bytes(
     """Returns the bytes behind `uri` or raises ItemRejected."""
     if not isinstance(uri, str) or not uri:
         raise ItemRejected("bad_url", "empty URI")
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise ItemRejected.from_exc("bad_url", exc) from exc
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
         return _fetch_http(uri, policy)
-    if scheme == "gs":
+    if scheme == "gs" and parts.netloc and parts.path.strip("/"):
         return _fetch_gcs(uri, policy, gcs_read)
     if scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ItemRejected("bad_url", "file URI must be file:///absolute/path")
         return _read_file(Path(unquote(parts.path)), policy)
     if "://" in uri:
-        raise ItemRejected("bad_url", f"unsupported scheme {scheme!r}")
+        raise ItemRejected("bad_url", f"unsupported or incomplete {scheme}:// URI")
     path = Path(uri)
     return _read_file(path if path.is_absolute() else Path(base_dir or ".") / path, policy)
 
@@ -90,8 +90,7 @@ def fetch_many(
     """Runs fetch_one(uri) on threads -> (ok, rejected) by item id; other errors propagate."""
     if workers < 1 or len({item_id for item_id, _ in items}) != len(items):
         raise ValueError("fetch_many needs workers >= 1 and unique item ids")
-    ok: dict[str, T] = {}
-    rejected: dict[str, ItemRejected] = {}
+    ok, rejected = dict[str, T](), dict[str, ItemRejected]()
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(items))))
     try:
         futures = {item_id: pool.submit(fetch_one, uri) for item_id, uri in items}
@@ -121,10 +120,13 @@ def _fetch_http(url: str, policy: FetchPolicy) -> bytes:
         location, body = _with_retries(policy, lambda u=url: _request(u, policy))
         if location is None:
             return body
-        url = urljoin(url, location)
-        if urlsplit(url).scheme.lower() not in ("http", "https"):
-            # Following a redirect to file:// or gs:// would let a remote server read our data.
-            raise ItemRejected("bad_url", "redirect to a non-http URL")
+        try:
+            url = urljoin(url, location)
+            if urlsplit(url).scheme.lower() not in ("http", "https"):
+                # Following a redirect to file:// or gs:// would let a remote server read our data.
+                raise ValueError("redirect to a non-http URL")
+        except ValueError as exc:
+            raise ItemRejected.from_exc("bad_url", exc) from exc
         if url in seen:
             raise ItemRejected("redirect_loop", url[:200])
         seen.add(url)
@@ -160,11 +162,9 @@ def _getaddrinfo(host: str, port: int) -> list[str]:
 def _is_blocked(ip: str) -> bool:
     addr = ipaddress.ip_address(ip)
     # IPv4 embedded in IPv6 reaches the IPv4 host, so judge that host.
-    embedded = (addr.ipv4_mapped or addr.sixtofour) if addr.version == 6 else None
-    if embedded is not None:
+    if addr.version == 6 and (embedded := addr.ipv4_mapped or addr.sixtofour):
         return _is_blocked(str(embedded))
-    # is_global already excludes private, loopback, link-local (169.254.169.254), unspecified
-    # and CGNAT space, but counts multicast as global.
+    # is_global excludes private, loopback, link-local, unspecified, CGNAT; not multicast.
     return not addr.is_global or addr.is_multicast or addr.is_reserved
 
 
@@ -178,7 +178,7 @@ def _connect(ips: list[str], port: int, timeout: float, tls_host: str | None) ->
             if n == len(ips):
                 raise
     if tls_host:
-        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=tls_host)
+        sock = _TLS.wrap_socket(sock, server_hostname=tls_host)
     return sock
 
 
@@ -189,21 +189,21 @@ def _request(url: str, policy: FetchPolicy) -> tuple[str | None, bytes]:
         tls, port = parts.scheme.lower() == "https", parts.port
         host = (parts.hostname or "").encode("idna").decode("ascii")  # DNS and Host need ASCII
     except (ValueError, UnicodeError) as exc:
-        raise ItemRejected("bad_url", _detail(exc)) from exc
-    if not host:
-        raise ItemRejected("bad_url", "no host")
+        raise ItemRejected.from_exc("bad_url", exc) from exc
+    if not re.fullmatch(r"[\w.:%-]+", host, re.ASCII):  # names, IPv4, IPv6 (with zone)
+        raise ItemRejected("bad_url", f"malformed host {host!r}"[:200])
     port = port or (443 if tls else 80)
-    target = quote(parts.path or "/", safe=_URL_SAFE)
-    target += "?" + quote(parts.query, safe=_URL_SAFE) if parts.query else ""
+    target = quote(urlunsplit(("", "", parts.path or "/", parts.query, "")), safe=_URL_SAFE)
     ips = _resolve_checked(host, port, policy)
     deadline = time.monotonic() + policy.timeout_s
     # The Host header and TLS name stay the original host while the socket goes to a vetted IP.
-    conn = (HTTPSConnection if tls else HTTPConnection)(host, port)
+    conn = HTTPSConnection(host, port, context=_TLS) if tls else HTTPConnection(host, port)
     # Socket timeouts bound each recv, not the total: a server trickling headers byte by byte
     # could stretch a fetch forever, so a watchdog shuts the socket at the deadline.
     watchdog = threading.Timer(policy.timeout_s, _abort, args=(conn,))
     try:
         conn.sock = sock = _connect(ips, port, policy.timeout_s, host if tls else None)
+        watchdog.interval = max(0.0, deadline - time.monotonic())  # connecting used some
         watchdog.start()
         conn.request("GET", target, headers=_HEADERS)
         resp = conn.getresponse()
@@ -218,11 +218,11 @@ def _request(url: str, policy: FetchPolicy) -> tuple[str | None, bytes]:
         return None, _read_body(resp, sock, policy, deadline)
     except (OSError, HTTPException) as exc:
         if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
-            raise _Retryable("timeout", f"over {policy.timeout_s}s: {_detail(exc)}") from exc
+            raise _Retryable("timeout", f"over {policy.timeout_s}s: {exc}"[:200]) from exc
         if isinstance(exc, ssl.SSLError):
-            raise ItemRejected("tls_error", _detail(exc)) from exc
+            raise ItemRejected.from_exc("tls_error", exc) from exc
         reason = "unreachable" if getattr(exc, "errno", None) in _UNREACHABLE else ""
-        raise _Retryable(reason or "connection_error", _detail(exc)) from exc
+        raise _Retryable.from_exc(reason or "connection_error", exc) from exc
     finally:
         watchdog.cancel()
         conn.close()
@@ -258,9 +258,6 @@ def _fetch_gcs(uri: str, policy: FetchPolicy, gcs_read: Callable[[str], bytes] |
     if gcs_read is None:
         # A wiring mistake, not a bad item: fail loudly rather than quarantine the whole day.
         raise ValueError("gs:// URI given but no gcs_read was configured")
-    parts = urlsplit(uri)
-    if not parts.netloc or not parts.path.strip("/"):
-        raise ItemRejected("bad_url", "gs:// URI needs a bucket and an object")
     from google.api_core import exceptions as gexc  # only needed once GCS is actually used
 
     def attempt() -> bytes:
@@ -270,9 +267,9 @@ def _fetch_gcs(uri: str, policy: FetchPolicy, gcs_read: Callable[[str], bytes] |
             raise ItemRejected("gcs_not_found", str(exc)[:200]) from exc
         # OSError covers the transport's connection errors and socket timeouts.
         except (gexc.TooManyRequests, gexc.ServerError, gexc.DeadlineExceeded, OSError) as exc:
-            raise _Retryable("gcs_error", _detail(exc)) from exc
+            raise _Retryable.from_exc("gcs_error", exc) from exc
         except gexc.GoogleAPIError as exc:
-            raise ItemRejected("gcs_error", _detail(exc)) from exc
+            raise ItemRejected.from_exc("gcs_error", exc) from exc
         if len(data) > policy.max_bytes:
             raise ItemRejected("too_large", f"{len(data)} bytes > {policy.max_bytes}")
         return data
@@ -290,9 +287,9 @@ def _read_file(path: Path, policy: FetchPolicy) -> bytes:
     except FileNotFoundError as exc:
         raise ItemRejected("file_not_found", str(path)[:200]) from exc
     except ValueError as exc:  # e.g. an embedded NUL byte in the path
-        raise ItemRejected("bad_url", _detail(exc)) from exc
+        raise ItemRejected.from_exc("bad_url", exc) from exc
     except OSError as exc:
-        raise ItemRejected("file_error", _detail(exc)) from exc
+        raise ItemRejected.from_exc("file_error", exc) from exc
     if len(data) > policy.max_bytes:
         raise ItemRejected("too_large", f"file exceeds {policy.max_bytes} bytes")
     return data

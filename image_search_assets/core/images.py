@@ -1,7 +1,7 @@
 """Decode untrusted image bytes into a plain RGB image, or reject the item with a reason code.
 
 Reason codes: empty, not_an_image, truncated, decompression_bomb, bad_dimensions,
-unsupported_mode, decode_error. PIL global settings are never changed here.
+unsupported_mode. PIL global settings are never changed here.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ class ItemRejected(Exception):
         self.reason = reason
         self.detail = detail
 
+    @classmethod
+    def from_exc(cls, reason: str, exc: BaseException) -> ItemRejected:
+        """The reason, with the exception's type and message as a short detail."""
+        return cls(reason, f"{type(exc).__name__}: {exc}"[:200])
+
 
 @functools.cache
 def _formats() -> tuple[str, ...]:
@@ -54,7 +59,7 @@ def decode_image(
         # way PIL judged the header size absurd before decoding any pixels.
         raise ItemRejected("decompression_bomb", str(exc)[:200]) from exc
     except _DECODER_ERRORS as exc:
-        raise ItemRejected("not_an_image", f"{type(exc).__name__}: {exc}"[:200]) from exc
+        raise ItemRejected.from_exc("not_an_image", exc) from exc
     with im:
         _check_size(im.size, max_pixels=max_pixels, max_side=max_side, min_side=min_side)
         try:
@@ -62,7 +67,7 @@ def decode_image(
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ItemRejected("decompression_bomb", str(exc)[:200]) from exc
         except _DECODER_ERRORS as exc:
-            raise ItemRejected("truncated", f"{type(exc).__name__}: {exc}"[:200]) from exc
+            raise ItemRejected.from_exc("truncated", exc) from exc
         return _to_rgb(_apply_orientation(im))
 
 

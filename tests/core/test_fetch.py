@@ -1,7 +1,6 @@
 """fetch_bytes / fetch_many against a fault-injecting HTTP server on 127.0.0.1 and stub DNS.
 
-No test may reach beyond 127.0.0.0/8: an autouse guard fails any other connect or name lookup.
-"""
+An autouse guard fails any connect or name lookup outside 127.0.0.0/8."""
 
 from __future__ import annotations
 
@@ -19,9 +18,9 @@ from image_search_assets.core.fetch import FetchPolicy, fetch_bytes, fetch_many
 from image_search_assets.core.images import ItemRejected
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg-payload\xff\xd9"
-FAST = FetchPolicy(
-    timeout_s=2.0, retries=2, retry_backoff_s=0.01, allow_private_hosts=("127.0.0.1",)
-)
+LOCAL = ("127.0.0.1",)
+FAST = FetchPolicy(timeout_s=2.0, retry_backoff_s=0.01, allow_private_hosts=LOCAL)
+CAP = FetchPolicy(max_bytes=1000, retries=0, allow_private_hosts=LOCAL)
 
 
 def _is_loopback(host: object) -> bool:
@@ -35,108 +34,78 @@ def _is_loopback(host: object) -> bool:
 def connects(monkeypatch) -> list[str]:
     """Records every outgoing connect; fails the test on any target outside 127.0.0.0/8."""
     seen: list[str] = []
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-    real_getaddrinfo = socket.getaddrinfo
 
-    def check(address: object) -> None:
-        host = address[0] if isinstance(address, tuple) else address
-        seen.append(str(host))
-        if not _is_loopback(host):
-            pytest.fail(f"connection attempted to {host!r}")
+    def guard(real):
+        def connect(self, address):
+            host = address[0] if isinstance(address, tuple) else address
+            seen.append(str(host))
+            if not _is_loopback(host):
+                pytest.fail(f"connection attempted to {host!r}")
+            return real(self, address)
 
-    def connect(self, address):
-        check(address)
-        return real_connect(self, address)
+        return connect
 
-    def connect_ex(self, address):
-        check(address)
-        return real_connect_ex(self, address)
-
-    def getaddrinfo(host, *args, **kwargs):
+    def getaddrinfo(host, *args, real=socket.getaddrinfo, **kwargs):
         if not _is_loopback(host):  # a real name lookup would query DNS servers
             pytest.fail(f"name lookup attempted for {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
+        return real(host, *args, **kwargs)
 
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket.socket, "connect", guard(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guard(socket.socket.connect_ex))
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return seen
 
 
-def _send(h: BaseHTTPRequestHandler, status: int, body: bytes = b"", **headers: str) -> None:
-    h.send_response(status)
-    headers = {"Content-Length": str(len(body))} | {
-        k.replace("_", "-"): v for k, v in headers.items()
-    }
-    for name, value in headers.items():
-        h.send_header(name, value)
-    h.send_header("Connection", "close")
-    h.end_headers()
-    h.wfile.write(body)
+def _raw(status: int, body: bytes = b"", **headers: str | None) -> bytes:
+    """A whole HTTP/1.1 response; header names use _ for -, and None drops a header."""
+    fields = {"Content-Length": str(len(body)), "Connection": "close"}
+    fields |= {name.replace("_", "-"): value for name, value in headers.items()}
+    head = "".join(f"{k}: {v}\r\n" for k, v in fields.items() if v is not None)
+    return f"HTTP/1.1 {status} Status\r\n{head}\r\n".encode() + body
 
 
-def _trickle(h: BaseHTTPRequestHandler, data: bytes) -> None:
-    for i in range(len(data)):
-        h.wfile.write(data[i : i + 1])
-        time.sleep(0.3)
-
-
-def _route(h: Handler) -> None:
-    path, port = h.path, h.server.server_address[1]
-    counts = h.server.counts
-    counts[path] = counts.get(path, 0) + 1
-    if path in ("/ok.jpg", "/with%20space.jpg"):
-        _send(h, 200, JPEG, Content_Type="image/jpeg")
-    elif path == "/echo-host":
-        _send(h, 200, h.headers["Host"].encode())
-    elif path[1:].isdigit():
-        _send(h, int(path[1:]), b"status page")
-    elif path == "/flaky":
-        _send(h, 503) if counts[path] == 1 else _send(h, 200, JPEG)
-    elif path == "/slow":
-        h.send_response(200)
-        h.send_header("Content-Length", "100")
-        h.end_headers()
-        _trickle(h, b"x" * 100)
-    elif path == "/slow-headers":
-        _trickle(h, b"HTTP/1.1 200 OK\r\n" + b"X-Pad: y\r\n" * 20)
-    elif path in ("/loop-a", "/loop-b"):
-        _send(h, 302, Location="/loop-b" if path == "/loop-a" else "/loop-a")
-    elif path == "/redirect-to-ok":
-        _send(h, 301, Location=f"http://127.0.0.1:{port}/ok.jpg")
-    elif path == "/redirect-relative":
-        _send(h, 307, Location="ok.jpg")
-    elif path.startswith("/countdown/"):
-        n = int(path.rsplit("/", 1)[1])
-        _send(h, 302, Location=f"/countdown/{n - 1}") if n else _send(h, 200, JPEG)
-    elif path == "/redirect-to-metadata":
-        _send(h, 302, Location="http://169.254.169.254/computeMetadata/v1/")
-    elif path == "/redirect-to-file":
-        _send(h, 302, Location="file:///etc/passwd")
-    elif path == "/big":
-        _send(h, 200, b"", Content_Length="10000000")
-    elif path == "/big-chunked":
-        h.send_response(200)
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-        for _ in range(100):
-            h.wfile.write(b"3e8\r\n" + b"z" * 1000 + b"\r\n")
-        h.wfile.write(b"0\r\n\r\n")
-    elif path == "/short":
-        h.send_response(200)
-        h.send_header("Content-Length", "1000")
-        h.end_headers()
-        h.wfile.write(b"only ten b")
-    else:
-        _send(h, 404)
+CHUNKS = (b"3e8\r\n" + b"z" * 1000 + b"\r\n") * 100 + b"0\r\n\r\n"  # 100 x 1000 bytes
+ROUTES = {
+    "/ok.jpg": _raw(200, JPEG),
+    "/with%20space.jpg": _raw(200, JPEG),
+    "/flaky": _raw(200, JPEG),
+    "/countdown/0": _raw(200, JPEG),
+    "/loop-a": _raw(302, Location="/loop-b"),
+    "/loop-b": _raw(302, Location="/loop-a"),
+    "/redirect-relative": _raw(307, Location="ok.jpg"),
+    "/redirect-to-metadata": _raw(302, Location="http://169.254.169.254/computeMetadata/v1/"),
+    "/redirect-to-file": _raw(302, Location="file:///etc/passwd"),
+    "/big": _raw(200, Content_Length="10000000"),
+    "/big-chunked": _raw(200, CHUNKS, Content_Length=None, Transfer_Encoding="chunked"),
+    "/short": _raw(200, b"only ten b", Content_Length="1000"),
+    "/slow": _raw(200, b"x" * 100),
+    "/slow-headers": _raw(200, b"x" * 100, X_Padding="y" * 100),
+}
 
 
 class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
     def do_GET(self) -> None:
+        path, counts, port = self.path, self.server.counts, self.server.server_port
+        counts[path] = counts.get(path, 0) + 1
+        if path == "/flaky" and counts[path] == 1:
+            response = _raw(503)  # once; the retry gets ROUTES["/flaky"]
+        elif path.startswith("/countdown/") and path != "/countdown/0":
+            response = _raw(302, Location=f"/countdown/{int(path.rsplit('/', 1)[1]) - 1}")
+        elif path == "/redirect-to-ok":
+            response = _raw(301, Location=f"http://127.0.0.1:{port}/ok.jpg")
+        elif path == "/echo-host":
+            response = _raw(200, self.headers["Host"].encode())
+        elif path[1:].isdigit():
+            response = _raw(int(path[1:]), b"status page")
+        else:
+            response = ROUTES.get(path, _raw(404))
+        # /slow trickles its body and /slow-headers its headers, a byte every 0.3 s.
+        fast = {"/slow": response.find(b"\r\n\r\n") + 4, "/slow-headers": 20}.get(path)
         try:
-            _route(self)
+            self.wfile.write(response[:fast])
+            for i in range(fast or len(response), len(response)):
+                self.wfile.write(response[i : i + 1])
+                time.sleep(0.3)
         except (BrokenPipeError, ConnectionResetError):
             return  # the client hung up early on purpose (timeouts, size caps)
 
@@ -163,8 +132,8 @@ def server():
     thread.join()
 
 
-def _url(server, path: str) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+def _url(server, path: str, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{server.server_port}{path}"
 
 
 def _reason(uri: str, policy: FetchPolicy = FAST, **kwargs) -> str:
@@ -173,10 +142,9 @@ def _reason(uri: str, policy: FetchPolicy = FAST, **kwargs) -> str:
     return info.value.reason
 
 
-def _resolver(table: dict[str, list[str]], calls: list[str] | None = None):
+def _resolver(table: dict[str, list[str]], calls: list[str]):
     def resolve(host: str, port: int) -> list[str]:
-        if calls is not None:
-            calls.append(host)
+        calls.append(host)
         if host not in table:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return table[host]
@@ -184,11 +152,16 @@ def _resolver(table: dict[str, list[str]], calls: list[str] | None = None):
     return resolve
 
 
-def test_ok_and_host_header(server) -> None:
-    assert fetch_bytes(_url(server, "/ok.jpg"), FAST) == JPEG
-    port = server.server_address[1]
-    assert fetch_bytes(_url(server, "/echo-host"), FAST) == f"127.0.0.1:{port}".encode()
-    assert fetch_bytes(_url(server, "/with space.jpg"), FAST) == JPEG  # quoted, not refused
+def test_successful_fetches(server, connects) -> None:
+    for path in ("/ok.jpg", "/with space.jpg", "/redirect-to-ok", "/redirect-relative"):
+        assert fetch_bytes(_url(server, path), FAST) == JPEG
+    assert fetch_bytes(_url(server, "/countdown/3"), FAST) == JPEG  # 3 redirects, limit 5
+    assert fetch_bytes(_url(server, "/ok.jpg"), CAP) == JPEG  # under the size cap
+    assert fetch_bytes(_url(server, "/flaky"), FAST) == JPEG  # a 503, then a retry succeeds
+    assert server.counts["/flaky"] == 2
+    host_header = fetch_bytes(_url(server, "/echo-host"), FAST)
+    assert host_header == f"127.0.0.1:{server.server_port}".encode()
+    assert set(connects) == {"127.0.0.1"}
 
 
 def test_loopback_refused_without_allowlist(server, connects) -> None:
@@ -196,39 +169,35 @@ def test_loopback_refused_without_allowlist(server, connects) -> None:
     assert connects == [] and server.counts == {}
 
 
-@pytest.mark.parametrize("status", [403, 404, 410, 418])
-def test_client_errors_are_not_retried(server, status: int) -> None:
+@pytest.mark.parametrize("status", [403, 404, 410, 418, 429, 500, 503])
+def test_http_status_errors(server, status: int) -> None:
     assert _reason(_url(server, f"/{status}")) == f"http_{status}"
-    assert server.counts == {f"/{status}": 1}
-
-
-@pytest.mark.parametrize("status", [500, 503, 429])
-def test_server_errors_are_retried_then_rejected(server, status: int) -> None:
-    assert _reason(_url(server, f"/{status}")) == f"http_{status}"
-    assert server.counts == {f"/{status}": 3}  # 1 try + 2 retries
-
-
-def test_flaky_server_succeeds_on_retry(server) -> None:
-    assert fetch_bytes(_url(server, "/flaky"), FAST) == JPEG
-    assert server.counts == {"/flaky": 2}
+    retried = status == 429 or status >= 500
+    assert server.counts[f"/{status}"] == (3 if retried else 1)  # 1 try + 2 retries
 
 
 @pytest.mark.parametrize("path", ["/slow", "/slow-headers"])
 def test_trickling_server_hits_the_total_deadline(server, path: str) -> None:
-    policy = FetchPolicy(timeout_s=1.0, retries=0, allow_private_hosts=("127.0.0.1",))
     started = time.monotonic()
+    policy = FetchPolicy(timeout_s=1.0, retries=0, allow_private_hosts=LOCAL)
     assert _reason(_url(server, path), policy) == "timeout"
     assert time.monotonic() - started < 1.8
 
 
-def test_redirects(server) -> None:
-    assert fetch_bytes(_url(server, "/redirect-to-ok"), FAST) == JPEG
-    assert fetch_bytes(_url(server, "/redirect-relative"), FAST) == JPEG
-    assert fetch_bytes(_url(server, "/countdown/3"), FAST) == JPEG
+def test_other_http_failures(server) -> None:
+    assert _reason(_url(server, "/big"), CAP) == "too_large"  # by Content-Length
+    assert _reason(_url(server, "/big-chunked"), CAP) == "too_large"  # while streaming
+    assert _reason(_url(server, "/short")) == "connection_error"  # body cut short, retried
+    assert server.counts["/short"] == 3
     assert _reason(_url(server, "/loop-a")) == "redirect_loop"
-    two_hops = FetchPolicy(max_redirects=2, allow_private_hosts=("127.0.0.1",))
+    two_hops = FetchPolicy(max_redirects=2, allow_private_hosts=LOCAL)
     assert _reason(_url(server, "/countdown/3"), two_hops) == "too_many_redirects"
     assert _reason(_url(server, "/redirect-to-file")) == "bad_url"
+    assert _reason(_url(server, "/ok.jpg", scheme="https")) == "tls_error"  # plain-http server
+    with socket.socket() as probe:  # a port that was free a moment ago: connection refused
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    assert _reason(f"http://127.0.0.1:{closed_port}/x.jpg") == "unreachable"
 
 
 def test_redirect_to_metadata_server_is_blocked_before_connecting(server, connects) -> None:
@@ -236,79 +205,46 @@ def test_redirect_to_metadata_server_is_blocked_before_connecting(server, connec
     assert set(connects) == {"127.0.0.1"}  # only the first hop; 169.254.169.254 never dialled
 
 
-def test_size_caps(server) -> None:
-    small = FetchPolicy(max_bytes=1000, retries=0, allow_private_hosts=("127.0.0.1",))
-    assert _reason(_url(server, "/big"), small) == "too_large"
-    assert _reason(_url(server, "/big-chunked"), small) == "too_large"
-    assert fetch_bytes(_url(server, "/ok.jpg"), small) == JPEG
+# Metadata server, loopback, IPv4-mapped and 6to4-wrapped private, unspecified, multicast, CGNAT.
+LITERALS = "169.254.169.254 [::1]:80 [::ffff:10.0.0.1] [2002:a00:1::] 0.0.0.0 224.0.0.1 100.64.0.1"
 
 
-def test_short_body_is_a_connection_error(server) -> None:
-    assert _reason(_url(server, "/short")) == "connection_error"
-    assert server.counts == {"/short": 3}
-
-
-def test_closed_port_is_unreachable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    assert _reason(f"http://127.0.0.1:{port}/x.jpg") == "unreachable"
-
-
-def test_tls_to_a_plain_http_server_is_a_tls_error(server) -> None:
-    url = _url(server, "/ok.jpg").replace("http://", "https://")
-    assert _reason(url) == "tls_error"
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://images.example.com/a.jpg",  # stub DNS: 10.0.0.5
-        "http://meta.example/computeMetadata/v1/",  # stub DNS: 169.254.169.254
-        "http://mixed.example/a.jpg",  # one public, one private address
-        "http://169.254.169.254/latest/meta-data/",
-        "http://[::1]:8080/a.jpg",
-        "http://[::ffff:10.0.0.1]/a.jpg",
-        "http://[2002:a00:1::]/a.jpg",  # 6to4 wrapping 10.0.0.1
-        "http://0.0.0.0/a.jpg",
-        "http://224.0.0.1/a.jpg",
-        "https://100.64.0.1/a.jpg",
-    ],
-)
-def test_private_and_special_addresses_are_blocked(url: str, connects) -> None:
+def test_private_and_special_addresses_are_blocked(connects) -> None:
     table = {
         "images.example.com": ["10.0.0.5"],
         "meta.example": ["169.254.169.254"],
-        "mixed.example": ["93.184.216.34", "10.0.0.5"],
+        "mixed.example": ["93.184.216.34", "10.0.0.5"],  # one public address is not enough
     }
-    assert _reason(url, FetchPolicy(resolver=_resolver(table))) == "blocked_address"
+    policy = FetchPolicy(resolver=_resolver(table, calls=[]))
+    for host in [*table, *LITERALS.split()]:
+        for scheme in ("http", "https"):
+            assert _reason(f"{scheme}://{host}/a.jpg", policy) == "blocked_address", host
     assert connects == []
 
 
 def test_allowlisted_name_connects_to_the_checked_ip_with_original_host(server, connects) -> None:
     calls: list[str] = []
-    policy = FetchPolicy(
-        resolver=_resolver({"imgs.internal": ["127.0.0.1"]}, calls),
-        allow_private_hosts=("imgs.internal",),
-    )
-    port = server.server_address[1]
-    body = fetch_bytes(f"http://imgs.internal:{port}/echo-host", policy)
-    assert body == f"imgs.internal:{port}".encode()
+    resolver = _resolver({"imgs.internal": ["127.0.0.1"]}, calls)
+    policy = FetchPolicy(resolver=resolver, allow_private_hosts=("imgs.internal",))
+    body = fetch_bytes(f"http://imgs.internal:{server.server_port}/echo-host", policy)
+    assert body == f"imgs.internal:{server.server_port}".encode()
     assert calls == ["imgs.internal"] and connects == ["127.0.0.1"]  # resolved once, pinned
 
 
 def test_unknown_host_is_unreachable_without_retrying() -> None:
     calls: list[str] = []
-    policy = FetchPolicy(resolver=_resolver({}, calls), retries=2, retry_backoff_s=0.01)
+    policy = FetchPolicy(resolver=_resolver({}, calls), retry_backoff_s=0.01)
     assert _reason("http://nowhere.invalid/a.jpg", policy) == "unreachable"
     assert calls == ["nowhere.invalid"]
 
 
-@pytest.mark.parametrize(
-    "uri", ["ftp://x/a.jpg", "http://", "https:///a.jpg", "", "http://[::1", "http://h:99999/"]
-)
-def test_bad_urls(uri: str, connects) -> None:
-    assert _reason(uri) == "bad_url"
+def test_bad_urls(connects) -> None:
+    malformed = ["ftp://x/a.jpg", "http://", "https:///a", "", "http://[::1", "http://h:99999/"]
+    malformed += ["http://exa mple.com/", "http://a,b/", "http://" + "a" * 70 + ".com/"]
+    for uri in malformed:  # all refused before any DNS lookup or connect
+        assert _reason(uri) == "bad_url", uri
+    assert _reason("gs://bucket-only", gcs_read=lambda uri: b"") == "bad_url"
+    assert _reason("file://otherhost/etc/passwd") == "bad_url"
     assert connects == []
 
 
@@ -322,62 +258,42 @@ def test_local_files(tmp_path) -> None:
     assert _reason((tmp_path / "nope.jpg").as_uri()) == "file_not_found"
     assert _reason("img", base_dir=tmp_path) == "not_a_file"
     assert _reason("img/a.jpg", FetchPolicy(max_bytes=5), base_dir=tmp_path) == "too_large"
-    assert _reason("file://otherhost/etc/passwd") == "bad_url"
 
 
 def test_gcs() -> None:
     calls: list[str] = []
+    errors = {"missing": gexc.NotFound("gone"), "denied": gexc.Forbidden("no")}
 
     def gcs_read(uri: str) -> bytes:
         calls.append(uri)
-        if uri.endswith("missing.jpg"):
-            raise gexc.NotFound("no such object")
-        if uri.endswith("denied.jpg"):
-            raise gexc.Forbidden("denied")
-        if uri.endswith("flaky.jpg") and len(calls) == 1:
+        name = uri.rsplit("/", 1)[1]
+        if name in errors:
+            raise errors[name]
+        if name == "down" or (name == "flaky" and len(calls) == 1):
             raise gexc.ServiceUnavailable("try again")
-        if uri.endswith("down.jpg"):
-            raise gexc.ServiceUnavailable("still down")
         return JPEG
 
-    assert fetch_bytes("gs://bucket/flaky.jpg", FAST, gcs_read=gcs_read) == JPEG
+    assert fetch_bytes("gs://bucket/flaky", FAST, gcs_read=gcs_read) == JPEG
     assert len(calls) == 2
-    assert _reason("gs://bucket/missing.jpg", gcs_read=gcs_read) == "gcs_not_found"
+    assert _reason("gs://bucket/missing", gcs_read=gcs_read) == "gcs_not_found"
     calls.clear()
-    assert _reason("gs://bucket/denied.jpg", gcs_read=gcs_read) == "gcs_error"
-    assert _reason("gs://bucket/down.jpg", gcs_read=gcs_read) == "gcs_error"
+    assert _reason("gs://bucket/denied", gcs_read=gcs_read) == "gcs_error"
+    assert _reason("gs://bucket/down", gcs_read=gcs_read) == "gcs_error"
     assert len(calls) == 1 + 3  # Forbidden is final; ServiceUnavailable is retried twice
-    assert _reason("gs://bucket", gcs_read=gcs_read) == "bad_url"
     with pytest.raises(ValueError):
         fetch_bytes("gs://bucket/a.jpg", FAST)  # no reader wired in: a bug, not a bad item
 
 
-def test_fetch_many_collects_good_and_rejected(server, tmp_path) -> None:
+def test_fetch_many(server, tmp_path) -> None:
     (tmp_path / "a.jpg").write_bytes(JPEG)
-    items = [
-        ("local", "a.jpg"),
-        ("http", _url(server, "/ok.jpg")),
-        ("gone", _url(server, "/410")),
-        ("missing", "b.jpg"),
-        ("bad", "ftp://x/y"),
-    ]
-    ok, rejected = fetch_many(
-        items, lambda uri: len(fetch_bytes(uri, FAST, base_dir=tmp_path)), workers=3
-    )
+    uris = ["a.jpg", _url(server, "/ok.jpg"), _url(server, "/410"), "b.jpg", "ftp://x/y"]
+    items = list(zip(["local", "http", "gone", "missing", "bad"], uris, strict=True))
+    ok, rejected = fetch_many(items, lambda u: len(fetch_bytes(u, FAST, base_dir=tmp_path)), 3)
     assert ok == {"local": len(JPEG), "http": len(JPEG)}
-    assert {k: v.reason for k, v in rejected.items()} == {
-        "gone": "http_410",
-        "missing": "file_not_found",
-        "bad": "bad_url",
-    }
+    reasons = {k: v.reason for k, v in rejected.items()}
+    assert reasons == {"gone": "http_410", "missing": "file_not_found", "bad": "bad_url"}
     assert fetch_many([], len) == ({}, {})
-
-
-def test_fetch_many_propagates_bugs_and_refuses_duplicate_ids() -> None:
-    def boom(uri: str) -> int:
-        raise RuntimeError(uri)
-
-    with pytest.raises(RuntimeError):
-        fetch_many([("a", "x"), ("b", "y")], boom, workers=2)
     with pytest.raises(ValueError):
-        fetch_many([("a", "x"), ("a", "y")], len)
+        fetch_many([("a", "x"), ("a", "y")], len)  # duplicate ids
+    with pytest.raises(ZeroDivisionError):  # anything but ItemRejected is a bug and propagates
+        fetch_many([("a", "x"), ("b", "y")], lambda uri: 1 // 0, workers=2)

@@ -1,0 +1,142 @@
+"""Each step's Kubernetes config, generated from the categories config (Dagster-free).
+
+An asset's `op_tags` carry a `dagster-k8s/config` block that dagster-k8s merges into the step's
+Job. A GPU step asks for its category's GPUs (`nvidia.com/gpu` limit), lands on GKE nodes with
+that accelerator (node selector + the GPU taint's toleration) and gets CPU and memory in
+proportion to its GPUs. CPU-only steps get requests and no GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..settings import Category, Settings
+from ..tags import CATEGORY_TAG, GPU_PLAN_TAG, GPUS_TAG
+
+K8S_CONFIG_TAG = "dagster-k8s/config"
+GPU_RESOURCE = "nvidia.com/gpu"
+ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+# The taint GKE puts on every GPU node; only pods that tolerate it are scheduled there.
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+APP_UID = 1000  # the non-root user of k8s/Dockerfile
+SHM_VOLUME = "dshm"
+
+
+@dataclass(frozen=True)
+class StepSizing:
+    """Requests of a CPU-only step, or of one GPU's share of a GPU step."""
+
+    cpu_millis: int
+    memory_gib: int
+    ephemeral_gib: int
+    shm_gib: int
+
+
+# The default GPU node (k8s/gke-setup.sh) is an n1-standard-16 with 4 T4s: about 15.8 CPUs and
+# 55 GiB allocatable, so four GPUs' worth (tops) must stay below that with room for daemonsets.
+PER_GPU = StepSizing(cpu_millis=3500, memory_gib=12, ephemeral_gib=10, shm_gib=4)
+CPU_STEP = StepSizing(cpu_millis=2000, memory_gib=8, ephemeral_gib=20, shm_gib=1)
+
+
+def step_resources(gpus: int) -> dict[str, Any]:
+    """Container resources of a step with `gpus` GPUs (0: a CPU-only step)."""
+    size, n = (PER_GPU, gpus) if gpus else (CPU_STEP, 1)
+    memory = f"{size.memory_gib * n}Gi"
+    # Memory limit = request: a step that outgrows it is OOM-killed alone, not its neighbours.
+    # No CPU limit: throttling a data loader only slows the GPUs down.
+    resources: dict[str, Any] = {
+        "requests": {
+            "cpu": f"{size.cpu_millis * n}m",
+            "memory": memory,
+            "ephemeral-storage": f"{size.ephemeral_gib * n}Gi",
+        },
+        "limits": {"memory": memory},
+    }
+    if gpus:
+        resources["limits"][GPU_RESOURCE] = str(gpus)
+    return resources
+
+
+def step_k8s_config(gpus: int, gpu_type: str | None = None) -> dict[str, Any]:
+    """The `dagster-k8s/config` block of a step with `gpus` GPUs of `gpu_type`."""
+    size, n = (PER_GPU, gpus) if gpus else (CPU_STEP, 1)
+    pod_spec: dict[str, Any] = {
+        # PyTorch data loaders share batches through /dev/shm; the container default is 64 MiB.
+        "volumes": [
+            {
+                "name": SHM_VOLUME,
+                "empty_dir": {"medium": "Memory", "size_limit": f"{size.shm_gib * n}Gi"},
+            }
+        ],
+        "security_context": {
+            "run_as_non_root": True,
+            "run_as_user": APP_UID,
+            "run_as_group": APP_UID,
+            "fs_group": APP_UID,
+            "seccomp_profile": {"type": "RuntimeDefault"},
+        },
+    }
+    if gpus:
+        if not gpu_type:
+            raise ValueError("a GPU step needs a gpu_type for its node selector")
+        pod_spec["node_selector"] = {ACCELERATOR_LABEL: gpu_type}
+        pod_spec["tolerations"] = [dict(GPU_TOLERATION)]
+    return {
+        "container_config": {
+            "resources": step_resources(gpus),
+            "volume_mounts": [{"name": SHM_VOLUME, "mount_path": "/dev/shm"}],
+            "security_context": {
+                "allow_privilege_escalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        },
+        "pod_spec_config": pod_spec,
+    }
+
+
+def k8s_op_tags(
+    settings: Settings | None, category: Category | None, *, gpu: bool
+) -> dict[str, dict[str, Any]]:
+    """Op tags for an asset: a GPU step of `category` gets its GPUs, any other step none.
+
+    With `models.device: cpu` (a cluster without GPUs) no step asks for a GPU. CPU-only steps
+    need neither settings nor category: `k8s_op_tags(None, None, gpu=False)`.
+    """
+    if gpu and (settings is None or category is None):
+        raise ValueError("a GPU step needs the settings and its category")
+    if not gpu or settings is None or category is None or settings.device == "cpu":
+        return {K8S_CONFIG_TAG: step_k8s_config(0)}
+    return {K8S_CONFIG_TAG: step_k8s_config(category.gpus, category.gpu_type)}
+
+
+def planned_gpus(run_tags: Mapping[str, str], step_tags: Mapping[str, str]) -> int | None:
+    """GPUs the run's GPU plan gives this step, where it overrides the category's default.
+
+    The weighted pool admits a step by the plan (image_search_assets.gpu_budget), so the pod
+    must ask Kubernetes for the same number or the two budgets drift apart.
+    """
+    if GPUS_TAG not in step_tags or GPU_PLAN_TAG not in run_tags:
+        return None
+    plan = json.loads(run_tags[GPU_PLAN_TAG])
+    category = step_tags.get(CATEGORY_TAG)
+    if category not in plan or int(plan[category]) == int(step_tags[GPUS_TAG]):
+        return None
+    return int(plan[category])
+
+
+def planned_step_override(
+    run_tags: Mapping[str, str], step_tags: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """The run's GPU plan as a k8s config override for this step, or None.
+
+    Only the resources change: lists (volumes, tolerations) would be appended, not replaced.
+    """
+    gpus = planned_gpus(run_tags, step_tags)
+    if gpus is None:
+        return None
+    if gpus < 1:
+        raise ValueError(f"the GPU plan gives a GPU step {gpus} GPUs")
+    return {"container_config": {"resources": step_resources(gpus)}}

@@ -1,0 +1,109 @@
+"""Why a step's pod is not running yet, from Kubernetes API objects (Dagster-free).
+
+Stock dagster-k8s only notices a missing or failed Job, so a step pod that no node can take
+(no GPU in the zone, the autoscaler out of resources, a quota) is "healthy" forever (dagster
+issue #24595). `diagnose` reads the Job, its pods and their events and says whether the pod
+has waited past the scheduling timeout, and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from kubernetes.client import CoreV1Event, V1Job, V1Pod
+
+# Events that explain a wait even though Kubernetes files some of them as "Normal":
+# the cluster autoscaler reports "pod didn't trigger scale-up" as a Normal NotTriggerScaleUp.
+EXPLAINING_EVENTS = frozenset(
+    {"FailedScheduling", "NotTriggerScaleUp", "FailedScaleUp", "TriggeredScaleUp", "FailedCreate"}
+)
+MAX_REASONS = 10
+MAX_MESSAGE_CHARS = 400
+
+
+@dataclass(frozen=True)
+class ScheduleVerdict:
+    """Whether a step's pod is on a node; if not, for how long and why."""
+
+    scheduled: bool
+    pending_for: timedelta
+    reasons: tuple[str, ...]
+    timed_out: bool
+
+    def describe(self) -> str:
+        waited = f"not scheduled after {self.pending_for.total_seconds():.0f}s"
+        if not self.reasons:
+            return f"{waited} (Kubernetes gave no reason)"
+        return f"{waited}: " + "; ".join(self.reasons)
+
+
+def is_scheduled(pod: V1Pod) -> bool:
+    """Bound to a node (it may still be pulling its image: that is not a scheduling problem)."""
+    if pod.spec is not None and pod.spec.node_name:
+        return True
+    status = pod.status
+    if status is None:
+        return False
+    if status.phase not in (None, "Pending"):
+        return True
+    return any(c.type == "PodScheduled" and c.status == "True" for c in (status.conditions or []))
+
+
+def waiting_since(job: V1Job) -> datetime:
+    """When the wait started: the Job's creation (a quota can stop its pod from ever existing)."""
+    return job.metadata.creation_timestamp
+
+
+def _when(event: CoreV1Event) -> float:
+    # Older events carry last_timestamp; events.k8s.io-style ones only event_time.
+    at = event.last_timestamp or event.event_time or event.first_timestamp
+    return at.timestamp() if at else 0.0
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+def explain(pods: Sequence[V1Pod], events: Sequence[CoreV1Event]) -> tuple[str, ...]:
+    """The wait's reasons, newest first, without repeats: pod conditions, then events."""
+    reasons: list[str] = []
+    for pod in pods:
+        for c in (pod.status.conditions if pod.status else None) or []:
+            if c.type == "PodScheduled" and c.status == "False" and (c.reason or c.message):
+                reasons.append(_clip(f"{c.reason or 'Unscheduled'}: {c.message or ''}"))
+    relevant = [e for e in events if e.type == "Warning" or e.reason in EXPLAINING_EVENTS]
+    relevant.sort(key=_when, reverse=True)
+    for e in relevant:
+        count = f" (x{e.count})" if e.count and e.count > 1 else ""
+        reasons.append(_clip(f"{e.reason}{count}: {e.message or ''}"))
+    unique = list(dict.fromkeys(reasons))
+    return tuple(unique[:MAX_REASONS])
+
+
+def diagnose(
+    job: V1Job,
+    pods: Sequence[V1Pod],
+    events: Sequence[CoreV1Event],
+    now: datetime,
+    timeout: timedelta,
+) -> ScheduleVerdict:
+    """The verdict on a step Job: scheduled, or waiting (and past `timeout` or not).
+
+    `events` are those of the Job and of its pods, as `list_namespaced_event` returns them.
+    """
+    waited = max(timedelta(0), now - waiting_since(job))
+    status = job.status
+    done = status is not None and bool(status.succeeded or status.failed or status.ready)
+    if done or any(is_scheduled(p) for p in pods):
+        return ScheduleVerdict(
+            scheduled=True, pending_for=timedelta(0), reasons=(), timed_out=False
+        )
+    return ScheduleVerdict(
+        scheduled=False,
+        pending_for=waited,
+        reasons=explain(pods, events),
+        timed_out=waited >= timeout,
+    )

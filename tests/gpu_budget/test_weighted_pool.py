@@ -1,0 +1,123 @@
+"""Weighted GPU admission on real Dagster instances (SQLite; Postgres when available)."""
+
+import os
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from image_search_assets.settings import load_settings
+from image_search_assets.tags import GPUS_TAG
+
+from .jobs import gpu_steps
+
+POOL = "gpu-nvidia-tesla-t4"
+WEIGHTED_SQLITE = {
+    "module": "image_search_assets.gpu_budget",
+    "class": "WeightedSqliteEventLogStorage",
+}
+
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(autouse=True)
+def importable_jobs(monkeypatch):
+    """Step subprocesses re-import `gpu_budget.jobs`; put its parent on their path."""
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
+    )
+
+
+@pytest.fixture
+def sqlite_instance(tmp_path):
+    overrides = {"event_log_storage": {**WEIGHTED_SQLITE, "config": {"base_dir": str(tmp_path)}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        instance.event_log_storage.set_concurrency_slots(POOL, 4)
+        yield instance
+
+
+def gpu_intervals(instance, run_ids):
+    """(start, end, gpus, step) of every step, from the recorded STEP_START/STEP_SUCCESS."""
+    needs = {c.name: c.gpus for c in load_settings().categories}
+    spans = defaultdict(dict)
+    for run_id in run_ids:
+        for record in instance.all_logs(run_id):
+            event = record.dagster_event
+            if event and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+                spans[(run_id, event.step_key)][event.event_type_value] = record.timestamp
+    return sorted(
+        (s["STEP_START"], s["STEP_SUCCESS"], needs[step.split("__")[0]], step)
+        for (_, step), s in spans.items()
+    )
+
+
+def peak_gpus(intervals) -> int:
+    edges = sorted(
+        [(s, g) for s, _, g, _ in intervals] + [(e, -g) for _, e, g, _ in intervals],
+        key=lambda x: (x[0], x[1]),
+    )  # at equal times, ends before starts
+    peak = level = 0
+    for _, delta in edges:
+        level += delta
+        peak = max(peak, level)
+    return peak
+
+
+def run(instance):
+    return dg.execute_job(dg.reconstructable(gpu_steps), instance=instance)
+
+
+def test_budget_of_four_runs_tops_alone_then_pants_with_one_gpu_steps(sqlite_instance):
+    result = run(sqlite_instance)
+    assert result.success
+    intervals = gpu_intervals(sqlite_instance, [result.run_id])
+    assert len(intervals) == 13
+    assert peak_gpus(intervals) <= 4
+    tops = next(i for i in intervals if i[3].startswith("tops"))
+    pants = next(i for i in intervals if i[3].startswith("pants"))
+    overlapping_tops = [i for i in intervals if i is not tops and i[0] < tops[1] and tops[0] < i[1]]
+    assert overlapping_tops == []  # tops holds all 4 GPUs: it runs alone
+    assert tops[0] == min(i[0] for i in intervals)  # and, being biggest, first
+    with_pants = [i for i in intervals if i is not pants and i[0] < pants[1] and pants[0] < i[1]]
+    assert with_pants and all(i[2] == 1 for i in with_pants)  # pants shares with 1-GPU steps
+    assert peak_gpus(intervals) == 4  # and the budget is used, not left idle
+    # Every slot is back once the run is over.
+    info = sqlite_instance.event_log_storage.get_concurrency_info(POOL)
+    assert info.slot_count == 4 and info.active_slot_count == 0
+
+
+def test_waiting_consumes_no_retry_and_says_why(sqlite_instance):
+    result = run(sqlite_instance)
+    assert result.success
+    events = [r.dagster_event for r in sqlite_instance.all_logs(result.run_id) if r.dagster_event]
+    assert not [e for e in events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    waits = [
+        e.message
+        for e in events
+        if e.event_type_value == "ENGINE_EVENT" and "waiting: needs" in (e.message or "")
+    ]
+    assert any("needs 2 GPU(s)" in w and "of 4 free" in w for w in waits)
+
+
+def test_budget_holds_across_two_concurrent_runs(sqlite_instance):
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(run(sqlite_instance))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.success for r in results] == [True, True]
+    intervals = gpu_intervals(sqlite_instance, [r.run_id for r in results])
+    assert len(intervals) == 26 and peak_gpus(intervals) <= 4
+
+
+def test_gpu_tags_carry_the_weights():
+    job = gpu_steps
+    tops = job.graph.node_named("tops__detections")
+    assert tops.definition.tags[GPUS_TAG] == "4" and tops.definition.pool == POOL
