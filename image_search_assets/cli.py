@@ -128,6 +128,13 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .core.capacity_report import simulate_command
+
+    print(f"wrote {simulate_command(Path(args.out), days=args.days, seed=args.seed)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="image-search", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("-k", "--k", type=int, default=8)
     q.add_argument("--out", default="var/query.html")
     q.set_defaults(func=cmd_query)
+    sim = sub.add_parser("simulate", help="replay a month of GPU stock-outs for three setups")
+    sim.add_argument("--out", default="docs/capacity")
+    sim.add_argument("--days", type=int, default=30)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.set_defaults(func=cmd_simulate)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -9,6 +9,7 @@ from resources import PREVIOUS_PARTITION, ModelsResource, StorageResource
 
 from ..core import index as annoy
 from ..core.pipeline import detect_items, embed_items, vectors_of
+from ..k8s.job_config import k8s_op_tags
 from ..settings import Category, Settings
 from ..tags import detector_class_ids, gpu_pool, gpu_tags
 
@@ -33,7 +34,7 @@ def category_assets(
         key=[name, "detections"],
         ins={"product_images": dg.AssetIn(["product_images"])},
         pool=gpu_pool(category),
-        op_tags=gpu_tags(category),
+        op_tags={**gpu_tags(category), **k8s_op_tags(settings, category, gpu=True)},
         tags=gpu_tags(category),
         kinds={"pytorch"},
         **common,
@@ -72,7 +73,7 @@ def category_assets(
         key=[name, "embeddings"],
         ins={"detections": dg.AssetIn([name, "detections"])},
         pool=gpu_pool(category),
-        op_tags=gpu_tags(category),
+        op_tags={**gpu_tags(category), **k8s_op_tags(settings, category, gpu=True)},
         tags=gpu_tags(category),
         kinds={"pytorch"},
         **common,
@@ -116,6 +117,7 @@ def category_assets(
             ),
         },
         kinds={"annoy"},
+        op_tags=k8s_op_tags(settings, category, gpu=False),
         **common,
     )
     def annoy_index(

@@ -7,6 +7,7 @@ from resources import CatalogResource, ImageFetchResource, StorageResource
 
 from ..core.pipeline import fetch_images
 from ..core.records import quarantine_key
+from ..k8s.job_config import k8s_op_tags
 from ..partitions import partition_date
 
 
@@ -25,6 +26,7 @@ def ingest_assets(
         partitions_def=partitions,
         group_name="ingest",
         io_manager_key="storage_io",
+        op_tags=k8s_op_tags(None, None, gpu=False),
         kinds={"pandas"},
     )
     def new_products(
@@ -53,6 +55,7 @@ def ingest_assets(
         partitions_def=partitions,
         group_name="ingest",
         io_manager_key="storage_io",
+        op_tags=k8s_op_tags(None, None, gpu=False),
         kinds={"pandas"},
     )
     def product_images(

@@ -68,7 +68,7 @@ def _clip(text: str) -> str:
 
 
 def explain(pods: Sequence[V1Pod], events: Sequence[CoreV1Event]) -> tuple[str, ...]:
-    """The wait's reasons, newest first, without repeats: pod conditions, then events."""
+    """The wait's reasons, without repeats: pod conditions, then events (newest first)."""
     reasons: list[str] = []
     for pod in pods:
         for c in (pod.status.conditions if pod.status else None) or []:

@@ -1,12 +1,14 @@
 """Weighted GPU admission on real Dagster instances (SQLite; Postgres when available)."""
 
 import os
-import threading
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from image_search_assets.settings import load_settings
 from image_search_assets.tags import GPUS_TAG
@@ -14,29 +16,58 @@ from image_search_assets.tags import GPUS_TAG
 from .jobs import gpu_steps
 
 POOL = "gpu-nvidia-tesla-t4"
-WEIGHTED_SQLITE = {
-    "module": "image_search_assets.gpu_budget",
-    "class": "WeightedSqliteEventLogStorage",
-}
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(300)
 
 
-pytestmark = pytest.mark.timeout(180)
+def write_home(home: Path, storage: dict) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump({"telemetry": {"enabled": False}, **storage}))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.set_concurrency_slots(POOL, 4)
+    return home
 
 
-@pytest.fixture(autouse=True)
-def importable_jobs(monkeypatch):
-    """Step subprocesses re-import `gpu_budget.jobs`; put its parent on their path."""
-    tests_dir = str(Path(__file__).resolve().parents[1])
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
-    )
+def sqlite_storage(home: Path) -> dict:
+    return {
+        "event_log_storage": {
+            "module": "image_search_assets.gpu_budget",
+            "class": "WeightedSqliteEventLogStorage",
+            "config": {"base_dir": str(home / "history")},
+        }
+    }
+
+
+def postgres_storage(url: str) -> dict:
+    db = {"postgres_url": url}
+    return {
+        "run_storage": {
+            "module": "dagster_postgres.run_storage",
+            "class": "PostgresRunStorage",
+            "config": db,
+        },
+        "schedule_storage": {
+            "module": "dagster_postgres.schedule_storage",
+            "class": "PostgresScheduleStorage",
+            "config": db,
+        },
+        "event_log_storage": {
+            "module": "image_search_assets.gpu_budget",
+            "class": "WeightedPostgresEventLogStorage",
+            "config": db,
+        },
+    }
 
 
 @pytest.fixture
-def sqlite_instance(tmp_path):
-    overrides = {"event_log_storage": {**WEIGHTED_SQLITE, "config": {"base_dir": str(tmp_path)}}}
-    with dg.instance_for_test(overrides=overrides) as instance:
-        instance.event_log_storage.set_concurrency_slots(POOL, 4)
+def sqlite_home(tmp_path) -> Path:
+    return write_home(tmp_path / "home", sqlite_storage(tmp_path / "home"))
+
+
+@pytest.fixture
+def sqlite_instance(sqlite_home):
+    with dg.DagsterInstance.from_config(str(sqlite_home)) as instance:
         yield instance
 
 
@@ -103,18 +134,41 @@ def test_waiting_consumes_no_retry_and_says_why(sqlite_instance):
     assert any("needs 2 GPU(s)" in w and "of 4 free" in w for w in waits)
 
 
-def test_budget_holds_across_two_concurrent_runs(sqlite_instance):
-    results = []
-    threads = [
-        threading.Thread(target=lambda: results.append(run(sqlite_instance))) for _ in range(2)
+def run_concurrently(home: Path, runs: int = 2) -> list[str]:
+    """Separate processes, as production run workers are; returns their run ids."""
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.gpu_budget.run_job"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(runs)
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert [r.success for r in results] == [True, True]
-    intervals = gpu_intervals(sqlite_instance, [r.run_id for r in results])
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * runs
+    return [out.strip().splitlines()[-1] for out in outputs]
+
+
+def test_budget_holds_across_two_concurrent_runs_on_sqlite(sqlite_home):
+    run_ids = run_concurrently(sqlite_home)
+    with dg.DagsterInstance.from_config(str(sqlite_home)) as instance:
+        intervals = gpu_intervals(instance, run_ids)
     assert len(intervals) == 26 and peak_gpus(intervals) <= 4
+
+
+def test_budget_holds_across_two_concurrent_runs_on_postgres(tmp_path, postgres_url):
+    home = write_home(tmp_path / "pg_home", postgres_storage(postgres_url))
+    run_ids = run_concurrently(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.event_log_storage).__name__ == "WeightedPostgresEventLogStorage"
+        intervals = gpu_intervals(instance, run_ids)
+        info = instance.event_log_storage.get_concurrency_info(POOL)
+    assert len(intervals) == 26 and peak_gpus(intervals) <= 4
+    assert info.slot_count == 4 and info.active_slot_count == 0
 
 
 def test_gpu_tags_carry_the_weights():

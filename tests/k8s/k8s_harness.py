@@ -14,7 +14,6 @@ from dagster._core.executor.step_delegating.step_handler.base import StepHandler
 from dagster._core.test_utils import create_run_for_test
 from dagster._grpc.types import ExecuteStepArgs
 from dagster_k8s.container_context import K8sContainerContext
-
 from k8s_fakes import FakeBatchApi, FakeCoreApi
 
 from image_search_assets.definitions import DAILY_JOB

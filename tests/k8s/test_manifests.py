@@ -12,7 +12,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from schemas import validate_strict
+from k8s_schemas import validate_strict
 
 from image_search_assets.core.retry import BackoffPolicy
 from image_search_assets.k8s.executor import DEFAULT_SCHEDULING_TIMEOUT_S

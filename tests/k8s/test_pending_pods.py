@@ -120,10 +120,10 @@ def launch_stuck(jobs, *, waited, attempts=0, pod=True):
     return job
 
 
-def retry_decision(jobs, unhealthy_reason, attempts=0, backoff=BackoffPolicy()):
+def retry_decision(jobs, unhealthy_reason, attempts=0, backoff=None):
     """What StepDelegatingExecutor.execute does with an unhealthy check (its error message)."""
     executor = PendingAwareStepDelegatingExecutor(
-        jobs.handler, backoff=backoff, retries=RetryMode.ENABLED
+        jobs.handler, backoff=backoff or BackoffPolicy(), retries=RetryMode.ENABLED
     )
     step_context = jobs.plan_context.for_step(jobs.plan.get_step_by_key(STEP))
     error = SerializableErrorInfo(

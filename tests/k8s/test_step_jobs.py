@@ -9,10 +9,10 @@ against the Kubernetes schemas in strict mode.
 import json
 
 import pytest
-from k8s_harness import StepJobs, k8s_launcher_config
 from dagster._core.test_utils import instance_for_test
 from k8s_fakes import write_kubeconfig
-from schemas import as_manifest, validate_strict
+from k8s_harness import StepJobs, k8s_launcher_config
+from k8s_schemas import as_manifest, validate_strict
 
 from image_search_assets.k8s.executor import KUEUE_QUEUE_LABEL
 from image_search_assets.k8s.job_config import (

@@ -1,0 +1,106 @@
+"""Per-day GPU sizing: how many GPUs each category's step gets (Dagster-free).
+
+A category's step time is `overhead + items / (throughput * g * efficiency(g))`. The fastest
+plan gives every category the most GPUs; its makespan is the reference. Each category then
+gets the fewest GPUs that keep its step within `slack` times that makespan: since the steps run
+side by side, that minimises the peak GPU demand at (almost) the same makespan. `budget_for`
+then packs the sized steps onto the fewest GPUs that still meet the makespan, which is the
+pool limit the day actually needs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ThroughputModel:
+    items_per_gpu_second: float = 0.25  # detect + embed, per GPU; measure and set in config
+    overhead_s: float = 300.0  # pod start, model load, output flush
+    scaling_efficiency: float = 0.95  # each doubling of GPUs keeps this share of linear speed-up
+
+    def seconds(self, items: int, gpus: int) -> float:
+        efficiency = self.scaling_efficiency ** max(0.0, (gpus.bit_length() - 1))
+        return self.overhead_s + items / (self.items_per_gpu_second * gpus * efficiency)
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    gpus: dict[str, int]
+    seconds: dict[str, float]
+    fastest_makespan_s: float
+    slack: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_gpus(self) -> int:
+        return sum(self.gpus.values())
+
+    @property
+    def makespan_s(self) -> float:
+        return max(self.seconds.values(), default=0.0)
+
+    def as_metadata(self) -> dict[str, object]:
+        return {
+            "gpu_plan": self.gpus,
+            "peak_gpus": self.peak_gpus,
+            "makespan_s": round(self.makespan_s, 1),
+            "fastest_makespan_s": round(self.fastest_makespan_s, 1),
+            "slack": self.slack,
+        }
+
+
+def plan_gpus(
+    items: Mapping[str, int],
+    *,
+    model: ThroughputModel,
+    choices: Sequence[int] = (1, 2, 4),
+    slack: float = 1.05,
+) -> GpuPlan:
+    """The fewest GPUs per category that keep the makespan within `slack` of the fastest plan."""
+    choices = sorted(set(choices))
+    most = choices[-1]
+    fastest = max((model.seconds(n, most) for n in items.values()), default=0.0)
+    target = fastest * slack
+    gpus, seconds = {}, {}
+    for category, n in items.items():
+        gpus[category] = next((g for g in choices if model.seconds(n, g) <= target), most)
+        seconds[category] = model.seconds(n, gpus[category])
+    return GpuPlan(gpus, seconds, fastest, slack)
+
+
+def default_plan(defaults: Mapping[str, int]) -> GpuPlan:
+    """The hand-set plan (tops 4, pants 2, others 1) when no item counts are known."""
+    return GpuPlan(
+        dict(defaults),
+        {c: 0.0 for c in defaults},
+        0.0,
+        1.0,
+        ["no item counts: hand-set GPUs from the categories config"],
+    )
+
+
+def list_schedule_makespan(plan: GpuPlan, budget: int) -> float:
+    """Makespan when the sized steps share `budget` GPUs, biggest first (the admission order)."""
+    if any(g > budget for g in plan.gpus.values()):
+        return float("inf")
+    queue = sorted(plan.gpus, key=lambda c: (-plan.gpus[c], -plan.seconds[c], c))
+    free, now, running = budget, 0.0, []  # running: heap of (end time, gpus)
+    for category in queue:
+        need = plan.gpus[category]
+        while free < need:  # the head waits; nothing overtakes it (no starvation)
+            end, released = heapq.heappop(running)
+            now, free = max(now, end), free + released
+        heapq.heappush(running, (now + plan.seconds[category], need))
+        free -= need
+    return max((end for end, _ in running), default=now)
+
+
+def budget_for(plan: GpuPlan, makespan_s: float) -> int:
+    """The smallest pool limit whose schedule still finishes within `makespan_s`."""
+    budget = max(plan.gpus.values(), default=0)
+    while budget < plan.peak_gpus and list_schedule_makespan(plan, budget) > makespan_s:
+        budget += 1
+    return budget

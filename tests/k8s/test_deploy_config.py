@@ -1,0 +1,222 @@
+"""The deployment config under k8s/ agrees with the code: Helm values, GKE script, Dockerfile.
+
+The Helm values are turned into the dagster.yaml the chart writes (only the sections these
+values set) and loaded by Dagster's own instance-config loader, so a key Dagster rejects or
+a storage class it cannot build fails here rather than in the cluster.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster._config import validate_config
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.storage.event_log.base import EventLogStorage
+
+from image_search_assets.definitions import select_executor
+from image_search_assets.k8s.job_config import APP_UID, PER_GPU
+from image_search_assets.k8s.pools import gpu_pool_limits
+from image_search_assets.settings import load_settings
+
+K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"
+VALUES = yaml.safe_load((K8S_DIR / "helm" / "values.yaml").read_text())
+SETTINGS = load_settings()
+
+
+def chart_dagster_yaml(values: dict) -> str:
+    """dagster.yaml as the chart's configmap-instance.yaml renders it from these values."""
+    pg = {
+        "postgres_db": {
+            "hostname": "dagster-postgresql",
+            "username": "dagster",
+            "password": {"env": "DAGSTER_PG_PASSWORD"},
+            "db_name": "dagster",
+            "port": 5432,
+        }
+    }
+    daemon = values["dagsterDaemon"]
+    monitoring = daemon["runMonitoring"]
+    pools, runs = values["concurrency"]["pools"], values["concurrency"]["runs"]
+    chart = {
+        "scheduler": {"module": "dagster.core.scheduler", "class": "DagsterDaemonScheduler"},
+        "run_storage": {
+            "module": "dagster_postgres.run_storage",
+            "class": "PostgresRunStorage",
+            "config": pg,
+        },
+        "schedule_storage": {
+            "module": "dagster_postgres.schedule_storage",
+            "class": "PostgresScheduleStorage",
+            "config": pg,
+        },
+        "event_log_storage": {
+            "module": "dagster_postgres.event_log",
+            "class": "PostgresEventLogStorage",
+            "config": pg,
+        },
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": daemon["runCoordinator"]["type"],
+        },
+        "run_monitoring": {
+            "enabled": monitoring["enabled"],
+            "start_timeout_seconds": monitoring["startTimeoutSeconds"],
+            "cancel_timeout_seconds": monitoring["cancelTimeoutSeconds"],
+            "max_resume_run_attempts": monitoring["maxResumeRunAttempts"],
+            "poll_interval_seconds": monitoring["pollIntervalSeconds"],
+            "free_slots_after_run_end_seconds": monitoring["freeSlotsAfterRunEndSeconds"],
+        },
+        "concurrency": {
+            "pools": {"default_limit": pools["defaultLimit"], "granularity": pools["granularity"]},
+            "runs": {
+                "max_concurrent_runs": runs["maxConcurrentRuns"],
+                "tag_concurrency_limits": runs["tagConcurrencyLimits"],
+            },
+        },
+    }
+    # The chart appends additionalInstanceConfig as text after its own keys.
+    return yaml.safe_dump(chart) + yaml.safe_dump(values["additionalInstanceConfig"])
+
+
+@pytest.fixture(scope="module")
+def instance_config(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text(chart_dagster_yaml(VALUES))
+    config, _ = dagster_instance_config(str(home))
+    return config
+
+
+def test_instance_config_is_accepted_by_dagster(instance_config):
+    assert instance_config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert instance_config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
+    assert instance_config["concurrency"]["runs"]["max_concurrent_runs"] >= 1
+
+
+def test_event_log_storage_is_the_weighted_gpu_storage(instance_config):
+    storage = instance_config["event_log_storage"]  # the appended block won the repeated key
+    assert (storage["module"], storage["class"]) == (
+        "image_search_assets.gpu_budget",
+        "WeightedPostgresEventLogStorage",
+    )
+    cls = getattr(import_module(storage["module"]), storage["class"])
+    assert issubclass(cls, EventLogStorage)
+    assert validate_config(cls.config_type(), storage["config"]).success
+
+
+def test_gpu_pool_limit_is_the_categories_gpu_budget():
+    limits = gpu_pool_limits(SETTINGS)
+    assert limits == {"gpu-nvidia-tesla-t4": 17}
+    pools = VALUES["concurrency"]["pools"]
+    assert pools["granularity"] == "op"
+    assert pools["defaultLimit"] == sum(limits.values())
+
+
+def test_code_location_runs_steps_on_the_k8s_executor():
+    (deployment,) = VALUES["dagster-user-deployments"]["deployments"]
+    env = {e["name"]: e["value"] for e in deployment["env"]}
+    assert env["IMAGE_SEARCH_EXECUTOR"] == "k8s"
+    assert select_executor(env["IMAGE_SEARCH_EXECUTOR"]).name == "k8s"
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "image_search_assets.definitions"]
+    images = {VALUES[part]["image"]["repository"] for part in ("dagsterWebserver", "dagsterDaemon")}
+    assert images == {deployment["image"]["repository"]}  # they load our storage class
+    assert deployment["podSecurityContext"]["runAsUser"] == APP_UID
+
+
+def test_gcp_access_is_workload_identity_never_a_key_file():
+    annotations = VALUES["serviceAccount"]["annotations"]
+    assert annotations["iam.gke.io/gcp-service-account"].endswith(".iam.gserviceaccount.com")
+    assert VALUES["global"]["serviceAccountName"] == VALUES["serviceAccount"]["name"]
+    everything = "\n".join(p.read_text() for p in K8S_DIR.rglob("*") if p.is_file())
+    for key_file_hint in ("GOOGLE_APPLICATION_CREDENTIALS", "jsonCredentialsEnvvar", "keys create"):
+        assert key_file_hint not in everything
+
+
+@pytest.fixture(scope="module")
+def setup_commands() -> str:
+    env = {**os.environ, "PROJECT_ID": "my-project", "DRY_RUN": "1"}
+    done = subprocess.run(
+        ["bash", str(K8S_DIR / "gke-setup.sh")],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+def command(commands: str, prefix: str) -> str:
+    (line,) = [line for line in commands.splitlines() if line.startswith(prefix)]
+    return line.replace("\\,", ",")
+
+
+def test_gke_script_makes_a_regional_cluster_and_a_gpu_pool_from_zero(setup_commands):
+    cluster = command(setup_commands, "gcloud container clusters create")
+    assert (
+        "--location asia-east1 " in cluster and "--workload-pool my-project.svc.id.goog" in cluster
+    )
+    pool = command(setup_commands, "gcloud container node-pools create")
+    zones = re.search(r"--node-locations (\S+)", pool).group(1).split(",")
+    assert len(zones) >= 2 and all(z.startswith("asia-east1-") for z in zones)
+    for flag in (
+        "--enable-autoscaling",
+        "--total-min-nodes 0",
+        "--num-nodes 0",
+        "--location-policy ANY",
+        "--node-taints nvidia.com/gpu=present:NoSchedule",
+    ):
+        assert flag in pool
+    gpu_type, gpus_per_node = re.search(r"type=([\w-]+),count=(\d+)", pool).groups()
+    assert {c.gpu_type for c in SETTINGS.categories} == {gpu_type}
+    assert max(c.gpus for c in SETTINGS.categories) <= int(gpus_per_node)
+    max_nodes = int(re.search(r"--total-max-nodes (\d+)", pool).group(1))
+    assert max_nodes * int(gpus_per_node) >= sum(c.gpus for c in SETTINGS.categories)
+    # A full node's worth of GPU steps fits an n1-standard-16 (~15.8 CPUs, ~55 GiB allocatable).
+    assert PER_GPU.cpu_millis * int(gpus_per_node) <= 15_000
+    assert PER_GPU.memory_gib * int(gpus_per_node) <= 52
+
+
+def test_gke_script_binds_the_charts_service_account(setup_commands):
+    binding = command(setup_commands, "gcloud iam service-accounts add-iam-policy-binding")
+    assert f"[dagster/{VALUES['global']['serviceAccountName']}" in binding.replace("\\", "")
+    assert "roles/iam.workloadIdentityUser" in binding
+
+
+def test_gke_script_refuses_a_single_zone():
+    env = {**os.environ, "PROJECT_ID": "p", "DRY_RUN": "1", "NODE_LOCATIONS": "asia-east1-a"}
+    done = subprocess.run(
+        ["bash", str(K8S_DIR / "gke-setup.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "at least two zones" in done.stderr
+
+
+def test_dockerfile_installs_dependencies_before_the_source_and_runs_as_non_root():
+    text = (K8S_DIR / "Dockerfile").read_text()
+    deps = text.index("pip install -r /tmp/requirements.txt")
+    assert deps < text.index("COPY --chown=app:app image_search_assets")
+    assert "download.pytorch.org/whl/${TORCH_CUDA}" in text  # CUDA torch, not the CPU build
+    assert re.search(rf"ARG APP_UID={APP_UID}\b", text)
+    assert re.search(r"^USER \$\{APP_UID\}", text, re.M)
+    from importlib.metadata import version
+
+    assert f'"dagster-postgres=={version("dagster-postgres")}"' in text
+
+
+def test_local_runs_never_import_dagster_k8s():
+    env = {k: v for k, v in os.environ.items() if k != "IMAGE_SEARCH_EXECUTOR"}
+    code = "import sys, image_search_assets.definitions; print('dagster_k8s' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "False"
