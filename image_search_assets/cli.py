@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -37,20 +38,27 @@ def ensure_dagster_home() -> Path:
 def materialise_days(settings: Settings, days: list[str]) -> list[float]:
     """Runs the daily job for each day in order on the persistent instance; wall seconds each."""
     import dagster as dg
+    from tqdm import tqdm
 
+    from .automation.run_progress import StepProgressBar
     from .definitions import DAILY_JOB, build_definitions
 
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
     walls = []
-    with dg.DagsterInstance.get() as instance:
-        for day in days:
-            started = time.perf_counter()
-            result = job.execute_in_process(
-                partition_key=day, instance=instance, run_config=QUIET, raise_on_error=False
-            )
+    with dg.DagsterInstance.get() as instance, tqdm(days, desc="days", unit="day") as bar:
+        for day in bar:
+            started, run_id = time.perf_counter(), str(uuid.uuid4())
+            with StepProgressBar(instance, run_id, len(job.graph.nodes), desc=f"  {day} steps"):
+                result = job.execute_in_process(
+                    partition_key=day,
+                    instance=instance,
+                    run_config=QUIET,
+                    raise_on_error=False,
+                    run_id=run_id,
+                )
             walls.append(time.perf_counter() - started)
             status = "ok" if result.success else "FAILED"
-            print(f"  {day}: {status} in {walls[-1]:.1f} s (run {result.run_id[:8]})", flush=True)
+            bar.write(f"  {day}: {status} in {walls[-1]:.1f} s (run {run_id[:8]})")
             if not result.success:
                 raise SystemExit(f"day {day} failed; later days were not run")
     return walls
@@ -124,7 +132,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     for rank, n in enumerate(results, 1):
         print(f"{rank:>3}. {n.product_id:<28} {n.category:<10} distance {n.distance:.4f}")
     page = query.write_html(Path(args.out), title, image, results, storage)
-    print(f"wrote {page}")
+    caption = f"query: {args.product_id or Path(args.image).name}"
+    sheet = query.write_png(page.with_suffix(".png"), title, image, results, storage, caption)
+    print(f"wrote {page} and {sheet}")
     return 0
 
 
@@ -151,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--image")
     q.add_argument("--category")
     q.add_argument("-k", "--k", type=int, default=8)
-    q.add_argument("--out", default="var/query.html")
+    q.add_argument("--out", default="var/query.html", help="HTML page; the PNG goes beside it")
     q.set_defaults(func=cmd_query)
     sim = sub.add_parser("simulate", help="replay a month of GPU stock-outs for three setups")
     sim.add_argument("--out", default="docs/capacity")

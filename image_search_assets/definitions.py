@@ -15,6 +15,7 @@ from resources import (
 )
 
 from .assets import category_assets, ingest_assets
+from .automation import build_asset_checks, build_schedules, build_sensors
 from .partitions import daily_partitions
 from .settings import Settings, load_settings
 
@@ -63,7 +64,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     daily_job = dg.define_asset_job(DAILY_JOB, selection=dg.AssetSelection.assets(*assets))
     return dg.Definitions(
         assets=assets,
+        asset_checks=build_asset_checks(settings, daily_job),
         jobs=[daily_job],
+        schedules=build_schedules(settings, daily_job),
+        sensors=build_sensors(settings, daily_job),
         resources=build_resources(settings),
         executor=select_executor(),
     )

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 60.0
+LIVENESS_TTL_SECONDS = 10.0
+WAITERS_CONSIDERED = 3
 
 
 class _NotAdmitted(Exception):
@@ -64,7 +66,10 @@ class WeightedClaimsMixin:
             # The pending row makes the waiting step visible on the UI's pool page.
             self.add_pending_step(**keys, priority=priority)  # type: ignore[attr-defined]
         try:
-            decision = self._claim(concurrency_key, run_id, step_key, need)
+            # Queue and run lookups happen before the claim's transaction: holding its locks
+            # while other connections query run storage can deadlock on Postgres.
+            ahead = self._waiters_ahead(concurrency_key, run_id, step_key)
+            decision = self._claim(concurrency_key, run_id, step_key, need, ahead)
         except _NotAdmitted as blocked:
             self._report(run_id, step_key, concurrency_key, blocked.decision)
             return ConcurrencyClaimStatus(
@@ -89,12 +94,16 @@ class WeightedClaimsMixin:
             assigned_timestamp=datetime.now(UTC),
         )
 
-    def _claim(self, pool: str, run_id: str, step_key: str, need: int) -> Decision:
+    def _claim(
+        self, pool: str, run_id: str, step_key: str, need: int, ahead: list[int]
+    ) -> Decision:
         slots = ConcurrencySlotsTable.c
         free_slots = db.and_(
             slots.concurrency_key == pool, slots.step_key.is_(None), slots.deleted.is_(False)
         )
-        with self.index_connection() as conn:  # type: ignore[attr-defined]
+        # One transaction, so a refused claim rolls back whole (Postgres's plain index
+        # connection is AUTOCOMMIT, which would keep a partial claim).
+        with self.index_transaction() as conn:  # type: ignore[attr-defined]
             self._lock_pool(conn, pool)
             # Claim first (a write takes SQLite's lock before any read), undo below if refused.
             pick = db.select(slots.id).where(free_slots).order_by(slots.id).limit(need)
@@ -109,7 +118,6 @@ class WeightedClaimsMixin:
                     db.and_(slots.concurrency_key == pool, slots.deleted.is_(False))
                 )
             ).scalar_one()
-            ahead = self._waiters_ahead(conn, pool, run_id, step_key)
             decision = decide(need, free_after + claimed, limit, ahead)
             if claimed < need or not decision.admit:
                 raise _NotAdmitted(decision)  # rolls the transaction back: no partial claim
@@ -126,8 +134,23 @@ class WeightedClaimsMixin:
             )
         return decision
 
-    def _waiters_ahead(self, conn: Any, pool: str, run_id: str, step_key: str) -> list[int]:
+    def _waiters_ahead(self, pool: str, run_id: str, step_key: str) -> list[int]:
         """GPU needs of live steps queued before this one that hold no slots yet."""
+        with self.index_connection() as conn:  # type: ignore[attr-defined]
+            holding, rows = self._queue(conn, pool)
+        ahead: list[int] = []
+        for r, k in rows:
+            # Only the head of the queue holds a reservation; a few spares cover waiters that
+            # turn out bigger than the budget (they get none).
+            if (r, k) == (run_id, step_key) or len(ahead) == WAITERS_CONSIDERED:
+                break
+            if (r, k) not in holding and self._is_live(r):
+                ahead.append(self.gpu_need(r, k))
+        return ahead
+
+    @staticmethod
+    def _queue(conn: Any, pool: str) -> tuple[set[tuple[str, str]], list[tuple[str, str]]]:
+        """(steps holding slots, pending steps in queue order) of one pool."""
         p, s = PendingStepsTable.c, ConcurrencySlotsTable.c
         holding = {
             (r, k)
@@ -142,17 +165,19 @@ class WeightedClaimsMixin:
             .where(p.concurrency_key == pool)
             .order_by(p.priority.desc(), p.id.asc())
         ).all()
-        ahead = []
-        for r, k in rows:
-            if (r, k) == (run_id, step_key):
-                break
-            if (r, k) not in holding and self._is_live(r):
-                ahead.append(self.gpu_need(r, k))
-        return ahead
+        return holding, [(r, k) for r, k in rows]
 
     def _is_live(self, run_id: str) -> bool:
-        run = self._instance.get_run_by_id(run_id)  # type: ignore[attr-defined]
-        return run is not None and not run.is_finished
+        """Whether the run is still going; cached briefly, since every poll asks."""
+        if not hasattr(self, "_live"):
+            self._live: dict[str, tuple[float, bool]] = {}
+        now = time.monotonic()
+        cached = self._live.get(run_id)
+        if cached is None or now - cached[0] > LIVENESS_TTL_SECONDS:
+            run = self._instance.get_run_by_id(run_id)  # type: ignore[attr-defined]
+            cached = (now, run is not None and not run.is_finished)
+            self._live[run_id] = cached
+        return cached[1]
 
     def gpu_need(self, run_id: str, step_key: str) -> int:
         """GPUs a step needs: the run's GPU plan tag, else the step's GPU tag, else 1."""

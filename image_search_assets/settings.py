@@ -16,11 +16,15 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from .core.retry import BackoffPolicy
+
 DEFAULT_CONFIG = Path(__file__).with_name("platform.yaml")
 ENV_OVERRIDES = {
     "IMAGE_SEARCH_STORAGE_ROOT": "storage_root",
     "IMAGE_SEARCH_CATALOG": "catalog",
     "IMAGE_SEARCH_GCP_PROJECT": "gcp_project",
+    # A webhook URL is a secret: deployments set it in the environment, not in the file.
+    "IMAGE_SEARCH_ALERT_WEBHOOK": "alerts.webhook_url",
 }
 
 
@@ -60,6 +64,14 @@ class IndexConfig:
     metric: str = "angular"
     n_trees: int = 16
     recall_sample: int = 200
+    retention: int = 7  # published versions kept per category (CURRENT and its predecessors)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    webhook_url: str | None = None  # None: the failure sensor posts nothing
+    ui_url: str = "http://localhost:3000"  # base of the run links in alerts
+    timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,10 @@ class Settings:
     gcp_project: str | None = None
     fetch: FetchConfig = field(default_factory=FetchConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    retry: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # Items per persisted chunk of detection/embedding work; a retried step skips finished ones.
+    chunk_size: int = 64
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def category_names(self) -> tuple[str, ...]:
@@ -120,6 +136,13 @@ def _categories(raw: list[dict[str, Any]], default_gpu_type: str) -> tuple[Categ
     return tuple(cats)
 
 
+def _section(cls: Any, raw: dict[str, Any], what: str) -> Any:
+    try:
+        return cls(**raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{what}: {e}") from e
+
+
 def parse_settings(raw: dict[str, Any]) -> Settings:
     """Builds Settings from the YAML document's dict, validating as it goes."""
     parts = raw.get("partitions", {})
@@ -145,9 +168,24 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
             models.get("detector", {"arch": "fasterrcnn_mobilenet_v3_large_320_fpn"}), "detector"
         ),
         embedder=_model(models.get("embedder", {"arch": "resnet18"}), "embedder"),
-        fetch=FetchConfig(**fetch),
-        index=IndexConfig(**raw.get("index", {})),
+        fetch=_section(FetchConfig, fetch, "fetch"),
+        index=_index(raw.get("index", {})),
+        retry=_section(BackoffPolicy, raw.get("retry", {}), "retry"),
+        chunk_size=_positive(models.get("chunk_size", 64), "models.chunk_size"),
+        alerts=_section(AlertsConfig, raw.get("alerts") or {}, "alerts"),
     )
+
+
+def _positive(value: Any, what: str) -> int:
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _index(raw: dict[str, Any]) -> IndexConfig:
+    index = _section(IndexConfig, raw, "index")
+    _positive(index.retention, "index.retention")
+    return index
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -158,5 +196,11 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     raw = yaml.safe_load(path.read_text()) or {}
     for env, key in ENV_OVERRIDES.items():
         if os.environ.get(env):
-            raw[key] = os.environ[env]
+            *parents, leaf = key.split(".")
+            section = raw
+            for name in parents:
+                if not isinstance(section.get(name), dict):  # absent, or `alerts:` left empty
+                    section[name] = {}
+                section = section[name]
+            section[leaf] = os.environ[env]
     return parse_settings(raw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -102,7 +103,10 @@ def postgres_url(tmp_path_factory):
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    data = tmp_path_factory.mktemp("pg") / "data"
+    # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="image-search-pg-"))
+    base.chmod(0o755)
+    data = base / "data"
     data.mkdir()
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_postgres:
@@ -156,7 +160,8 @@ def postgres_url(tmp_path_factory):
             check=True,
             capture_output=True,
         )
-        yield f"postgresql://postgres@127.0.0.1:{port}/dagster"
+        # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; dagster-postgres needs psycopg2.
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/dagster"
     finally:
         subprocess.run(
             [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],

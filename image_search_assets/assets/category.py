@@ -8,10 +8,12 @@ import pandas as pd
 from resources import PREVIOUS_PARTITION, ModelsResource, StorageResource
 
 from ..core import index as annoy
-from ..core.pipeline import detect_items, embed_items, vectors_of
+from ..core.chunks import work_prefix
+from ..core.pipeline import StageResult, detect_items, embed_items, vectors_of
 from ..k8s.job_config import k8s_op_tags
 from ..settings import Category, Settings
 from ..tags import detector_class_ids, gpu_pool, gpu_tags
+from .retrying import crash_retry_policy, failure_policy
 
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
@@ -22,13 +24,29 @@ def _model_metadata(context: dg.AssetExecutionContext, identity: dict) -> dict[s
     return {f"model_{k}": str(v) for k, v in identity.items()}
 
 
+def _chunk_metadata(result: StageResult) -> dict[str, int]:
+    run = result.chunks
+    if run is None:
+        return {}
+    return {
+        "chunks_computed": len(run.computed),
+        "chunks_reused": len(run.reused),
+        "batch_size": run.batch_size,
+    }
+
+
 def category_assets(
     category: Category, *, partitions: dg.PartitionsDefinition, settings: Settings
 ) -> list[dg.AssetsDefinition]:
     name = category.name
     class_ids = detector_class_ids(settings, category)
     num_classes = len(settings.categories) + 1
-    common = {"partitions_def": partitions, "group_name": name, "io_manager_key": "storage_io"}
+    common = {
+        "partitions_def": partitions,
+        "group_name": name,
+        "io_manager_key": "storage_io",
+        "retry_policy": crash_retry_policy(settings.retry),
+    }
 
     @dg.asset(
         key=[name, "detections"],
@@ -46,16 +64,18 @@ def category_assets(
         storage: StorageResource,
     ) -> dg.Output[pd.DataFrame]:
         """The day's items of this category: one detected box per product image."""
-        detector = models.detector(num_classes, storage.read_gs)
-        mine = product_images[product_images["category"] == name]
-        result = detect_items(
-            mine,
-            storage.open(),
-            detector,
-            class_ids=class_ids,
-            score_threshold=models.score_threshold,
-            batch_size=models.detector_batch_size,
-        )
+        with failure_policy(context, settings.retry):
+            detector = models.detector(num_classes, storage.read_gs)
+            result = detect_items(
+                product_images[product_images["category"] == name],
+                storage.open(),
+                detector,
+                class_ids=class_ids,
+                score_threshold=models.score_threshold,
+                batch_size=models.detector_batch_size,
+                work_prefix=work_prefix(context.partition_key, name, "detections"),
+                chunk_size=settings.chunk_size,
+            )
         sources = result.table["box_source"].value_counts().to_dict()
         return dg.Output(
             result.table,
@@ -63,7 +83,7 @@ def category_assets(
                 "items": len(result.table),
                 "box_sources": {str(k): int(v) for k, v in sources.items()},
                 "images_per_second": round(result.items_per_second, 2),
-                "batch_size": models.detector_batch_size,
+                **_chunk_metadata(result),
                 "device": str(detector.device),
                 **_model_metadata(context, detector.identity),
             },
@@ -85,14 +105,17 @@ def category_assets(
         storage: StorageResource,
     ) -> dg.Output[pd.DataFrame]:
         """L2-normalised feature vectors of the day's cropped items."""
-        embedder = models.embedder(storage.read_gs)
-        result = embed_items(
-            detections,
-            storage.open(),
-            embedder,
-            input_size=models.embedder_input_size,
-            batch_size=models.embedder_batch_size,
-        )
+        with failure_policy(context, settings.retry):
+            embedder = models.embedder(storage.read_gs)
+            result = embed_items(
+                detections,
+                storage.open(),
+                embedder,
+                input_size=models.embedder_input_size,
+                batch_size=models.embedder_batch_size,
+                work_prefix=work_prefix(context.partition_key, name, "embeddings"),
+                chunk_size=settings.chunk_size,
+            )
         table = result.table.assign(embedder=json.dumps(embedder.identity, sort_keys=True))
         return dg.Output(
             table,
@@ -100,7 +123,7 @@ def category_assets(
                 "items": len(table),
                 "dim": int(embedder.identity["dim"]),
                 "crops_per_second": round(result.items_per_second, 2),
-                "batch_size": models.embedder_batch_size,
+                **_chunk_metadata(result),
                 "device": str(embedder.device),
                 **_model_metadata(context, embedder.identity),
             },
@@ -132,17 +155,19 @@ def category_assets(
         if len(to_date) == 0:
             context.log.warning(f"{name}: no items to date; nothing to publish")
             return dg.Output(to_date, metadata={"count": 0, "new_items": 0})
-        manifest = annoy.publish(
-            storage.open(),
-            name,
-            context.partition_key,
-            to_date["product_id"].tolist(),
-            vectors,
-            metric=settings.index.metric,
-            n_trees=settings.index.n_trees,
-            models={"embedders": sorted(to_date["embedder"].unique().tolist())},
-            recall_sample=settings.index.recall_sample,
-        )
+        with failure_policy(context, settings.retry):
+            manifest = annoy.publish(
+                storage.open(),
+                name,
+                context.partition_key,
+                to_date["product_id"].tolist(),
+                vectors,
+                metric=settings.index.metric,
+                n_trees=settings.index.n_trees,
+                models={"embedders": sorted(to_date["embedder"].unique().tolist())},
+                recall_sample=settings.index.recall_sample,
+                retention=settings.index.retention,
+            )
         return dg.Output(
             to_date,
             metadata={

@@ -7,8 +7,11 @@ from resources import CatalogResource, ImageFetchResource, StorageResource
 
 from ..core.pipeline import fetch_images
 from ..core.records import quarantine_key
+from ..core.retry import BackoffPolicy
 from ..k8s.job_config import k8s_op_tags
 from ..partitions import partition_date
+from ..settings import load_settings
+from .retrying import crash_retry_policy, failure_policy
 
 
 def _reasons(quarantined: pd.DataFrame) -> dict[str, int]:
@@ -20,23 +23,32 @@ def _per_category(table: pd.DataFrame) -> dict[str, int]:
 
 
 def ingest_assets(
-    partitions: dg.PartitionsDefinition, categories: list[str]
+    partitions: dg.PartitionsDefinition,
+    categories: list[str],
+    *,
+    retry: BackoffPolicy | None = None,
 ) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        partitions_def=partitions,
-        group_name="ingest",
-        io_manager_key="storage_io",
-        op_tags=k8s_op_tags(None, None, gpu=False),
-        kinds={"pandas"},
-    )
+    # The config's policy when the caller passes none, so the yaml stays the one source.
+    retry = retry or load_settings().retry
+    common = {
+        "partitions_def": partitions,
+        "group_name": "ingest",
+        "io_manager_key": "storage_io",
+        "op_tags": k8s_op_tags(None, None, gpu=False),
+        "kinds": {"pandas"},
+        "retry_policy": crash_retry_policy(retry),
+    }
+
+    @dg.asset(**common)
     def new_products(
         context: dg.AssetExecutionContext, catalog: CatalogResource, storage: StorageResource
     ) -> dg.Output[pd.DataFrame]:
         """The day's catalog rows that passed validation; bad rows are quarantined."""
-        day = catalog.day(partition_date(context), categories)
-        storage.open().write_parquet(
-            quarantine_key(context.partition_key, "catalog"), day.quarantined
-        )
+        with failure_policy(context, retry):
+            day = catalog.day(partition_date(context), categories)
+            storage.open().write_parquet(
+                quarantine_key(context.partition_key, "catalog"), day.quarantined
+            )
         if len(day.quarantined):
             context.log.warning(
                 f"quarantined {len(day.quarantined)} catalog row(s): {_reasons(day.quarantined)}"
@@ -51,13 +63,7 @@ def ingest_assets(
             },
         )
 
-    @dg.asset(
-        partitions_def=partitions,
-        group_name="ingest",
-        io_manager_key="storage_io",
-        op_tags=k8s_op_tags(None, None, gpu=False),
-        kinds={"pandas"},
-    )
+    @dg.asset(**common)
     def product_images(
         context: dg.AssetExecutionContext,
         new_products: pd.DataFrame,
@@ -65,18 +71,19 @@ def ingest_assets(
         storage: StorageResource,
     ) -> dg.Output[pd.DataFrame]:
         """The day's product images, decoded and stored as normalised RGB JPEGs."""
-        result = fetch_images(
-            new_products,
-            storage.open(),
-            context.partition_key,
-            policy=fetcher.policy(),
-            max_pixels=fetcher.max_pixels,
-            workers=fetcher.workers,
-            gcs_read=storage.read_gs,
-        )
-        storage.open().write_parquet(
-            quarantine_key(context.partition_key, "image"), result.quarantined
-        )
+        with failure_policy(context, retry):
+            result = fetch_images(
+                new_products,
+                storage.open(),
+                context.partition_key,
+                policy=fetcher.policy(),
+                max_pixels=fetcher.max_pixels,
+                workers=fetcher.workers,
+                gcs_read=storage.read_gs,
+            )
+            storage.open().write_parquet(
+                quarantine_key(context.partition_key, "image"), result.quarantined
+            )
         if len(result.quarantined):
             context.log.warning(
                 f"quarantined {len(result.quarantined)} image(s): {_reasons(result.quarantined)}"

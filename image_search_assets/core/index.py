@@ -2,10 +2,12 @@
 
 Layout under the storage root, per category:
     indexes/<category>/versions/<version>/{index.ann, ids.parquet, manifest.json}
-    indexes/<category>/CURRENT.json      -> {"version": ..., "date": ..., "count": ...}
+    indexes/<category>/CURRENT.json      -> {"version", "date", "count", "previous": [...]}
 A version is written in full and verified (it loads, its count matches, a query answers)
-before CURRENT moves, with a compare-and-swap write; a crash at any point leaves the previous
-version serving.
+before CURRENT moves, with a compare-and-swap write (a generation-match precondition on GCS);
+a crash at any point leaves the previous version serving. CURRENT lists the versions it
+replaced, newest first, so that pruning keeps the last `retention` served versions (for
+rollback) and deletes the rest, including versions a crashed publish left unserved.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +107,15 @@ def publish(
     retention: int = 7,
 ) -> dict[str, Any]:
     """Builds, writes, verifies and then points CURRENT at a new version; returns its manifest."""
+    if retention < 1:
+        raise ValueError("retention must keep at least the current version")
     prefix = category_prefix(category)
     pointer_key = f"{prefix}/CURRENT.json"
     pointer_generation = storage.generation(pointer_key)
-    version = f"{day}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.{uuid.uuid4().hex[:6]}"
+    served = storage.read_json(pointer_key) if pointer_generation is not None else None
+    # Creation time first after the day: prune compares it, so microseconds, not seconds.
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    version = f"{day}.{stamp}.{uuid.uuid4().hex[:6]}"
     vdir = f"{prefix}/versions/{version}"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +144,9 @@ def publish(
     manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
     storage.write_json(f"{vdir}/manifest.json", manifest)
     verify(storage, vdir, manifest, vectors)
-    pointer = {"version": version, "date": day, "count": len(ids)}
+    history = [] if served is None else [served["version"], *served.get("previous", [])]
+    pointer = {"version": version, "date": day, "count": len(ids), "previous": history}
+    pointer["previous"] = history[: retention - 1]  # all that prune will keep
     storage.write_bytes_if_generation(pointer_key, _json_bytes(pointer), pointer_generation)
     prune(storage, category, keep=retention)
     return manifest
@@ -185,12 +195,22 @@ def load_current(storage: Storage, category: str) -> ServedIndex:
     return _load_version(storage, f"{category_prefix(category)}/versions/{version}")
 
 
+def _created(version: str) -> str:
+    """The creation stamp inside a version name (`<day>.<stamp>.<random>`), for ordering."""
+    return version.split(".")[1]
+
+
 def prune(storage: Storage, category: str, *, keep: int) -> list[str]:
-    """Deletes all but the newest `keep` versions, never the one CURRENT points at."""
+    """Deletes versions other than CURRENT and the `keep - 1` it replaced most recently.
+
+    Versions created after CURRENT are left alone: they may be another publish in flight.
+    """
     prefix = f"{category_prefix(category)}/versions/"
     versions = sorted({k[len(prefix) :].split("/", 1)[0] for k in storage.list(prefix)})
-    current = storage.read_json(f"{category_prefix(category)}/CURRENT.json")["version"]
-    doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
+    pointer = storage.read_json(f"{category_prefix(category)}/CURRENT.json")
+    current = pointer["version"]
+    kept = {current, *pointer.get("previous", [])[: keep - 1]}
+    doomed = [v for v in versions if v not in kept and _created(v) < _created(current)]
     for version in doomed:
         storage.delete_prefix(f"{prefix}{version}")
     return doomed

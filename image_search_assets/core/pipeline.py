@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import inference
 from .catalog import quarantine_frame
+from .chunks import ChunkedRun, run_chunks, salt_of
 from .fetch import FetchPolicy, fetch_bytes, fetch_many
 from .images import decode_image, to_jpeg_bytes
 from .models import LoadedModel
@@ -25,6 +26,7 @@ from .storage import Storage
 
 IMAGE_COLUMNS = ["product_id", "category", "image_url", "image_key", "width", "height", "sha256"]
 BOX_COLUMNS = ["x1", "y1", "x2", "y2", "label", "score", "box_source", "candidates"]
+DETECTION_COLUMNS = ["product_id", "image_key", "image_sha256", *BOX_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class StageResult:
     table: pd.DataFrame
     quarantined: pd.DataFrame
     seconds: float
+    chunks: ChunkedRun | None = None  # how a resumable GPU stage's chunks were obtained
 
     @property
     def items_per_second(self) -> float:
@@ -109,25 +112,46 @@ def detect_items(
     class_ids: Sequence[int],
     score_threshold: float,
     batch_size: int,
+    work_prefix: str,
+    chunk_size: int,
 ) -> StageResult:
-    """One item per product image: its category's best box, or the full frame."""
+    """One item per product image: its category's best box, or the full frame.
+
+    Resumable: chunks finished by an earlier attempt under `work_prefix` are not recomputed.
+    """
     started = time.perf_counter()
-    pictures = load_images(storage, images["image_key"].tolist())
-    raw = inference.detect(detector, pictures, batch_size)
-    rows = []
-    for row, pic, det in zip(images.to_dict("records"), pictures, raw, strict=True):
-        box = inference.choose_box(
-            det, pic.width, pic.height, class_ids=class_ids, score_threshold=score_threshold
-        )
-        rows.append(
-            {
-                "product_id": row["product_id"],
-                "image_key": row["image_key"],
-                **{c: getattr(box, c) for c in BOX_COLUMNS},
-            }
-        )
-    table = pd.DataFrame(rows, columns=["product_id", "image_key", *BOX_COLUMNS])
-    return StageResult(table, quarantine_frame(), time.perf_counter() - started)
+
+    def detect_chunk(part: pd.DataFrame, batch: int) -> pd.DataFrame:
+        pictures = load_images(storage, part["image_key"].tolist())
+        raw = inference.detect(detector, pictures, batch)
+        rows = []
+        for row, pic, det in zip(part.to_dict("records"), pictures, raw, strict=True):
+            box = inference.choose_box(
+                det, pic.width, pic.height, class_ids=class_ids, score_threshold=score_threshold
+            )
+            rows.append(
+                {
+                    "product_id": row["product_id"],
+                    "image_key": row["image_key"],
+                    # Carried along so the embeddings' chunk fingerprints see the image content.
+                    "image_sha256": row["sha256"],
+                    **{c: getattr(box, c) for c in BOX_COLUMNS},
+                }
+            )
+        return pd.DataFrame(rows, columns=DETECTION_COLUMNS)
+
+    salt = salt_of(model=detector.identity, class_ids=list(class_ids), score=score_threshold)
+    run = run_chunks(
+        storage,
+        work_prefix,
+        images,
+        detect_chunk,
+        key_columns=["product_id", "image_key", "sha256"],
+        salt=salt,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+    )
+    return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run)
 
 
 def embed_items(
@@ -137,21 +161,38 @@ def embed_items(
     *,
     input_size: int,
     batch_size: int,
+    work_prefix: str,
+    chunk_size: int,
 ) -> StageResult:
-    """Each detection cropped and embedded; `vector` holds the L2-normalised features."""
+    """Each detection cropped and embedded; `vector` holds the L2-normalised features.
+
+    Resumable like detect_items: a retried attempt embeds only the unfinished chunks.
+    """
     started = time.perf_counter()
-    pictures = load_images(storage, detections["image_key"].tolist())
-    boxes = [
-        inference.ChosenBox(**{c: row[c] for c in BOX_COLUMNS})
-        for row in detections.to_dict("records")
-    ]
-    crops = [inference.crop(pic, box) for pic, box in zip(pictures, boxes, strict=True)]
-    vectors = inference.embed(embedder, crops, input_size=input_size, batch_size=batch_size)
-    table = detections[["product_id", "box_source", "score"]].copy()
-    table["vector"] = list(vectors.astype(np.float32))
-    return StageResult(
-        table.reset_index(drop=True), quarantine_frame(), time.perf_counter() - started
+
+    def embed_chunk(part: pd.DataFrame, batch: int) -> pd.DataFrame:
+        pictures = load_images(storage, part["image_key"].tolist())
+        boxes = [
+            inference.ChosenBox(**{c: row[c] for c in BOX_COLUMNS})
+            for row in part.to_dict("records")
+        ]
+        crops = [inference.crop(pic, box) for pic, box in zip(pictures, boxes, strict=True)]
+        vectors = inference.embed(embedder, crops, input_size=input_size, batch_size=batch)
+        table = part[["product_id", "box_source", "score"]].reset_index(drop=True)
+        table["vector"] = list(vectors.astype(np.float32))
+        return table
+
+    run = run_chunks(
+        storage,
+        work_prefix,
+        detections,
+        embed_chunk,
+        key_columns=["product_id", "image_key", "image_sha256", *BOX_COLUMNS],
+        salt=salt_of(model=embedder.identity, input_size=input_size),
+        chunk_size=chunk_size,
+        batch_size=batch_size,
     )
+    return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run)
 
 
 def vectors_of(table: pd.DataFrame) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Nearest-neighbour queries against the served indexes, and an HTML page of the result."""
+"""Nearest-neighbour queries against the served indexes, as an HTML page and a PNG sheet."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import contact_sheet
 from .index import ServedIndex, load_current
 from .pipeline import image_key
 from .records import asset_value_key
@@ -76,6 +77,10 @@ def _data_uri(data: bytes | None) -> str:
     return "" if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
+def _stored_image(storage: Storage, n: Neighbour) -> bytes | None:
+    return storage.read_bytes(n.image_key) if n.image_key and storage.exists(n.image_key) else None
+
+
 def write_html(
     path: Path,
     title: str,
@@ -86,9 +91,7 @@ def write_html(
     """A self-contained page: the query image and its neighbours with ids and distances."""
     cards = []
     for rank, n in enumerate(results, 1):
-        data = (
-            storage.read_bytes(n.image_key) if n.image_key and storage.exists(n.image_key) else None
-        )
+        data = _stored_image(storage, n)
         cards.append(
             f'<figure><img src="{_data_uri(data)}" alt="{html.escape(n.product_id)}">'
             f"<figcaption>#{rank} <b>{html.escape(n.product_id)}</b><br>"
@@ -104,6 +107,28 @@ background:#eee}} .query img{{outline:4px solid #c33}}</style>
 {"".join(cards)}"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
+    return path
+
+
+def write_png(
+    path: Path,
+    title: str,
+    query_image: bytes | None,
+    results: Sequence[Neighbour],
+    storage: Storage,
+    query_caption: str = "query",
+) -> Path:
+    """A contact sheet: the query (framed red), then each neighbour with id, category, distance."""
+    tiles = [contact_sheet.Tile(query_image, (query_caption,), highlight=True)]
+    tiles += [
+        contact_sheet.Tile(
+            _stored_image(storage, n),
+            (f"#{rank} {n.product_id}", n.category, f"distance {n.distance:.4f}"),
+        )
+        for rank, n in enumerate(results, 1)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(contact_sheet.png_bytes(contact_sheet.render(title, tiles)))
     return path
 
 

@@ -1,7 +1,9 @@
 """The platform's one retry policy: capped exponential backoff with jitter (Dagster-free).
 
 Dagster's RetryPolicy grows without bound ((2**n - 1) * delay: the 10th retry of a 60 s policy
-waits over 8 hours). The reference case capped it at 30 minutes; so do we.
+waits over 8 hours). The reference case capped it at 30 minutes; so do we. The values come from
+the `retry:` section of platform.yaml (Settings.retry); core/failures.py decides what is
+retryable at all.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class BackoffPolicy:
             raise ValueError("need 0 < first_delay_s <= max_delay_s")
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter is a fraction in [0, 1)")
+        if self.max_retries < 0 or (self.deadline_s is not None and self.deadline_s <= 0):
+            raise ValueError("need max_retries >= 0 and deadline_s > 0 (or null)")
 
     def base_delay(self, retry_number: int) -> float:
         """Delay before retry `retry_number` (0 = the first retry), before jitter."""

@@ -137,19 +137,21 @@ def test_waiting_consumes_no_retry_and_says_why(sqlite_instance):
 def run_concurrently(home: Path, runs: int = 2) -> list[str]:
     """Separate processes, as production run workers are; returns their run ids."""
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    logs = [home / f"run-{i}.log" for i in range(runs)]
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.gpu_budget.run_job"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=log.open("w"),
             text=True,
         )
-        for _ in range(runs)
+        for log in logs
     ]
     outputs = [p.communicate(timeout=240)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0] * runs
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log.read_text()[-3000:]
     return [out.strip().splitlines()[-1] for out in outputs]
 
 

@@ -1,0 +1,62 @@
+"""The platform retry policy applied to a step: the Dagster half of core/failures.py.
+
+Retryable errors become `RetryRequested` with the capped, jittered delay of `BackoffPolicy`
+(Dagster's own RetryPolicy has no cap); permanent ones become `Failure(allow_retries=False)` whose
+description says what to fix. A `RetryPolicy` with a constant delay stays on every asset as a
+backstop for what no `except` can see: a step process killed outright (SIGKILL, a lost node).
+"""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+
+from ..core.failures import classify, sigterm_as_preemption
+from ..core.retry import BackoffPolicy
+
+
+def crash_retry_policy(policy: BackoffPolicy) -> dg.RetryPolicy:
+    """Retries of a crashed step process: the first delay, jittered, never growing past it."""
+    return dg.RetryPolicy(
+        max_retries=policy.max_retries, delay=policy.first_delay_s, jitter=dg.Jitter.PLUS_MINUS
+    )
+
+
+def _seconds_since_first_attempt(context: dg.AssetExecutionContext) -> float:
+    # Each attempt may be a new process (a new k8s Job), so the clock lives in the event log.
+    step_key = context.get_step_execution_context().step.key
+    records = context.instance.get_records_for_run(
+        context.run_id, of_type=dg.DagsterEventType.STEP_START
+    ).records
+    starts = [r.timestamp for r in records if r.event_log_entry.step_key == step_key]
+    return max(0.0, time.time() - min(starts)) if starts else 0.0
+
+
+@contextmanager
+def failure_policy(context: dg.AssetExecutionContext, policy: BackoffPolicy) -> Iterator[None]:
+    """Runs the block under the platform's failure taxonomy and retry policy."""
+    try:
+        with sigterm_as_preemption():
+            yield
+    except (dg.Failure, dg.RetryRequested):
+        raise  # already decided, e.g. a missing previous partition
+    except Exception as exc:
+        verdict = classify(exc)
+        attempt = context.retry_number
+        if not verdict.retryable:
+            raise dg.Failure(description=verdict.message, allow_retries=False) from exc
+        elapsed = _seconds_since_first_attempt(context)
+        if not policy.should_retry(attempt, elapsed):
+            raise dg.Failure(
+                description=f"{verdict.message}. Gave up after {attempt + 1} attempt(s) over "
+                f"{elapsed:.0f}s (retry.max_retries={policy.max_retries}, "
+                f"retry.deadline_s={policy.deadline_s}); re-execute the run from failure.",
+                allow_retries=False,
+            ) from exc
+        delay = policy.delay(attempt)
+        context.log.warning(
+            f"{verdict.kind}: {verdict.message}; retry {attempt + 1} of {policy.max_retries} "
+            f"in {delay:.1f}s"
+        )
+        raise dg.RetryRequested(max_retries=policy.max_retries, seconds_to_wait=delay) from exc

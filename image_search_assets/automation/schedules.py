@@ -1,0 +1,111 @@
+"""The daily schedule: one run per day, only on a successful previous day, sized on its items."""
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import date
+
+import dagster as dg
+
+from resources import CatalogResource
+
+from ..core.daily_gate import (
+    ActiveRun,
+    count_per_category,
+    day_gpu_plan,
+    decide_daily_run,
+    previous_day,
+    target_day,
+)
+from ..settings import Settings
+from ..tags import GPU_PLAN_TAG
+
+SCHEDULE_NAME = "daily_index_schedule"
+DEFAULT_CRON = "0 6 * * *"
+# Deployment override of the cron (a minutely cron makes ticks observable in end-to-end tests).
+CRON_ENV = "IMAGE_SEARCH_SCHEDULE_CRON"
+GPU_PLAN_NOTE_TAG = "image_search/gpu_plan_note"
+PARTITION_TAG = "dagster/partition"
+IN_PROGRESS = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
+
+
+def index_key(category: str) -> dg.AssetKey:
+    return dg.AssetKey([category, "annoy_index"])
+
+
+def missing_index_partitions(
+    instance: dg.DagsterInstance, categories: Sequence[str], day: date
+) -> list[str]:
+    """Categories whose annoy_index has no materialisation for `day`."""
+    missing = []
+    for category in categories:
+        found = instance.fetch_materializations(
+            dg.AssetRecordsFilter(index_key(category), asset_partitions=[day.isoformat()]), limit=1
+        )
+        if not found.records:
+            missing.append(category)
+    return missing
+
+
+def active_runs(instance: dg.DagsterInstance, days: Sequence[date]) -> list[ActiveRun]:
+    """Queued or running runs of any of `days`, whichever job or backfill launched them."""
+    runs = instance.get_runs(
+        dg.RunsFilter(
+            statuses=list(IN_PROGRESS), tags={PARTITION_TAG: [d.isoformat() for d in days]}
+        )
+    )
+    return [ActiveRun(r.run_id, r.tags[PARTITION_TAG], r.status.value) for r in runs]
+
+
+def build_daily_schedule(settings: Settings, job: object, cron: str) -> dg.ScheduleDefinition:
+    first = date.fromisoformat(settings.start_date)
+    names = list(settings.category_names)
+    hand_set = {c.name: c.gpus for c in settings.categories}
+
+    @dg.schedule(
+        name=SCHEDULE_NAME,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=settings.timezone,
+        description=(
+            "Launches yesterday's partition (all categories) once the day before it has "
+            "succeeded and no run of either is active; otherwise skips with the reason."
+        ),
+    )
+    def daily_index_schedule(
+        context: dg.ScheduleEvaluationContext, catalog: CatalogResource
+    ) -> dg.RunRequest | dg.SkipReason:
+        day = target_day(context.scheduled_execution_time, settings.tz)
+        prev = previous_day(day, first)
+        decision = decide_daily_run(
+            day,
+            first,
+            missing_previous=[]
+            if prev is None
+            else missing_index_partitions(context.instance, names, prev),
+            active_runs=active_runs(context.instance, [d for d in (prev, day) if d]),
+        )
+        if not decision.launch:
+            context.log.info(decision.reason)
+            return dg.SkipReason(decision.reason)
+        plan = day_gpu_plan(
+            hand_set, lambda: count_per_category(catalog.day(day, names).products, names)
+        )
+        context.log.info(f"{decision.reason}; GPU plan {plan.gpus} {'; '.join(plan.notes)}")
+        tags = {GPU_PLAN_TAG: json.dumps(plan.gpus, sort_keys=True)}
+        if plan.notes:
+            tags[GPU_PLAN_NOTE_TAG] = "; ".join(plan.notes)[:200]
+        return dg.RunRequest(run_key=day.isoformat(), partition_key=day.isoformat(), tags=tags)
+
+    return daily_index_schedule
+
+
+def build_schedules(settings: Settings, job: object) -> list[dg.ScheduleDefinition]:
+    cron = os.environ.get(CRON_ENV) or DEFAULT_CRON
+    return [build_daily_schedule(settings, job, cron)]

@@ -1,0 +1,49 @@
+"""Sensors: a run-failure alert posted to the webhook in `alerts.webhook_url`."""
+
+import dagster as dg
+
+from ..core.alerts import failure_payload, post_json
+from ..settings import AlertsConfig, Settings
+
+PARTITION_TAG = "dagster/partition"
+
+
+def _failed_steps(context: dg.RunFailureSensorContext) -> list[dict[str, str]]:
+    steps = []
+    for event in context.get_step_failure_events():
+        error = event.event_specific_data.error if event.event_specific_data else None
+        steps.append({"step": str(event.step_key), "error": error.message if error else ""})
+    return steps
+
+
+def failure_alert_sensor(alerts: AlertsConfig, job: object) -> dg.SensorDefinition:
+    """Posts each failed run of `job` to the webhook; without a URL it only records a skip."""
+
+    @dg.run_failure_sensor(
+        name="run_failure_alert",
+        monitored_jobs=[job],
+        # Running by default: a failure nobody hears about is the expensive kind.
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="POSTs a JSON alert for every failed run to alerts.webhook_url.",
+    )
+    def run_failure_alert(context: dg.RunFailureSensorContext):
+        run = context.dagster_run
+        if not alerts.webhook_url:
+            return dg.SkipReason(f"run {run.run_id} failed; alerts.webhook_url is not set")
+        payload = failure_payload(
+            job=run.job_name,
+            run_id=run.run_id,
+            partition=run.tags.get(PARTITION_TAG),
+            failed_steps=_failed_steps(context),
+            error=context.failure_event.message or "run failed",
+            ui_url=alerts.ui_url,
+        )
+        status = post_json(alerts.webhook_url, payload, timeout_s=alerts.timeout_s)
+        context.log.info(f"alerted run {run.run_id} failure: webhook answered {status}")
+        return None
+
+    return run_failure_alert
+
+
+def build_sensors(settings: Settings, job: object) -> list[dg.SensorDefinition]:
+    return [failure_alert_sensor(settings.alerts, job)]
