@@ -11,6 +11,8 @@ import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
+import yaml
+
 from .settings import Settings, load_settings
 
 DEFAULT_DAGSTER_HOME = "var/dagster_home"
@@ -24,15 +26,42 @@ def _storage(settings: Settings):
     return StorageResource(root=settings.storage_root, gcp_project=settings.gcp_project).open()
 
 
-def ensure_dagster_home() -> Path:
-    """A persistent DAGSTER_HOME (var/dagster_home unless set) that `dagster dev` can reuse."""
+def ensure_dagster_home(settings: Settings) -> Path:
+    """A persistent DAGSTER_HOME (var/dagster_home unless set) that `dagster dev` can reuse.
+
+    Its instance uses the weighted GPU pools, with each GPU type's budget set from the config.
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(yaml.safe_dump(instance_config(home)))
     os.environ["DAGSTER_HOME"] = str(home)
+    import dagster as dg
+
+    from .tags import gpu_pool
+
+    budgets: dict[str, int] = {}
+    for category in settings.categories:
+        budgets[gpu_pool(category)] = budgets.get(gpu_pool(category), 0) + category.gpus
+    with dg.DagsterInstance.get() as instance:
+        for pool, budget in budgets.items():
+            if instance.event_log_storage.get_concurrency_info(pool).slot_count == 0:
+                instance.event_log_storage.set_concurrency_slots(pool, budget)
     return home
+
+
+def instance_config(home: Path) -> dict:
+    """A local instance: SQLite with weighted GPU pools and run monitoring freeing their slots."""
+    return {
+        "telemetry": {"enabled": False},
+        "event_log_storage": {
+            "module": "image_search_assets.gpu_budget",
+            "class": "WeightedSqliteEventLogStorage",
+            "config": {"base_dir": str(home / "history" / "runs")},
+        },
+        "run_monitoring": {"enabled": True, "free_slots_after_run_end_seconds": 60},
+    }
 
 
 def materialise_days(settings: Settings, days: list[str]) -> list[float]:
@@ -76,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     generate_catalog(
         out, settings.category_names, start, days=args.days, timezone=settings.timezone
     )
-    home = ensure_dagster_home()
+    home = ensure_dagster_home(settings)
     days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
     print(f"materialising {len(days)} days through Dagster (DAGSTER_HOME={home}) ...")
     materialise_days(settings, days)

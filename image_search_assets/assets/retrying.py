@@ -27,7 +27,7 @@ def _seconds_since_first_attempt(context: dg.AssetExecutionContext) -> float:
     # Each attempt may be a new process (a new k8s Job), so the clock lives in the event log.
     step_key = context.get_step_execution_context().step.key
     records = context.instance.get_records_for_run(
-        context.run_id, of_type=dg.DagsterEventType.STEP_START
+        context.run.run_id, of_type=dg.DagsterEventType.STEP_START
     ).records
     starts = [r.timestamp for r in records if r.event_log_entry.step_key == step_key]
     return max(0.0, time.time() - min(starts)) if starts else 0.0

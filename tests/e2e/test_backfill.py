@@ -1,0 +1,93 @@
+"""A 3-day backfill launched through the webserver's GraphQL API, run by the daemon."""
+
+from datetime import timedelta
+
+import pytest
+
+from image_search_assets.core.index import load_current
+from image_search_assets.core.records import asset_value_key, day_report
+from image_search_assets.core.storage import open_storage
+from image_search_assets.settings import load_settings
+
+from .harness import (
+    CATEGORIES,
+    DagsterDev,
+    days_from,
+    today_in_zone,
+    wait_for,
+    write_instance,
+    write_platform,
+)
+
+pytestmark = pytest.mark.e2e
+
+# Items indexed per day: the mix (tops 3, pants 2, hats 1) plus tops' valid 00:30 "edge" row;
+# tops' truncated and not-an-image rows are quarantined.
+INDEXED_PER_DAY = {"tops": 4, "pants": 2, "hats": 1}
+
+LAUNCH = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+BACKFILL = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
+}"""
+RUNS = """
+query($id: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+    ... on Runs { results { runId status startTime endTime tags { key value } } }
+  }
+}"""
+
+
+def asset_keys() -> list[dict[str, list[str]]]:
+    keys = [["new_products"], ["product_images"]]
+    keys += [
+        [c, stage] for c in CATEGORIES for stage in ("detections", "embeddings", "annoy_index")
+    ]
+    return [{"path": k} for k in keys]
+
+
+def test_a_three_day_backfill_runs_day_by_day_with_the_right_counts(tmp_path):
+    start = today_in_zone() - timedelta(days=4)
+    days = days_from(start, 3)
+    config = write_platform(tmp_path, start, days=3)
+    with DagsterDev(write_instance(tmp_path / "home"), config) as dagster:
+        launched = dagster.graphql(
+            LAUNCH, params={"assetSelection": asset_keys(), "partitionNames": days}
+        )["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+
+        def finished() -> str | None:
+            status = dagster.graphql(BACKFILL, id=backfill_id)["partitionBackfillOrError"]
+            return status["status"] if status["status"] != "REQUESTED" else None
+
+        assert wait_for(finished, 600, "the backfill", every=3) == "COMPLETED_SUCCESS"
+        runs = dagster.graphql(RUNS, id=backfill_id)["runsOrError"]["results"]
+
+    runs.sort(key=lambda r: r["startTime"])
+    partition = [{t["key"]: t["value"] for t in r["tags"]}["dagster/partition"] for r in runs]
+    assert partition == days  # one run per day, launched in date order
+    assert all(r["status"] == "SUCCESS" for r in runs)
+    for before, after in zip(runs, runs[1:], strict=False):
+        assert after["startTime"] >= before["endTime"]  # a day starts after its predecessor ends
+
+    settings = load_settings(config)
+    store = open_storage(settings.storage_root)
+    for n, day in enumerate(days, 1):
+        report = day_report(store, day, CATEGORIES)
+        for category in CATEGORIES:
+            entry = report["categories"][category]
+            assert entry["indexed"] == INDEXED_PER_DAY[category] and entry["unaccounted"] == []
+            table = store.read_parquet(asset_value_key([category, "annoy_index"], day))
+            assert len(table) == n * INDEXED_PER_DAY[category] == entry["index_count_to_date"]
+    for category in CATEGORIES:
+        served = load_current(store, category)
+        assert served.manifest["date"] == days[-1]
+        assert served.manifest["count"] == 3 * INDEXED_PER_DAY[category]
