@@ -54,7 +54,7 @@ def select_executor(name: str | None = None) -> dg.ExecutorDefinition:
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings)
     assets = [
-        *ingest_assets(partitions, list(settings.category_names)),
+        *ingest_assets(partitions, list(settings.category_names), retry=settings.retry),
         *(
             asset
             for category in settings.categories

@@ -13,7 +13,7 @@ from ..core.pipeline import StageResult, detect_items, embed_items, vectors_of
 from ..k8s.job_config import k8s_op_tags
 from ..settings import Category, Settings
 from ..tags import detector_class_ids, gpu_pool, gpu_tags
-from .retrying import crash_retry_policy, failure_policy
+from .retrying import crash_retry_policy, failure_policy, resume_scope
 
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
@@ -75,6 +75,7 @@ def category_assets(
                 batch_size=models.detector_batch_size,
                 work_prefix=work_prefix(context.partition_key, name, "detections"),
                 chunk_size=settings.chunk_size,
+                run_scope=resume_scope(context),
             )
         sources = result.table["box_source"].value_counts().to_dict()
         return dg.Output(
@@ -115,6 +116,7 @@ def category_assets(
                 batch_size=models.embedder_batch_size,
                 work_prefix=work_prefix(context.partition_key, name, "embeddings"),
                 chunk_size=settings.chunk_size,
+                run_scope=resume_scope(context),
             )
         table = result.table.assign(embedder=json.dumps(embedder.identity, sort_keys=True))
         return dg.Output(

@@ -2,8 +2,9 @@
 
 Retryable errors become `RetryRequested` with the capped, jittered delay of `BackoffPolicy`
 (Dagster's own RetryPolicy has no cap); permanent ones become `Failure(allow_retries=False)` whose
-description says what to fix. A `RetryPolicy` with a constant delay stays on every asset as a
+description says what to fix. A `RetryPolicy` with a bounded delay stays on every asset as a
 backstop for what no `except` can see: a step process killed outright (SIGKILL, a lost node).
+Its attempts count against the same `max_retries`.
 """
 
 import time
@@ -17,10 +18,19 @@ from ..core.retry import BackoffPolicy
 
 
 def crash_retry_policy(policy: BackoffPolicy) -> dg.RetryPolicy:
-    """Retries of a crashed step process: the first delay, jittered, never growing past it."""
+    """Retries of a crashed step process: uniform in [0, first delay], never growing.
+
+    A crashed attempt loses at most its unfinished chunk, so waiting longer buys nothing; the
+    jitter spreads the retries of steps that died together with their node.
+    """
     return dg.RetryPolicy(
-        max_retries=policy.max_retries, delay=policy.first_delay_s, jitter=dg.Jitter.PLUS_MINUS
+        max_retries=policy.max_retries, delay=policy.first_delay_s, jitter=dg.Jitter.FULL
     )
+
+
+def resume_scope(context: dg.AssetExecutionContext) -> str:
+    """Whose finished chunks a step may reuse: its run's, across retries and re-executions."""
+    return context.run.root_run_id or context.run.run_id
 
 
 def _seconds_since_first_attempt(context: dg.AssetExecutionContext) -> float:

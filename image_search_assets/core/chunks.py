@@ -2,11 +2,11 @@
 
 Layout under the storage root, per (day, category, stage):
     work/<day>/<category>/<stage>/chunk-00003.parquet   one finished chunk's output rows
-    work/<day>/<category>/<stage>/manifest.json         {"batch_size": ..., "chunks": {id: {...}}}
+    work/<day>/<category>/<stage>/manifest.json         {"chunks": {id: {...}}, "batch": {...}}
 A chunk counts as finished when the manifest records it with the fingerprint of its inputs (the
-items' content plus the model and parameters) and its file exists. An attempt that dies
-(`kill -9`, preemption, OOM) is retried and recomputes only what is missing; changed inputs or a
-changed model change the fingerprint, so stale chunks are never reused.
+items' content, the model, the parameters and the run scope) and its file exists. An attempt
+that dies (`kill -9`, preemption, OOM) is retried and recomputes only what is missing; changed
+inputs, a changed model or a new run change the fingerprint, so stale chunks are never reused.
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def run_chunks(
         raise ValueError("chunk_size and batch_size must be >= 1")
     items = items.reset_index(drop=True)
     manifest = _read_manifest(storage, prefix)
-    batch = min(batch_size, int(manifest.get("batch_size", batch_size)))
+    # A batch halved after an OOM holds for this stage run (same salt) only.
+    halved = manifest.get("batch", {})
+    batch = min(batch_size, int(halved["size"])) if halved.get("salt") == salt else batch_size
     done: dict[str, Any] = manifest.setdefault("chunks", {})
     parts, computed, reused = [], [], []
     for n, start in enumerate(range(0, len(items), chunk_size)):
@@ -92,7 +94,7 @@ def run_chunks(
             release_gpu_memory()
             if batch == 1:
                 raise GpuMemoryExhausted(f"CUDA out of memory at batch size 1 ({cid})") from exc
-            manifest["batch_size"] = batch // 2
+            manifest["batch"] = {"salt": salt, "size": batch // 2}
             storage.write_json(f"{prefix}/{MANIFEST}", manifest)
             raise
         storage.write_parquet(key, out)

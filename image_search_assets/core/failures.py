@@ -77,6 +77,9 @@ def _transient_network() -> tuple[type[BaseException], ...]:
 
 
 def is_cuda_oom(exc: BaseException) -> bool:
+    """A CUDA out-of-memory error that a smaller batch may avoid."""
+    if isinstance(exc, GpuMemoryExhausted):
+        return False
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
         return True

@@ -53,7 +53,8 @@ def decode_image(
     try:
         im = Image.open(io.BytesIO(data), formats=_formats())
     except UnidentifiedImageError as exc:
-        raise ItemRejected("not_an_image", str(exc)[:200]) from exc
+        # PIL's message names the BytesIO object's address; keep the detail reproducible.
+        raise ItemRejected("not_an_image", "no image format recognised in the bytes") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # The warning only arrives as an exception when the caller runs with -W error; either
         # way PIL judged the header size absurd before decoding any pixels.

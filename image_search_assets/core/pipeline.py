@@ -114,10 +114,13 @@ def detect_items(
     batch_size: int,
     work_prefix: str,
     chunk_size: int,
+    run_scope: str,
 ) -> StageResult:
     """One item per product image: its category's best box, or the full frame.
 
-    Resumable: chunks finished by an earlier attempt under `work_prefix` are not recomputed.
+    Resumable: chunks finished under `work_prefix` by an earlier attempt with the same
+    `run_scope` (a run and its retries and re-executions) are not recomputed; a new run
+    recomputes, so a code fix is never masked by old chunks.
     """
     started = time.perf_counter()
 
@@ -140,7 +143,9 @@ def detect_items(
             )
         return pd.DataFrame(rows, columns=DETECTION_COLUMNS)
 
-    salt = salt_of(model=detector.identity, class_ids=list(class_ids), score=score_threshold)
+    salt = salt_of(
+        scope=run_scope, model=detector.identity, class_ids=list(class_ids), score=score_threshold
+    )
     run = run_chunks(
         storage,
         work_prefix,
@@ -163,6 +168,7 @@ def embed_items(
     batch_size: int,
     work_prefix: str,
     chunk_size: int,
+    run_scope: str,
 ) -> StageResult:
     """Each detection cropped and embedded; `vector` holds the L2-normalised features.
 
@@ -188,7 +194,7 @@ def embed_items(
         detections,
         embed_chunk,
         key_columns=["product_id", "image_key", "image_sha256", *BOX_COLUMNS],
-        salt=salt_of(model=embedder.identity, input_size=input_size),
+        salt=salt_of(scope=run_scope, model=embedder.identity, input_size=input_size),
         chunk_size=chunk_size,
         batch_size=batch_size,
     )

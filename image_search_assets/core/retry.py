@@ -35,10 +35,14 @@ class BackoffPolicy:
         return min(self.max_delay_s, self.first_delay_s * 2.0 ** min(retry_number, 60))
 
     def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
-        """Jittered delay, never above the cap and never below zero."""
+        """Jittered delay: uniform in [base * (1 - jitter), min(cap, base * (1 + jitter))].
+
+        Drawing inside the capped range, rather than clipping a draw to the cap, keeps retries
+        spread out at the cap too, where many steps failing together would otherwise align.
+        """
         base = self.base_delay(retry_number)
-        spread = base * self.jitter * (2 * (rng or random).random() - 1)
-        return max(0.0, min(self.max_delay_s, base + spread))
+        low, high = base * (1 - self.jitter), min(self.max_delay_s, base * (1 + self.jitter))
+        return low + (high - low) * (rng or random).random()
 
     def should_retry(self, retry_number: int, elapsed_s: float = 0.0) -> bool:
         """Whether retry `retry_number` may still happen."""

@@ -38,6 +38,7 @@ from dagster_k8s.launcher import K8sRunLauncher
 from kubernetes.client.rest import ApiException
 
 from ..core.retry import BackoffPolicy
+from ..settings import load_settings
 from .job_config import planned_step_override
 from .pending import ScheduleVerdict, diagnose
 
@@ -271,7 +272,9 @@ def image_search_k8s_executor(
     )
     return PendingAwareStepDelegatingExecutor(
         handler,
-        backoff=replace(BackoffPolicy(), max_retries=cfg["scheduling_max_retries"]),
+        # The platform's one retry policy (platform.yaml `retry:`), capped by the executor's
+        # own limit on scheduling retries.
+        backoff=replace(load_settings().retry, max_retries=cfg["scheduling_max_retries"]),
         retries=RetryMode.from_config(cfg["retries"]),
         max_concurrent=cfg.get("max_concurrent"),
         tag_concurrency_limits=cfg.get("tag_concurrency_limits"),

@@ -69,3 +69,36 @@ def test_merge_replaces_resent_products_and_keeps_the_rest():
     assert merged["product_id"].tolist() == ["a", "b", "c"]
     assert merged.set_index("product_id").loc["b", "added_on"] == "d2"
     assert annoy.merge_vectors(None, today).equals(today)
+
+
+def test_current_lists_what_it_replaced_and_prune_keeps_those_not_orphans(tmp_path, monkeypatch):
+    store = LocalStorage(tmp_path)
+    served = [_publish(store, f"2026-11-0{d}", 10 + d, retention=3)[0]["version"] for d in (1, 2)]
+
+    def crash(*args):
+        raise RuntimeError("died before the pointer moved")
+
+    monkeypatch.setattr(store, "write_bytes_if_generation", crash)
+    with pytest.raises(RuntimeError):
+        _publish(store, "2026-11-03", 13, retention=3)
+    monkeypatch.undo()
+    served.append(_publish(store, "2026-11-04", 14, retention=3)[0]["version"])
+    pointer = store.read_json("indexes/tops/CURRENT.json")
+    assert pointer["version"] == served[2] and pointer["previous"] == [served[1], served[0]]
+    assert {k.split("/")[3] for k in store.list("indexes/tops/versions")} == set(served)
+    served.append(_publish(store, "2026-11-05", 15, retention=3)[0]["version"])
+    assert {k.split("/")[3] for k in store.list("indexes/tops/versions")} == set(served[1:])
+
+
+def test_prune_leaves_versions_newer_than_current_alone(tmp_path):
+    store = LocalStorage(tmp_path)
+    _publish(store, "2026-11-01", 11, retention=1)
+    in_flight = "2026-11-02.29991231T000000000000Z.abcdef"  # another publish, still writing
+    store.write_bytes(f"indexes/tops/versions/{in_flight}/index.ann", b"partial")
+    assert annoy.prune(store, "tops", keep=1) == []
+    assert store.exists(f"indexes/tops/versions/{in_flight}/index.ann")
+
+
+def test_retention_must_keep_the_current_version(tmp_path):
+    with pytest.raises(ValueError, match="retention"):
+        _publish(LocalStorage(tmp_path), "2026-11-01", 10, retention=0)

@@ -101,6 +101,18 @@ def write_instance(home: Path) -> Path:
     return home
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether a live (non-zombie) process is left in the group, read from /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process exited while we looked
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            return True
+    return False
+
+
 class Service:
     """One command in its own session (process group), logging to a file."""
 
@@ -117,10 +129,12 @@ class Service:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self, grace_s: float = 30.0) -> None:
-        """SIGTERM to the group (graceful shutdown), then SIGKILL to whatever is left of it."""
+        """SIGTERM to the leader, then SIGKILL to whatever is left of its group."""
         pgid = self.proc.pid  # start_new_session: the leader's pid is the group id
         if self.proc.poll() is None:
-            os.killpg(pgid, signal.SIGTERM)
+            # The leader alone: `dagster dev` then shuts its children down in order (seconds),
+            # where SIGTERM to all of them at once leaves it waiting on dead pipes (30 s).
+            self.proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace_s)
         # Children (code server, run workers) may outlive the leader: kill what is left.
@@ -128,6 +142,7 @@ class Service:
             os.killpg(pgid, signal.SIGKILL)
         self.proc.wait()
         self._log.close()
+        wait_for(lambda: not group_alive(pgid), 30, f"{self.name}'s process group to exit")
 
 
 class DagsterDev:
@@ -145,7 +160,7 @@ class DagsterDev:
         )
         argv = [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1"]
         argv += ["-p", str(self.port), "-w", str(REPO / "workspace.yaml")]
-        self.service = Service("dagster-dev", argv, env, home / "logs")
+        self.service = Service("dagster-dev", argv, env, home.parent / "process-logs")
 
     def __enter__(self) -> DagsterDev:
         try:

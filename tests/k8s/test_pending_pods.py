@@ -28,6 +28,7 @@ from k8s_harness import StepJobs
 from image_search_assets.core.retry import BackoffPolicy
 from image_search_assets.k8s.executor import PendingAwareStepDelegatingExecutor
 from image_search_assets.k8s.pending import diagnose
+from image_search_assets.settings import load_settings
 
 STEP = "tops__detections"
 TIMEOUT = timedelta(minutes=10)
@@ -208,9 +209,11 @@ def test_quota_exceeded_job_without_pod_is_reported_and_deleted(jobs):
 
 
 def test_other_health_failures_keep_the_stock_handling(jobs):
-    # A vanished Job is not a scheduling problem: the op's own RetryPolicy (none) decides.
+    # A vanished Job is not a scheduling problem: the op's own RetryPolicy decides. The assets
+    # carry a short bounded one (a killed pod should recover), so it is a retry, not a backoff.
     result = jobs.handler.check_step_health(jobs.context(STEP))
     assert not result.is_healthy and "could not be found" in result.unhealthy_reason
-    assert retry_decision(jobs, result.unhealthy_reason).event_type == (
-        DagsterEventType.STEP_FAILURE
-    )
+    decision = retry_decision(jobs, result.unhealthy_reason)
+    assert decision.event_type == DagsterEventType.STEP_UP_FOR_RETRY
+    first_delay = load_settings().retry.first_delay_s
+    assert decision.event_specific_data.seconds_to_wait <= first_delay

@@ -157,5 +157,6 @@ def test_sigkilled_embedding_step_is_retried_and_resumes_exactly_once(tmp_path):
         batch_size=models.embedder_batch_size,
         work_prefix="reference",
         chunk_size=ITEMS,
+        run_scope="reference",
     )
     np.testing.assert_allclose(vectors_of(table), vectors_of(reference.table), atol=1e-5)

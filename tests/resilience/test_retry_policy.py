@@ -4,6 +4,7 @@ one failure with a fix-it message for permanent ones (dg.execute_in_process on a
 from __future__ import annotations
 
 import os
+import random
 import signal
 from dataclasses import replace
 from types import SimpleNamespace
@@ -15,10 +16,8 @@ from google.api_core import exceptions as gexc
 
 from image_search_assets.core import inference
 from image_search_assets.core.catalog import CatalogSchemaError
-from image_search_assets.core.chunks import work_prefix
 from image_search_assets.core.failures import GpuMemoryExhausted
-from image_search_assets.settings import ConfigError
-from resources import StorageResource
+from image_search_assets.settings import ConfigError, load_settings
 
 from .helpers import FAST_RETRY, events, fast_settings, run_day
 
@@ -29,20 +28,15 @@ EMBEDDINGS = [["tops", "embeddings"]]
 
 @pytest.fixture(scope="module")
 def day_one(tmp_path_factory, sample_catalog):
-    """Day 1 materialised once; each test then re-runs only the tops embeddings step."""
+    """Day 1 materialised once; each test then re-runs only the tops embeddings step.
+
+    Each test's run is a new run, so it recomputes: finished chunks are reused only by
+    retries and re-executions of the run that made them.
+    """
     settings = fast_settings(str(tmp_path_factory.mktemp("storage")), str(sample_catalog))
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(settings, DAY, instance).success
     return settings
-
-
-@pytest.fixture
-def ready(day_one):
-    # Finished chunks would be reused and the model never called: start each test without them.
-    StorageResource(root=day_one.storage_root).open().delete_prefix(
-        work_prefix(DAY, "tops", "embeddings")
-    )
-    return day_one
 
 
 @pytest.fixture
@@ -65,7 +59,7 @@ def model(monkeypatch):
     return SimpleNamespace(script=script, batch_sizes=batch_sizes)
 
 
-def test_retryable_failures_back_off_exponentially_with_jitter_under_the_cap(ready, model):
+def test_retryable_failures_back_off_exponentially_with_jitter_under_the_cap(day_one, model):
     model.script += [
         gexc.ServiceUnavailable("GCS answered 503"),
         gexc.TooManyRequests("GCS answered 429"),
@@ -74,11 +68,11 @@ def test_retryable_failures_back_off_exponentially_with_jitter_under_the_cap(rea
         gexc.InternalServerError("GCS answered 500"),
     ]
     with dg.DagsterInstance.ephemeral() as instance:
-        result = run_day(ready, DAY, instance, EMBEDDINGS)
+        result = run_day(day_one, DAY, instance, EMBEDDINGS)
         logs = instance.all_logs(result.run_id)
     assert result.success
     delays = [e.event_specific_data.seconds_to_wait for e in events(result, "STEP_UP_FOR_RETRY")]
-    policy = ready.retry
+    policy = day_one.retry
     assert len(delays) == 5 and len(model.batch_sizes) == 6
     bases = [policy.base_delay(n) for n in range(5)]
     assert bases == [0.05, 0.1, 0.2, 0.2, 0.2]  # doubling, then held at the cap
@@ -88,7 +82,7 @@ def test_retryable_failures_back_off_exponentially_with_jitter_under_the_cap(rea
             <= delay
             <= min(policy.max_delay_s, base * (1 + policy.jitter))
         )
-    assert len({round(d / b, 9) for b, d in zip(bases, delays, strict=True)}) > 1  # jittered
+    assert len(set(delays)) == 5  # jittered, even the three at the cap
     # Dagster really waited that long between each retry request and the restart.
     ups = [
         e.timestamp for e in logs if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
@@ -97,6 +91,14 @@ def test_retryable_failures_back_off_exponentially_with_jitter_under_the_cap(rea
         e.timestamp for e in logs if e.dagster_event_type == dg.DagsterEventType.STEP_RESTARTED
     ]
     assert all(r - u >= d - 0.01 for u, r, d in zip(ups, restarts, delays, strict=True))
+
+
+def test_the_platform_defaults_double_from_a_minute_to_a_half_hour_cap():
+    policy = load_settings().retry
+    assert [policy.base_delay(n) for n in range(7)] == [60, 120, 240, 480, 960, 1800, 1800]
+    rng = random.Random(0)
+    at_cap = [policy.delay(9, rng) for _ in range(1000)]  # uncapped, this retry waits 8.5 h
+    assert 0.75 * 1800 <= min(at_cap) < 0.76 * 1800 and 0.99 * 1800 < max(at_cap) <= 1800
 
 
 @pytest.mark.parametrize(
@@ -112,10 +114,10 @@ def test_retryable_failures_back_off_exponentially_with_jitter_under_the_cap(rea
     ],
     ids=lambda e: type(e).__name__,
 )
-def test_permanent_failures_fail_at_once_saying_what_to_fix(ready, model, fault):
+def test_permanent_failures_fail_at_once_saying_what_to_fix(day_one, model, fault):
     model.script.append(fault)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = run_day(ready, DAY, instance, EMBEDDINGS)
+        result = run_day(day_one, DAY, instance, EMBEDDINGS)
     assert not result.success
     assert events(result, "STEP_UP_FOR_RETRY") == [] and len(model.batch_sizes) == 1
     (failure,) = events(result, "STEP_FAILURE", STEP)
@@ -145,10 +147,10 @@ def test_catalog_schema_violation_fails_the_day_without_retry(tmp_path):
     ],
     ids=["count", "deadline"],
 )
-def test_retries_stop_at_the_count_or_the_deadline(ready, model, policy, retries, why):
+def test_retries_stop_at_the_count_or_the_deadline(day_one, model, policy, retries, why):
     model.script += [ConnectionError("network unreachable")] * 20
     with dg.DagsterInstance.ephemeral() as instance:
-        result = run_day(ready.with_overrides(retry=policy), DAY, instance, EMBEDDINGS)
+        result = run_day(day_one.with_overrides(retry=policy), DAY, instance, EMBEDDINGS)
     assert not result.success
     assert len(events(result, "STEP_UP_FOR_RETRY")) == retries
     (failure,) = events(result, "STEP_FAILURE", STEP)
@@ -156,18 +158,18 @@ def test_retries_stop_at_the_count_or_the_deadline(ready, model, policy, retries
     assert f"Gave up after {retries + 1} attempt(s)" in message and why in message
 
 
-def test_cuda_oom_is_retried_with_half_the_batch(ready, model):
+def test_cuda_oom_is_retried_with_half_the_batch(day_one, model):
     model.script.append(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
     with dg.DagsterInstance.ephemeral() as instance:
-        result = run_day(ready, DAY, instance, EMBEDDINGS)
+        result = run_day(day_one, DAY, instance, EMBEDDINGS)
     assert result.success and len(events(result, "STEP_UP_FOR_RETRY")) == 1
-    full = ready.embedder.batch_size
+    full = day_one.embedder.batch_size
     assert model.batch_sizes == [full, full // 2]
     (materialization,) = result.asset_materializations_for_node(STEP)
     assert materialization.metadata["batch_size"].value == full // 2
 
 
-def test_sigterm_preemption_is_retried_not_cancelled(ready, model):
+def test_sigterm_preemption_is_retried_not_cancelled(day_one, model):
     before = signal.getsignal(signal.SIGTERM)
 
     def preempt():
@@ -178,7 +180,7 @@ def test_sigterm_preemption_is_retried_not_cancelled(ready, model):
 
     model.script.append(preempt)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = run_day(ready, DAY, instance, EMBEDDINGS)
+        result = run_day(day_one, DAY, instance, EMBEDDINGS)
     assert result.success
     (retry,) = events(result, "STEP_UP_FOR_RETRY")
     assert "Preempted" in str(retry.event_specific_data.error.to_string())

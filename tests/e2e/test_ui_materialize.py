@@ -1,0 +1,92 @@
+"""A person's path through the UI: asset graph → select one category → one partition → run."""
+
+import contextlib
+from datetime import timedelta
+
+import pytest
+
+from image_search_assets.core.index import load_current
+from image_search_assets.core.storage import open_storage
+from image_search_assets.settings import load_settings
+
+from .browser import Browser, require_browser
+from .harness import ARTIFACTS, DagsterDev, today_in_zone, write_instance, write_platform
+
+pytestmark = pytest.mark.e2e
+
+SELECTION = '+key:"tops/annoy_index"'  # tops' chain and the ingest it reads: 5 assets
+RUN = """
+query($id: ID!) {
+  runOrError(runId: $id) {
+    ... on Run { status tags { key value } assetSelection { path } assetCheckSelection { name } }
+  }
+}"""
+
+
+@pytest.fixture
+def browser(tmp_path):
+    require_browser()
+    browser = Browser(tmp_path / "process-logs")
+    yield browser
+    browser.close()
+
+
+def dismiss_community_modal(browser: Browser) -> None:
+    """A fresh instance greets its first visitor with a newsletter dialog; skip it."""
+    from selenium.common.exceptions import TimeoutException
+
+    with contextlib.suppress(TimeoutException):  # no dialog: nothing to dismiss
+        browser.button("Skip", timeout=5).click()
+
+
+def test_materialise_one_partition_of_one_category_from_the_ui(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    day = today_in_zone() - timedelta(days=2)
+    config = write_platform(tmp_path, day, days=1)
+    with DagsterDev(write_instance(tmp_path / "home"), config) as dagster:
+        page = browser.driver
+        page.get(f"{dagster.url}/asset-groups")
+        browser.button("Materialize all")
+        dismiss_community_modal(browser)
+
+        # The asset selection box is a CodeMirror editor: type into its hidden textarea.
+        editor = page.find_element(By.CSS_SELECTOR, ".CodeMirror")
+        editor.click()
+        editor.find_element(By.CSS_SELECTOR, "textarea").send_keys(SELECTION, Keys.ENTER)
+        browser.until(lambda d: "tops%2Fannoy_index" in d.current_url)
+
+        browser.button("Materialize all").click()
+        dialog = browser.until(lambda d: d.find_element(By.CSS_SELECTOR, "[role=dialog]"))
+        assert "materialize 5 assets" in dialog.text
+        partitions = dialog.find_element(By.CSS_SELECTOR, "input")
+        partitions.click()
+        partitions.send_keys(day.isoformat(), Keys.ENTER)
+        browser.button("Launch 1 run").click()
+
+        link = browser.until(lambda d: d.find_element(By.CSS_SELECTOR, "a[href*='/runs/']"))
+        run_id = link.get_attribute("href").rstrip("/").rsplit("/", 1)[1]
+        page.get(f"{dagster.url}/runs/{run_id}")
+        assert dagster.wait_run(run_id, timeout=300) == "SUCCESS"
+        browser.until(lambda d: "Success" in d.find_element(By.TAG_NAME, "header").text, 60)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.save_screenshot(str(ARTIFACTS / "ui_materialize.png"))
+
+        page.get(f"{dagster.url}/assets/tops/annoy_index?view=checks")
+        browser.until(lambda d: d.page_source.count("Succeeded") >= 4, 60)
+        page.save_screenshot(str(ARTIFACTS / "ui_checks.png"))
+        run = dagster.graphql(RUN, id=run_id)["runOrError"]
+
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["dagster/partition"] == day.isoformat()
+    assert sorted("/".join(a["path"]) for a in run["assetSelection"]) == [
+        "new_products",
+        "product_images",
+        "tops/annoy_index",
+        "tops/detections",
+        "tops/embeddings",
+    ]
+    assert len(run["assetCheckSelection"]) == 4  # tops' index checks ran with it
+    served = load_current(open_storage(load_settings(config).storage_root), "tops")
+    assert (served.manifest["date"], served.manifest["count"]) == (day.isoformat(), 4)
