@@ -7,7 +7,6 @@ objects, no network). It leaves the first Job's pod Pending with FailedSchedulin
 subprocess, the way a kubelet would start the container.
 """
 
-import functools
 import os
 import subprocess
 import sys
@@ -17,15 +16,14 @@ from pathlib import Path
 import dagster as dg
 import kubernetes.client
 import pytest
+import yaml
 from k8s_fakes import FakeBatchApi, FakeCoreApi, event, pending_pod, running_pod
 from k8s_harness import k8s_launcher_config
 from k8s_run_job import gpu_step_job
 
-import image_search_assets.k8s.executor as k8s_executor
-from image_search_assets.core.retry import BackoffPolicy
+from image_search_assets.settings import DEFAULT_CONFIG
 
 HERE = Path(__file__).parent
-FAST_BACKOFF = functools.partial(BackoffPolicy, first_delay_s=0.2, max_delay_s=0.5)
 
 
 class FakeCluster(FakeBatchApi):
@@ -73,13 +71,17 @@ class FakeCluster(FakeBatchApi):
 
 
 @pytest.fixture
-def cluster(monkeypatch):
+def cluster(monkeypatch, tmp_path):
+    # The platform's retry policy comes from its config: a copy with a fast first delay.
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["retry"] = {**config.get("retry", {}), "first_delay_s": 0.2, "max_delay_s": 0.5}
+    (tmp_path / "platform.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("IMAGE_SEARCH_CONFIG", str(tmp_path / "platform.yaml"))
     core = FakeCoreApi()
     batch = FakeCluster(core)
     # DagsterKubernetesClient.production_client builds its APIs from these names.
     monkeypatch.setattr(kubernetes.client, "BatchV1Api", lambda *a, **k: batch)
     monkeypatch.setattr(kubernetes.client, "CoreV1Api", lambda *a, **k: core)
-    monkeypatch.setattr(k8s_executor, "BackoffPolicy", FAST_BACKOFF)
     monkeypatch.setenv("DAGSTER_STEP_DELEGATING_EXECUTOR_SLEEP_SECONDS", "0.2")
     yield batch
     for proc in batch.procs.values():
