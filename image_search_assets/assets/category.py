@@ -12,7 +12,7 @@ from ..core.chunks import work_prefix
 from ..core.pipeline import StageResult, detect_items, embed_items, vectors_of
 from ..k8s.job_config import k8s_op_tags
 from ..settings import Category, Settings
-from ..tags import detector_class_ids, gpu_pool, gpu_tags
+from ..tags import GPU_PLAN_TAG, detector_class_ids, gpu_pool, gpu_tags
 from .retrying import crash_retry_policy, failure_policy, resume_scope
 
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
@@ -22,6 +22,12 @@ def _model_metadata(context: dg.AssetExecutionContext, identity: dict) -> dict[s
     if identity["weights"] == "random":
         context.log.warning(f"{identity['arch']} runs with RANDOM weights: demo/test only")
     return {f"model_{k}": str(v) for k, v in identity.items()}
+
+
+def _planned_gpus(context: dg.AssetExecutionContext, category: Category) -> int:
+    """GPUs this step was sized for: the day's plan (run tag) or the hand-set config."""
+    plan = json.loads(context.run.tags.get(GPU_PLAN_TAG, "{}"))
+    return int(plan.get(category.name, category.gpus))
 
 
 def _chunk_metadata(result: StageResult) -> dict[str, int]:
@@ -86,6 +92,7 @@ def category_assets(
                 "images_per_second": round(result.items_per_second, 2),
                 **_chunk_metadata(result),
                 "device": str(detector.device),
+                "gpus": _planned_gpus(context, category),
                 **_model_metadata(context, detector.identity),
             },
         )
@@ -127,6 +134,7 @@ def category_assets(
                 "crops_per_second": round(result.items_per_second, 2),
                 **_chunk_metadata(result),
                 "device": str(embedder.device),
+                "gpus": _planned_gpus(context, category),
                 **_model_metadata(context, embedder.identity),
             },
         )

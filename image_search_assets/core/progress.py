@@ -9,6 +9,7 @@ progress.finish()
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -24,7 +25,8 @@ class Progress:
     """Logs through `log` when `every_s` seconds have passed since the last line.
 
     Throttled by time rather than by count, so a step logs about as often whether it runs
-    300 items on a GPU or 30 on a CPU; the first and last lines are always written.
+    300 items on a GPU or 30 on a CPU; the first and last lines are always written. `advance`
+    may be called from worker threads (image fetching).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class Progress:
         self.label, self.total, self.log, self.every_s, self.unit = label, total, log, every_s, unit
         self.clock = clock
         self.done = 0
+        self._lock = threading.Lock()
         self.started = self.last_logged = clock()
         self.log(f"{label}: 0/{total} {unit}")
 
@@ -55,10 +58,13 @@ class Progress:
         return text + f", elapsed {format_duration(elapsed)}"
 
     def advance(self, n: int = 1) -> None:
-        self.done += n
-        if self.clock() - self.last_logged >= self.every_s and self.done < self.total:
+        with self._lock:
+            self.done += n
+            if self.clock() - self.last_logged < self.every_s or self.done >= self.total:
+                return
             self.last_logged = self.clock()
-            self.log(self.line())
+            text = self.line()
+        self.log(text)
 
     def finish(self) -> None:
         self.log(self.line())

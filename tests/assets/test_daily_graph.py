@@ -52,6 +52,9 @@ def test_consecutive_days_accumulate_without_rerunning_models(settings, detector
                 counts[cat] = counts.get(cat, 0) + r["indexed"]
                 assert r["index_count_to_date"] == counts[cat]
                 assert load_current(store, cat).manifest["count"] == counts[cat]
+        detections = instance.get_latest_materialization_event(dg.AssetKey(["tops", "detections"]))
+        metadata = detections.asset_materialization.metadata
+        assert metadata["gpus"].value == 4  # no plan tag: the hand-set config
     day1 = set(store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[0]))["product_id"])
     day2 = store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[1]))
     emb2 = store.read_parquet(asset_value_key(["tops", "embeddings"], DAYS[1]))

@@ -145,19 +145,37 @@ class Service:
         wait_for(lambda: not group_alive(pgid), 30, f"{self.name}'s process group to exit")
 
 
+def run_command(
+    argv: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess:
+    """Runs a command to completion in its own process group; the group dies on a timeout."""
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing it started may outlive it
+        proc.wait()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def platform_env(config: Path, **extra: str) -> dict[str, str]:
+    """This environment without IMAGE_SEARCH_* overrides, pointed at `config` and this tree."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SEARCH_")}
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return {**env, "IMAGE_SEARCH_CONFIG": str(config), "PYTHONPATH": pythonpath, **extra}
+
+
 class DagsterDev:
     """`dagster dev` (webserver + daemon + one shared code server) on 127.0.0.1."""
 
     def __init__(self, home: Path, config: Path, extra_env: dict[str, str] | None = None) -> None:
         self.home, self.port = home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SEARCH_")}
-        env.update(
-            DAGSTER_HOME=str(home),
-            IMAGE_SEARCH_CONFIG=str(config),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-            **(extra_env or {}),
-        )
+        env = platform_env(config, DAGSTER_HOME=str(home), **(extra_env or {}))
         argv = [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1"]
         argv += ["-p", str(self.port), "-w", str(REPO / "workspace.yaml")]
         self.service = Service("dagster-dev", argv, env, home.parent / "process-logs")
