@@ -75,6 +75,11 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class ChecksConfig:
+    min_recall: float = 0.9  # recall@10 vs exact search below this fails the recall check
+
+
+@dataclass(frozen=True)
 class Settings:
     categories: tuple[Category, ...]
     start_date: str
@@ -87,6 +92,7 @@ class Settings:
     gcp_project: str | None = None
     fetch: FetchConfig = field(default_factory=FetchConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
     retry: BackoffPolicy = field(default_factory=BackoffPolicy)
     # Items per persisted chunk of detection/embedding work; a retried step skips finished ones.
     chunk_size: int = 64
@@ -173,6 +179,7 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         retry=_section(BackoffPolicy, raw.get("retry", {}), "retry"),
         chunk_size=_positive(models.get("chunk_size", 64), "models.chunk_size"),
         alerts=_section(AlertsConfig, raw.get("alerts") or {}, "alerts"),
+        checks=_section(ChecksConfig, raw.get("checks") or {}, "checks"),
     )
 
 

@@ -43,3 +43,9 @@ def test_executor_is_chosen_by_deployment_config(monkeypatch):
     monkeypatch.setenv("IMAGE_SEARCH_EXECUTOR", "multiprocess")
     assert select_executor().name == "multiprocess"
     assert select_executor("in_process").name == "in_process"
+
+
+def test_schedule_and_index_checks_are_defined():
+    assert defs.resolve_schedule_def("daily_index_schedule").job_name == DAILY_JOB
+    checks = list(defs.resolve_asset_graph().asset_check_keys)
+    assert len(checks) == 4 * len(load_settings().categories)

@@ -26,13 +26,12 @@ from ..core.records import asset_value_key, day_report
 from ..partitions import daily_partitions
 from ..settings import Category, Settings
 
-DEFAULT_MIN_RECALL = 0.9
 HISTORY_DAYS = 60
 
 
 def min_recall(settings: Settings) -> float:
-    """`checks.min_recall` from the config, or the default while Settings has no such field."""
-    return float(getattr(getattr(settings, "checks", None), "min_recall", DEFAULT_MIN_RECALL))
+    """`checks.min_recall` from the config: recall@10 below it fails the check."""
+    return settings.checks.min_recall
 
 
 def _result(outcome: CheckOutcome, **extra: dg.MetadataValue) -> dg.AssetCheckResult:
@@ -82,7 +81,7 @@ def index_checks(category: Category, *, settings: Settings) -> list[dg.AssetChec
         version = _published_version(context, key)
         if version is None or index_table.empty:
             return dg.AssetCheckResult(passed=True, description="no index published: no items")
-        served = annoy._load_version(
+        served = annoy.load_version(
             storage.open(), f"{annoy.category_prefix(name)}/versions/{version}"
         )
         try:

@@ -83,14 +83,9 @@ def build_daily_schedule(settings: Settings, job: object, cron: str) -> dg.Sched
     ) -> dg.RunRequest | dg.SkipReason:
         day = target_day(context.scheduled_execution_time, settings.tz)
         prev = previous_day(day, first)
-        decision = decide_daily_run(
-            day,
-            first,
-            missing_previous=[]
-            if prev is None
-            else missing_index_partitions(context.instance, names, prev),
-            active_runs=active_runs(context.instance, [d for d in (prev, day) if d]),
-        )
+        missing = [] if prev is None else missing_index_partitions(context.instance, names, prev)
+        running = active_runs(context.instance, [d for d in (prev, day) if d is not None])
+        decision = decide_daily_run(day, first, missing_previous=missing, active_runs=running)
         if not decision.launch:
             context.log.info(decision.reason)
             return dg.SkipReason(decision.reason)

@@ -156,7 +156,7 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, indent=2, sort_keys=True).encode()
 
 
-def _load_version(storage: Storage, vdir: str) -> ServedIndex:
+def load_version(storage: Storage, vdir: str) -> ServedIndex:
     manifest = storage.read_json(f"{vdir}/manifest.json")
     ids = storage.read_parquet(f"{vdir}/ids.parquet").sort_values("annoy_id")
     index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
@@ -175,7 +175,7 @@ def verify(storage: Storage, vdir: str, manifest: dict[str, Any], vectors: np.nd
     """Loads the written version back and checks checksums, count and a real query."""
     if _sha256(storage.read_bytes(f"{vdir}/index.ann")) != manifest["sha256"]["index.ann"]:
         raise IndexVerificationError(f"{vdir}: index.ann checksum mismatch after write")
-    served = _load_version(storage, vdir)
+    served = load_version(storage, vdir)
     if served.index.get_n_items() != manifest["count"] or len(served.ids) != manifest["count"]:
         raise IndexVerificationError(
             f"{vdir}: holds {served.index.get_n_items()} items, expected {manifest['count']}"
@@ -192,7 +192,7 @@ def load_current(storage: Storage, category: str) -> ServedIndex:
     if not storage.exists(pointer_key):
         raise FileNotFoundError(f"no published index for category {category!r}")
     version = storage.read_json(pointer_key)["version"]
-    return _load_version(storage, f"{category_prefix(category)}/versions/{version}")
+    return load_version(storage, f"{category_prefix(category)}/versions/{version}")
 
 
 def _created(version: str) -> str:

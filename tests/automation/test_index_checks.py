@@ -1,5 +1,7 @@
 """Index health checks: the plain outcomes, then the asset checks in real daily runs."""
 
+from types import SimpleNamespace
+
 import dagster as dg
 import numpy as np
 import pytest
@@ -73,10 +75,9 @@ def test_vectors_are_aligned_to_the_index_ids_or_refused():
         aligned_vectors(["a", "b"], ["a", "b", "c"], vectors)
 
 
-def test_min_recall_defaults_while_the_config_has_no_checks_section(settings):
-    assert min_recall(settings) == getattr(
-        getattr(settings, "checks", None), "min_recall", DEFAULT_MIN_RECALL
-    )
+def test_min_recall_comes_from_the_checks_config_or_defaults():
+    assert min_recall(SimpleNamespace(checks=SimpleNamespace(min_recall=0.75))) == 0.75
+    assert min_recall(SimpleNamespace()) == DEFAULT_MIN_RECALL == 0.9
 
 
 def run_day(settings, day, instance):
