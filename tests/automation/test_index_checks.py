@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from image_search_assets.automation.checks import DEFAULT_MIN_RECALL, min_recall
+from image_search_assets.automation.checks import min_recall
 from image_search_assets.core import index as annoy
 from image_search_assets.core.index_checks import (
     accounting_outcome,
@@ -17,6 +17,7 @@ from image_search_assets.core.index_checks import (
 )
 from image_search_assets.core.synthetic import generate_catalog
 from image_search_assets.definitions import DAILY_JOB, build_definitions
+from image_search_assets.settings import load_settings
 from tests.conftest import START, TEST_CATEGORIES
 
 CHECKS = {
@@ -75,9 +76,9 @@ def test_vectors_are_aligned_to_the_index_ids_or_refused():
         aligned_vectors(["a", "b"], ["a", "b", "c"], vectors)
 
 
-def test_min_recall_comes_from_the_checks_config_or_defaults():
+def test_min_recall_comes_from_the_checks_config():
     assert min_recall(SimpleNamespace(checks=SimpleNamespace(min_recall=0.75))) == 0.75
-    assert min_recall(SimpleNamespace()) == DEFAULT_MIN_RECALL == 0.9
+    assert min_recall(load_settings()) == 0.9
 
 
 def run_day(settings, day, instance):
