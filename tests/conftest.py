@@ -12,6 +12,7 @@ import pytest
 
 from image_search_assets.core.synthetic import generate_catalog
 from image_search_assets.settings import ModelConfig, Settings, load_settings
+from tests.net_guard import connects  # noqa: F401  (the network guard fixture)
 
 TEST_CATEGORIES = ("tops", "pants", "hats")
 TEST_MIX = {"tops": 3, "pants": 2, "hats": 1}

@@ -4,7 +4,6 @@ An autouse guard fails any connect or name lookup outside 127.0.0.0/8."""
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import socketserver
 import threading
@@ -17,43 +16,13 @@ from google.api_core import exceptions as gexc
 from image_search_assets.core.fetch import FetchPolicy, fetch_bytes, fetch_many
 from image_search_assets.core.images import ItemRejected
 
+# No connection or name lookup may leave 127.0.0.0/8 (tests/net_guard.py).
+pytestmark = pytest.mark.usefixtures("connects")
+
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg-payload\xff\xd9"
 LOCAL = ("127.0.0.1",)
 FAST = FetchPolicy(timeout_s=2.0, retry_backoff_s=0.01, allow_private_hosts=LOCAL)
 CAP = FetchPolicy(max_bytes=1000, retries=0, allow_private_hosts=LOCAL)
-
-
-def _is_loopback(host: object) -> bool:
-    try:
-        return ipaddress.ip_address(str(host)) in ipaddress.ip_network("127.0.0.0/8")
-    except ValueError:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def connects(monkeypatch) -> list[str]:
-    """Records every outgoing connect; fails the test on any target outside 127.0.0.0/8."""
-    seen: list[str] = []
-
-    def guard(real):
-        def connect(self, address):
-            host = address[0] if isinstance(address, tuple) else address
-            seen.append(str(host))
-            if not _is_loopback(host):
-                pytest.fail(f"connection attempted to {host!r}")
-            return real(self, address)
-
-        return connect
-
-    def getaddrinfo(host, *args, real=socket.getaddrinfo, **kwargs):
-        if not _is_loopback(host):  # a real name lookup would query DNS servers
-            pytest.fail(f"name lookup attempted for {host!r}")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", guard(socket.socket.connect))
-    monkeypatch.setattr(socket.socket, "connect_ex", guard(socket.socket.connect_ex))
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return seen
 
 
 def _raw(status: int, body: bytes = b"", **headers: str | None) -> bytes:
