@@ -22,6 +22,19 @@ def _per_category(table: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in table["category"].value_counts().sort_index().items()}
 
 
+def _record_quarantine(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    stage: str,
+    quarantined: pd.DataFrame,
+    what: str,
+) -> None:
+    """Writes the day's quarantine records for `stage` (the report reads them) and warns."""
+    storage.open().write_parquet(quarantine_key(context.partition_key, stage), quarantined)
+    if len(quarantined):
+        context.log.warning(f"quarantined {len(quarantined)} {what}: {_reasons(quarantined)}")
+
+
 def ingest_assets(
     partitions: dg.PartitionsDefinition,
     categories: list[str],
@@ -46,13 +59,7 @@ def ingest_assets(
         """The day's catalog rows that passed validation; bad rows are quarantined."""
         with failure_policy(context, retry):
             day = catalog.day(partition_date(context), categories)
-            storage.open().write_parquet(
-                quarantine_key(context.partition_key, "catalog"), day.quarantined
-            )
-        if len(day.quarantined):
-            context.log.warning(
-                f"quarantined {len(day.quarantined)} catalog row(s): {_reasons(day.quarantined)}"
-            )
+            _record_quarantine(context, storage, "catalog", day.quarantined, "catalog row(s)")
         return dg.Output(
             day.products,
             metadata={
@@ -81,13 +88,7 @@ def ingest_assets(
                 workers=fetcher.workers,
                 gcs_read=storage.read_gs,
             )
-            storage.open().write_parquet(
-                quarantine_key(context.partition_key, "image"), result.quarantined
-            )
-        if len(result.quarantined):
-            context.log.warning(
-                f"quarantined {len(result.quarantined)} image(s): {_reasons(result.quarantined)}"
-            )
+            _record_quarantine(context, storage, "image", result.quarantined, "image(s)")
         return dg.Output(
             result.table,
             metadata={
