@@ -10,6 +10,7 @@ from resources import PREVIOUS_PARTITION, ModelsResource, StorageResource
 from ..core import index as annoy
 from ..core.chunks import work_prefix
 from ..core.pipeline import StageResult, detect_items, embed_items, vectors_of
+from ..core.progress import Progress
 from ..k8s.job_config import k8s_op_tags
 from ..settings import Category, Settings
 from ..tags import GPU_PLAN_TAG, detector_class_ids, gpu_pool, gpu_tags
@@ -72,8 +73,9 @@ def category_assets(
         """The day's items of this category: one detected box per product image."""
         with failure_policy(context, settings.retry):
             detector = models.detector(num_classes, storage.read_gs)
+            todo = product_images[product_images["category"] == name]
             result = detect_items(
-                product_images[product_images["category"] == name],
+                todo,
                 storage.open(),
                 detector,
                 class_ids=class_ids,
@@ -82,6 +84,7 @@ def category_assets(
                 work_prefix=work_prefix(context.partition_key, name, "detections"),
                 chunk_size=settings.chunk_size,
                 run_scope=resume_scope(context),
+                progress=Progress(f"{name} detect", len(todo), context.log.info, unit="images"),
             )
         sources = result.table["box_source"].value_counts().to_dict()
         return dg.Output(
@@ -124,6 +127,7 @@ def category_assets(
                 work_prefix=work_prefix(context.partition_key, name, "embeddings"),
                 chunk_size=settings.chunk_size,
                 run_scope=resume_scope(context),
+                progress=Progress(f"{name} embed", len(detections), context.log.info, unit="crops"),
             )
         table = result.table.assign(embedder=json.dumps(embedder.identity, sort_keys=True))
         return dg.Output(

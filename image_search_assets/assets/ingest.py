@@ -6,6 +6,7 @@ import pandas as pd
 from resources import CatalogResource, ImageFetchResource, StorageResource
 
 from ..core.pipeline import fetch_images
+from ..core.progress import Progress
 from ..core.records import quarantine_key
 from ..core.retry import BackoffPolicy
 from ..k8s.job_config import k8s_op_tags
@@ -87,6 +88,7 @@ def ingest_assets(
                 max_pixels=fetcher.max_pixels,
                 workers=fetcher.workers,
                 gcs_read=storage.read_gs,
+                progress=Progress("fetch images", len(new_products), context.log.info),
             )
             _record_quarantine(context, storage, "image", result.quarantined, "image(s)")
         return dg.Output(

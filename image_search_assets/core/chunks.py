@@ -63,12 +63,14 @@ def run_chunks(
     chunk_size: int,
     batch_size: int,
     id_column: str = "product_id",
+    on_chunk: Callable[[int], object] | None = None,
 ) -> ChunkedRun:
     """`compute(part, batch_size)` over `items` chunk by chunk, skipping finished chunks.
 
     Returns the chunks' outputs concatenated in input order; every item appears exactly once.
     On CUDA OOM the halved batch size is recorded before the error propagates, so the retry
     (a new process on k8s) runs smaller batches; at batch size 1 it becomes GpuMemoryExhausted.
+    `on_chunk(items)` is called after each chunk, reused or computed (progress reporting).
     """
     if chunk_size < 1 or batch_size < 1:
         raise ValueError("chunk_size and batch_size must be >= 1")
@@ -85,6 +87,8 @@ def run_chunks(
         if done.get(cid, {}).get("fingerprint") == fp and storage.exists(key):
             parts.append(storage.read_parquet(key))
             reused.append(cid)
+            if on_chunk is not None:
+                on_chunk(len(part))
             continue
         try:
             out = compute(part, batch)
@@ -103,6 +107,8 @@ def run_chunks(
         storage.write_json(f"{prefix}/{MANIFEST}", manifest)
         parts.append(out)
         computed.append(cid)
+        if on_chunk is not None:
+            on_chunk(len(part))
     table = pd.concat(parts, ignore_index=True) if parts else compute(items.iloc[:0], batch)
     if table[id_column].tolist() != items[id_column].tolist():
         raise RuntimeError(f"{prefix}: chunk outputs do not match the inputs one to one")

@@ -22,6 +22,7 @@ from .chunks import ChunkedRun, run_chunks, salt_of
 from .fetch import FetchPolicy, fetch_bytes, fetch_many
 from .images import decode_image, to_jpeg_bytes
 from .models import LoadedModel
+from .progress import Progress
 from .storage import Storage
 
 IMAGE_COLUMNS = ["product_id", "category", "image_url", "image_key", "width", "height", "sha256"]
@@ -54,6 +55,7 @@ def fetch_images(
     max_pixels: int,
     workers: int,
     gcs_read: Callable[[str], bytes] | None = None,
+    progress: Progress | None = None,
 ) -> StageResult:
     """Fetches, decodes and stores each product's image as a normalised RGB JPEG.
 
@@ -63,6 +65,13 @@ def fetch_images(
     urls = dict(zip(products["product_id"], products["image_url"], strict=True))
 
     def fetch_one(pid: str) -> dict[str, object]:
+        try:
+            return store_one(pid)
+        finally:  # a rejected image counts as done too
+            if progress is not None:
+                progress.advance()
+
+    def store_one(pid: str) -> dict[str, object]:
         img = decode_image(fetch_bytes(urls[pid], policy, gcs_read=gcs_read), max_pixels=max_pixels)
         data = to_jpeg_bytes(img)
         key = image_key(day, pid)
@@ -75,6 +84,8 @@ def fetch_images(
         }
 
     good, rejected = fetch_many([(pid, pid) for pid in urls], fetch_one, workers=workers)
+    if progress is not None:
+        progress.finish()
     rows = [
         {**row, **good[row["product_id"]]}
         for row in products[["product_id", "category", "image_url"]].to_dict("records")
@@ -115,6 +126,7 @@ def detect_items(
     work_prefix: str,
     chunk_size: int,
     run_scope: str,
+    progress: Progress | None = None,
 ) -> StageResult:
     """One item per product image: its category's best box, or the full frame.
 
@@ -155,7 +167,10 @@ def detect_items(
         salt=salt,
         chunk_size=chunk_size,
         batch_size=batch_size,
+        on_chunk=progress.advance if progress is not None else None,
     )
+    if progress is not None:
+        progress.finish()
     return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run)
 
 
@@ -169,6 +184,7 @@ def embed_items(
     work_prefix: str,
     chunk_size: int,
     run_scope: str,
+    progress: Progress | None = None,
 ) -> StageResult:
     """Each detection cropped and embedded; `vector` holds the L2-normalised features.
 
@@ -197,7 +213,10 @@ def embed_items(
         salt=salt_of(scope=run_scope, model=embedder.identity, input_size=input_size),
         chunk_size=chunk_size,
         batch_size=batch_size,
+        on_chunk=progress.advance if progress is not None else None,
     )
+    if progress is not None:
+        progress.finish()
     return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run)
 
 

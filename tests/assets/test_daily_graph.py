@@ -42,7 +42,8 @@ def test_consecutive_days_accumulate_without_rerunning_models(settings, detector
     with dg.DagsterInstance.ephemeral() as instance:
         for day in DAYS:
             detector_calls.clear()
-            assert run_day(settings, day, instance).success
+            result = run_day(settings, day, instance)
+            assert result.success
             report = day_report(store, day, settings.category_names)
             new_indexed = sum(c["indexed"] for c in report["categories"].values())
             # Only the day's own images went through the detector.
@@ -52,6 +53,13 @@ def test_consecutive_days_accumulate_without_rerunning_models(settings, detector
                 counts[cat] = counts.get(cat, 0) + r["indexed"]
                 assert r["index_count_to_date"] == counts[cat]
                 assert load_current(store, cat).manifest["count"] == counts[cat]
+        # Long steps log done/total and rate; the last run's lines:
+        lines = [r.user_message for r in instance.all_logs(result.run_id)]
+        tops = report["categories"]["tops"]["indexed"]
+        assert f"tops detect: 0/{tops} images" in lines
+        assert any(m.startswith(f"tops detect: {tops}/{tops} images (100%), ") for m in lines)
+        assert any(m.startswith("tops embed: ") and " crops/s" in m for m in lines)
+        assert any(m.startswith("fetch images: ") and "(100%)" in m for m in lines)
         detections = instance.get_latest_materialization_event(dg.AssetKey(["tops", "detections"]))
         metadata = detections.asset_materialization.metadata
         assert metadata["gpus"].value == 4  # no plan tag: the hand-set config

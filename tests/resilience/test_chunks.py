@@ -38,7 +38,7 @@ class Model:
         return part.assign(value=[int(p[1:]) * 2 for p in part["product_id"]])
 
 
-def run(store, frame, model, salt="model-v1", batch=8):
+def run(store, frame, model, salt="model-v1", batch=8, on_chunk=None):
     return run_chunks(
         store,
         PREFIX,
@@ -48,7 +48,17 @@ def run(store, frame, model, salt="model-v1", batch=8):
         salt=salt,
         chunk_size=3,
         batch_size=batch,
+        on_chunk=on_chunk,
     )
+
+
+def test_progress_counts_reused_and_computed_chunks(tmp_path):
+    store, frame = LocalStorage(tmp_path), items(10)
+    with pytest.raises(ConnectionError):
+        run(store, frame, Model(fail_on="p7", fault=ConnectionError("reset")))
+    done: list[int] = []
+    run(store, frame, Model(), on_chunk=done.append)
+    assert done == [3, 3, 3, 1]  # two reused chunks, then two computed: all 10 items counted
 
 
 def test_a_failed_attempt_resumes_from_its_finished_chunks(tmp_path):
