@@ -87,10 +87,15 @@ def crop(img: Image.Image, box: ChosenBox) -> Image.Image:
 
 def preprocess_crops(crops: Sequence[Image.Image], size: int) -> torch.Tensor:
     """Resized (bilinear, antialiased) and ImageNet-normalised NCHW batch."""
+    return normalise_crops([to_float_tensor(c) for c in crops], size)
+
+
+def normalise_crops(crops: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """`preprocess_crops` for float CHW tensors in [0, 1]."""
     batch = torch.stack(
         [
             F.interpolate(
-                to_float_tensor(c)[None],
+                c[None],
                 size=(size, size),
                 mode="bilinear",
                 align_corners=False,

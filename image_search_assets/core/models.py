@@ -3,6 +3,8 @@
 Weights are one of:
 - `DEFAULT`: torchvision's pretrained weights (downloads once; needs internet);
 - a local path or gs:// URI of a checkpoint (a state_dict or a TorchScript file);
+- `demo`: the small weights committed in `image_search_assets/weights/`, trained on the synthetic
+  catalog by `scripts/train_demo_weights.py` (they know the demo's drawings, nothing else);
 - `random`: a seeded random initialisation, for tests and the offline demo only. It is never
   silent: the identity says so, and the assets log it and record it in metadata.
 """
@@ -25,6 +27,12 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 RANDOM_SEED = 0
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# The architectures scripts/train_demo_weights.py trains, and the file each one writes.
+DEMO_WEIGHTS = {
+    "ssdlite320_mobilenet_v3_large": "demo_detector.pt",
+    "mobilenet_v3_small": "demo_embedder.pt",
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,16 @@ def _read_checkpoint(uri: str, read_bytes: Callable[[str], bytes] | None) -> Pat
     return path
 
 
+def demo_checkpoint(arch: str) -> Path:
+    """The committed demo checkpoint for `arch`; a clear error for any other architecture."""
+    if arch not in DEMO_WEIGHTS:
+        raise ValueError(
+            f"weights 'demo' exist for {sorted(DEMO_WEIGHTS)} only, not {arch!r}: "
+            "train them with scripts/train_demo_weights.py or choose other weights"
+        )
+    return WEIGHTS_DIR / DEMO_WEIGHTS[arch]
+
+
 def _load_module(
     spec: ModelSpec, *, detector: bool, read_bytes: Callable[[str], bytes] | None
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -96,7 +114,8 @@ def _load_module(
         return _construct(spec, detector=detector, weights=None), identity
     if spec.weights.upper() == "DEFAULT":
         return _construct(spec, detector=detector, weights="DEFAULT"), identity
-    path = _read_checkpoint(spec.weights, read_bytes)
+    uri = str(demo_checkpoint(spec.arch)) if spec.weights == "demo" else spec.weights
+    path = _read_checkpoint(uri, read_bytes)
     identity["sha256"] = _sha256(path)
     try:
         return torch.jit.load(str(path), map_location="cpu"), identity | {"format": "torchscript"}
@@ -105,16 +124,25 @@ def _load_module(
     module = _construct(spec, detector=detector, weights=None)
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    module.load_state_dict({k: v.float() for k, v in state.items()})
+    # Stored fp16 to keep checkpoints small; the model runs in fp32 unless autocast says so.
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    if not detector:
+        # An embedder never uses its classifier, so a checkpoint trained with any head fits.
+        head = _strip_classifier(module)
+        state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {uri} does not fit {spec.arch}: {exc}") from exc
     return module, identity | {"format": "state_dict"}
 
 
-def _strip_classifier(module: nn.Module) -> nn.Module:
-    """Turns a torchvision classifier into a feature extractor."""
+def _strip_classifier(module: nn.Module) -> str:
+    """Turns a torchvision classifier into a feature extractor; returns the head's name."""
     for attr in ("fc", "classifier", "heads", "head"):
         if hasattr(module, attr) and isinstance(getattr(module, attr), nn.Module):
             setattr(module, attr, nn.Identity())
-            return module
+            return attr
     raise ValueError(f"don't know how to strip the classifier of {type(module).__name__}")
 
 
@@ -128,6 +156,8 @@ def load_detector(
     if transform is not None and hasattr(transform, "min_size"):
         transform.min_size = (spec.input_size,)
         transform.max_size = spec.input_size
+        if getattr(transform, "fixed_size", None) is not None:  # SSD resizes to a square
+            transform.fixed_size = (spec.input_size, spec.input_size)
     dev = resolve_device(device)
     identity["input_size"] = spec.input_size
     return LoadedModel(module.eval().to(dev), dev, identity)
@@ -140,7 +170,7 @@ def load_embedder(
     """A torchvision backbone whose output is the feature vector. Cached per process."""
     module, identity = _load_module(spec, detector=False, read_bytes=read_bytes)
     if identity.get("format") != "torchscript":
-        module = _strip_classifier(module)
+        _strip_classifier(module)
     dev = resolve_device(device)
     module = module.eval().to(dev)
     with torch.inference_mode():

@@ -144,6 +144,14 @@ def draw_product(
     category: str, colour: str, pattern: str, rng: random.Random, size: int = 256
 ) -> Image.Image:
     """An RGB size x size picture of one product; colour is a PALETTE name or any PIL colour."""
+    return draw_product_with_box(category, colour, pattern, rng, size)[0]
+
+
+def draw_product_with_box(
+    category: str, colour: str, pattern: str, rng: random.Random, size: int = 256
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """`draw_product` plus the product's box (x1, y1, x2, y2), outline included: ground truth
+    for training the demo detector."""
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; expected one of {PATTERNS}")
     base = PALETTE.get(colour) or ImageColor.getrgb(colour)[:3]
@@ -164,7 +172,7 @@ def draw_product(
     # A darker outline keeps white and pale products visible on the light background.
     edge = ImageChops.subtract(mask.filter(ImageFilter.MaxFilter(3)), mask)
     img.paste(tuple(c // 2 for c in base), (0, 0, size, size), edge)
-    return img
+    return img, ImageChops.add(mask, edge).getbbox() or (0, 0, size, size)
 
 
 def generate_catalog(
