@@ -1,0 +1,284 @@
+"""The detection mapper: decoded batches to each image's chosen box (inference.choose_box's rule).
+
+SSD/SSDlite and RetinaNet run vectorised: the detector's own resize and normalisation done
+batched on the device, backbone + head on one NCHW tensor, then postprocess.py over the whole
+batch. Any other detector (Faster R-CNN, FCOS, TorchScript) is called as the stock module on the
+batched list of device tensors; `EngineStats.detect_path` says which ran.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.models.detection.ssd import SSD
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from .. import inference
+from ..inference import ChosenBox
+from ..models import LoadedModel
+from .postprocess import Candidates, nms_per_image, retinanet_candidates, ssd_candidates
+from .reader import decode_batch, prefetched
+from .runtime import (
+    DETECT_AMP_DTYPE,
+    AdaptiveBatch,
+    EngineStats,
+    amp_dtype,
+    autocast,
+    maybe_compiled,
+    precision_name,
+    timed,
+)
+
+MIN_SIDE = 4.0  # inference.choose_box's default
+
+
+def vectorised_kind(module: torch.nn.Module) -> str | None:
+    """ "ssd" or "retinanet" when the vectorised path reproduces `module`, else None."""
+    if not isinstance(getattr(module, "transform", None), GeneralizedRCNNTransform):
+        return None
+    if isinstance(module, SSD):
+        return "ssd"
+    if isinstance(module, RetinaNet):
+        return "retinanet"
+    return None
+
+
+def _resize(transform: GeneralizedRCNNTransform, batch: Tensor) -> Tensor:
+    """transform.resize in eval mode, for a batch of same-sized images."""
+    if transform.fixed_size is not None:
+        size = [transform.fixed_size[1], transform.fixed_size[0]]
+        return F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+    h, w = batch.shape[-2:]
+    scale = min(transform.min_size[-1] / min(h, w), transform.max_size / max(h, w))
+    return F.interpolate(
+        batch, scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+    )
+
+
+def preprocess(
+    transform: GeneralizedRCNNTransform, images: Sequence[Tensor], channels_last: bool
+) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+    """The stock transform, batched: normalise, resize, zero-pad to `size_divisible`.
+
+    Returns buckets of (network input, positions in `images`) and each image's resized (h, w).
+    Images are bucketed by padded shape, so each one gets the padding the stock model gives it
+    alone; mixing shapes in one tensor would pad to the largest and change border features.
+    """
+    device = images[0].device
+    mean = torch.as_tensor(transform.image_mean, device=device).view(1, 3, 1, 1)
+    std = torch.as_tensor(transform.image_std, device=device).view(1, 3, 1, 1)
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, img in enumerate(images):
+        by_size[(img.shape[-2], img.shape[-1])].append(i)
+    sizes = torch.zeros((len(images), 2), dtype=torch.long)
+    by_shape: dict[tuple[int, int], list[tuple[Tensor, list[int]]]] = defaultdict(list)
+    stride = transform.size_divisible
+    for idx in by_size.values():
+        x = torch.stack([images[i] for i in idx]).float().div_(255)
+        x = _resize(transform, (x - mean) / std)
+        h, w = x.shape[-2:]
+        sizes[idx] = torch.tensor([h, w])
+        ph, pw = math.ceil(h / stride) * stride, math.ceil(w / stride) * stride
+        by_shape[(ph, pw)].append((F.pad(x, (0, pw - w, 0, ph - h)), idx))
+    buckets = []
+    for parts in by_shape.values():
+        x = torch.cat([p for p, _ in parts])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        idx = torch.tensor([i for _, ids in parts for i in ids], device=device)
+        buckets.append((x, idx))
+    return buckets, sizes.to(device)
+
+
+class VectorisedDetector:
+    """Backbone + head on batched tensors, anchors cached per input shape, vectorised post."""
+
+    def __init__(self, detector: LoadedModel, dtype: torch.dtype | None, compile: bool) -> None:
+        self.model = detector.module
+        self.kind = vectorised_kind(self.model)
+        self.device = detector.device
+        self.dtype = dtype
+        self.backbone, compiled = maybe_compiled(self.model.backbone, self.device, compile)
+        self.head, _ = maybe_compiled(self.model.head, self.device, compile)
+        self.precision = precision_name(dtype, compiled)
+        self._anchors: dict[tuple[int, ...], Tensor] = {}
+
+    def _anchors_for(self, x: Tensor, features: list[Tensor]) -> Tensor:
+        # Anchors depend only on the input and feature-map shapes, the same for every image;
+        # built in float32 (the stock model uses the features' dtype, bf16 under autocast).
+        key = (*x.shape[-2:], *(s for f in features for s in f.shape[-2:]))
+        if key not in self._anchors:
+            probes = [torch.empty((1, 1, *f.shape[-2:]), device=x.device) for f in features]
+            image_list = ImageList(x[:1], [(x.shape[-2], x.shape[-1])])
+            self._anchors[key] = self.model.anchor_generator(image_list, probes)[0]
+        return self._anchors[key]
+
+    def candidates(self, images: Sequence[Tensor], threshold: float) -> tuple[Candidates, Tensor]:
+        """Post-NMS detections at or above `threshold`, boxes in the resized frame, and each
+        image's resized (h, w)."""
+        buckets, sizes = preprocess(self.model.transform, images, self.device.type == "cuda")
+        parts = []
+        for x, idx in buckets:
+            with autocast(self.device, self.dtype):
+                features = self.backbone(x)
+                features = [features] if isinstance(features, Tensor) else list(features.values())
+                head = self.head(features)
+            anchors = self._anchors_for(x, features)
+            if self.kind == "ssd":
+                c = ssd_candidates(self.model, head, anchors, sizes[idx], threshold)
+            else:
+                per_level = [f.shape[-2] * f.shape[-1] for f in features]
+                per_anchor = head["cls_logits"].shape[1] // sum(per_level)
+                per_level = [n * per_anchor for n in per_level]
+                c = retinanet_candidates(
+                    self.model, head, anchors, per_level, sizes[idx], threshold
+                )
+            parts.append(Candidates(c.boxes, c.scores, c.labels, idx[c.image]))
+        kept = nms_per_image(
+            Candidates.cat(parts),
+            num_images=len(images),
+            num_labels=head["cls_logits"].shape[-1],
+            iou_threshold=self.model.nms_thresh,
+            per_image=self.model.detections_per_img,
+        )
+        return kept, sizes
+
+    def __call__(
+        self, images: Sequence[Tensor], class_ids: Sequence[int], threshold: float, min_side: float
+    ) -> list[ChosenBox]:
+        kept, sizes = self.candidates(images, threshold)
+        original = torch.tensor([img.shape[-2:] for img in images], device=self.device)
+        ratio = (original.float() / sizes.float())[kept.image]  # stock resize_boxes, float32
+        boxes = kept.boxes * ratio[:, [1, 0, 1, 0]]
+        return choose(boxes, kept.scores, kept.labels, kept.image, original, class_ids, min_side)
+
+
+def choose(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    image: Tensor,
+    original: Tensor,
+    class_ids: Sequence[int],
+    min_side: float,
+) -> list[ChosenBox]:
+    """inference.choose_box for every image at once. Rows must be grouped by image and sorted
+    by decreasing score within it, so an image's first eligible row is its best; every row is
+    already at or above the score threshold. `original`: each image's (h, w)."""
+    n, device = len(original), boxes.device
+    wide = (boxes[:, 2] - boxes[:, 0] >= min_side) & (boxes[:, 3] - boxes[:, 1] >= min_side)
+    eligible = wide
+    if class_ids:
+        eligible = wide & torch.isin(labels, torch.tensor(list(class_ids), device=device))
+    rows = torch.arange(len(boxes), device=device)
+    first = torch.full((n,), len(boxes), device=device)
+    first = first.scatter_reduce(0, image[eligible], rows[eligible], "amin")
+    # Padded with one "nothing found" row so images without a pick gather something valid.
+    pad = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -1.0]], device=device)
+    table = torch.cat([torch.cat([boxes, scores[:, None], labels[:, None].float()], 1), pad])
+    summary = torch.cat(
+        [
+            table[first],
+            (first < len(boxes)).float()[:, None],
+            torch.bincount(image[wide], minlength=n).float()[:, None],
+            original.float(),
+        ],
+        dim=1,
+    )
+    out = []
+    for x1, y1, x2, y2, score, label, found, count, h, w in summary.cpu().tolist():  # one sync
+        if found:
+            out.append(ChosenBox(x1, y1, x2, y2, int(label), score, "detector", int(count)))
+        else:
+            out.append(ChosenBox(0.0, 0.0, w, h, -1, 0.0, "full_image", int(count)))
+    return out
+
+
+def _stock(
+    detector: LoadedModel,
+    images: Sequence[Tensor],
+    dtype: torch.dtype | None,
+    class_ids: Sequence[int],
+    threshold: float,
+    min_side: float,
+) -> list[ChosenBox]:
+    """The fallback: the stock module on the batched list, then inference.choose_box."""
+    with autocast(detector.device, dtype):
+        out = detector.module([img.float().div_(255) for img in images])
+    if isinstance(out, tuple):  # TorchScript detectors return (losses, detections)
+        out = out[1]
+    chosen = []
+    for img, det in zip(images, out, strict=True):
+        arrays = {k: det[k].float().cpu().numpy() for k in ("boxes", "labels", "scores")}
+        h, w = img.shape[-2:]
+        chosen.append(
+            inference.choose_box(
+                arrays, w, h, class_ids=class_ids, score_threshold=threshold, min_side=min_side
+            )
+        )
+    return chosen
+
+
+@torch.inference_mode()
+def detect_boxes(
+    detector: LoadedModel,
+    blobs: Sequence[bytes],
+    *,
+    class_ids: Sequence[int],
+    score_threshold: float,
+    batch_size: int,
+    min_side: float = MIN_SIDE,
+    stats: EngineStats | None = None,
+    prefetch: int = 1,
+    amp: torch.dtype | None = DETECT_AMP_DTYPE,
+    compile: bool = False,
+) -> list[ChosenBox]:
+    """Each image's best box among `class_ids` at or above `score_threshold`, else the full
+    frame, exactly as inference.detect + inference.choose_box decide (see tests/core/engine).
+
+    `stats`, when given, receives images, seconds, batch sizes and the path taken. `amp` is
+    the autocast dtype on CUDA (ignored on CPU); `compile` torch.compiles backbone and head
+    (CUDA only); `prefetch` is how many batches are decoded ahead in a background thread.
+    """
+    stats = stats if stats is not None else EngineStats()
+    device = detector.device
+    dtype = amp_dtype(device, amp)
+    if vectorised_kind(detector.module) is not None:
+        net = VectorisedDetector(detector, dtype, compile)
+        stats.detect_path, stats.precision = f"vectorised:{net.kind}", net.precision
+        run = net
+    else:
+        stats.detect_path = f"stock:{type(detector.module).__name__}"
+        stats.precision = precision_name(dtype, False)
+
+        def run(images, ids, threshold, side):
+            return _stock(detector, images, dtype, ids, threshold, side)
+
+    started = time.perf_counter()
+    adaptive = AdaptiveBatch(batch_size, stats)
+    chunks = [range(s, min(s + batch_size, len(blobs))) for s in range(0, len(blobs), batch_size)]
+
+    def load(chunk: range) -> list[Tensor]:
+        with timed(stats, "decode_seconds"):
+            return decode_batch([blobs[i] for i in chunk], device)
+
+    chosen: list[ChosenBox] = []
+    for images in prefetched(chunks, load, prefetch):
+        with timed(stats, "detect_seconds"):
+            for part in adaptive.map(
+                lambda s, e, imgs=images: run(imgs[s:e], class_ids, score_threshold, min_side),
+                len(images),
+            ):
+                chosen.extend(part)
+    stats.images += len(blobs)
+    stats.wall_seconds += time.perf_counter() - started
+    stats.add_device(device)
+    return chosen
