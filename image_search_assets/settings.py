@@ -89,6 +89,7 @@ class Settings:
     detector: ModelConfig
     embedder: ModelConfig
     device: str = "auto"
+    cpu_workers: int = 1  # inference engine workers when no GPU is used
     gcp_project: str | None = None
     fetch: FetchConfig = field(default_factory=FetchConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -170,6 +171,7 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         catalog=str(raw.get("catalog", "var/catalog/catalog.csv")),
         gcp_project=raw.get("gcp_project"),
         device=models.get("device", "auto"),
+        cpu_workers=_positive(models.get("cpu_workers", 1), "models.cpu_workers"),
         detector=_model(
             models.get("detector", {"arch": "fasterrcnn_mobilenet_v3_large_320_fpn"}), "detector"
         ),

@@ -1,8 +1,11 @@
 """Model resource: which torchvision detector and embedder run, with which weights."""
 
 import dagster as dg
+import torch
 
+from image_search_assets.core.engine import cpu_workers, visible_devices
 from image_search_assets.core.models import LoadedModel, ModelSpec, load_detector, load_embedder
+from image_search_assets.core.pipeline import Replicas
 from image_search_assets.settings import Settings
 
 
@@ -15,6 +18,7 @@ class ModelsResource(dg.ConfigurableResource):
     """Detector and embedder specs; models are loaded once per process, never inside a loop."""
 
     device: str = "auto"
+    cpu_workers: int = 1  # engine workers when no GPU is used
     detector_arch: str
     detector_weights: str = "random"
     detector_input_size: int = 320
@@ -30,6 +34,7 @@ class ModelsResource(dg.ConfigurableResource):
         d, e = settings.detector, settings.embedder
         return cls(
             device=settings.device,
+            cpu_workers=settings.cpu_workers,
             detector_arch=d.arch,
             detector_weights=d.weights,
             detector_input_size=d.input_size,
@@ -50,3 +55,24 @@ class ModelsResource(dg.ConfigurableResource):
     def embedder(self, read_gs=None) -> LoadedModel:
         spec = ModelSpec(self.embedder_arch, self.embedder_weights, self.embedder_input_size)
         return load_embedder(spec, self.device, _reader_for(spec.weights, read_gs))
+
+    def devices(self, gpus: int) -> tuple[torch.device, ...]:
+        """One engine worker per device: the step's `gpus` GPUs (on GKE exactly the granted
+        ones are visible), an explicitly named device, or `cpu_workers` CPU workers."""
+        if self.device in ("auto", "cuda") and torch.cuda.is_available():
+            return tuple(visible_devices()[: max(1, gpus)])
+        if self.device not in ("auto", "cpu"):
+            return (torch.device(self.device),)
+        return tuple(cpu_workers(self.cpu_workers))
+
+    def detector_replicas(self, num_classes: int, gpus: int, read_gs=None) -> Replicas:
+        spec = ModelSpec(
+            self.detector_arch, self.detector_weights, self.detector_input_size, num_classes
+        )
+        reader = _reader_for(spec.weights, read_gs)
+        return Replicas(lambda d: load_detector(spec, str(d), reader), self.devices(gpus))
+
+    def embedder_replicas(self, gpus: int, read_gs=None) -> Replicas:
+        spec = ModelSpec(self.embedder_arch, self.embedder_weights, self.embedder_input_size)
+        reader = _reader_for(spec.weights, read_gs)
+        return Replicas(lambda d: load_embedder(spec, str(d), reader), self.devices(gpus))

@@ -29,7 +29,7 @@ def small_settings(storage_root: str, catalog: str) -> Settings:
         catalog=catalog,
         device="cpu",
         detector=ModelConfig(
-            arch="fasterrcnn_mobilenet_v3_large_320_fpn",
+            arch="ssdlite320_mobilenet_v3_large",  # the demo's detector: the vectorised path
             weights="random",
             input_size=160,
             batch_size=4,

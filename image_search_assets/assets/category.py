@@ -31,15 +31,24 @@ def _planned_gpus(context: dg.AssetExecutionContext, category: Category) -> int:
     return int(plan.get(category.name, category.gpus))
 
 
-def _chunk_metadata(result: StageResult) -> dict[str, int]:
-    run = result.chunks
-    if run is None:
-        return {}
-    return {
-        "chunks_computed": len(run.computed),
-        "chunks_reused": len(run.reused),
-        "batch_size": run.batch_size,
-    }
+def _run_metadata(result: StageResult) -> dict[str, object]:
+    """Chunks computed vs reused, and what the engine did for the computed ones."""
+    meta: dict[str, object] = {}
+    if result.chunks is not None:
+        meta |= {
+            "chunks_computed": len(result.chunks.computed),
+            "chunks_reused": len(result.chunks.reused),
+            "batch_size": result.chunks.batch_size,
+        }
+    if result.engine_stats is not None and result.engine_stats.images:
+        engine = result.engine_stats.as_metadata()
+        meta |= {
+            "engine_images_per_second": engine["images_per_second"],
+            "engine_batch_size": engine["batch_size"],
+            "engine_oom_halvings": str(engine["oom_halvings"]),
+            "engine": engine,
+        }
+    return meta
 
 
 def category_assets(
@@ -72,7 +81,8 @@ def category_assets(
     ) -> dg.Output[pd.DataFrame]:
         """The day's items of this category: one detected box per product image."""
         with failure_policy(context, settings.retry):
-            detector = models.detector(num_classes, storage.read_gs)
+            gpus = _planned_gpus(context, category)
+            detector = models.detector_replicas(num_classes, gpus, storage.read_gs)
             todo = product_images[product_images["category"] == name]
             result = detect_items(
                 todo,
@@ -93,10 +103,10 @@ def category_assets(
                 "items": len(result.table),
                 "box_sources": {str(k): int(v) for k, v in sources.items()},
                 "images_per_second": round(result.items_per_second, 2),
-                **_chunk_metadata(result),
-                "device": str(detector.device),
-                "gpus": _planned_gpus(context, category),
-                **_model_metadata(context, detector.identity),
+                **_run_metadata(result),
+                "devices": ", ".join(map(str, detector.devices)),
+                "gpus": gpus,
+                **_model_metadata(context, detector.primary.identity),
             },
         )
 
@@ -117,7 +127,8 @@ def category_assets(
     ) -> dg.Output[pd.DataFrame]:
         """L2-normalised feature vectors of the day's cropped items."""
         with failure_policy(context, settings.retry):
-            embedder = models.embedder(storage.read_gs)
+            gpus = _planned_gpus(context, category)
+            embedder = models.embedder_replicas(gpus, storage.read_gs)
             result = embed_items(
                 detections,
                 storage.open(),
@@ -129,17 +140,18 @@ def category_assets(
                 run_scope=resume_scope(context),
                 progress=Progress(f"{name} embed", len(detections), context.log.info, unit="crops"),
             )
-        table = result.table.assign(embedder=json.dumps(embedder.identity, sort_keys=True))
+        identity = embedder.primary.identity
+        table = result.table.assign(embedder=json.dumps(identity, sort_keys=True))
         return dg.Output(
             table,
             metadata={
                 "items": len(table),
-                "dim": int(embedder.identity["dim"]),
+                "dim": int(identity["dim"]),
                 "crops_per_second": round(result.items_per_second, 2),
-                **_chunk_metadata(result),
-                "device": str(embedder.device),
-                "gpus": _planned_gpus(context, category),
-                **_model_metadata(context, embedder.identity),
+                **_run_metadata(result),
+                "devices": ", ".join(map(str, embedder.devices)),
+                "gpus": gpus,
+                **_model_metadata(context, identity),
             },
         )
 

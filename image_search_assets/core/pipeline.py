@@ -6,7 +6,6 @@ Assets call these; nothing here knows about Dagster.
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,9 +13,9 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+import torch
 
-from . import inference
+from . import engine, inference
 from .catalog import quarantine_frame
 from .chunks import ChunkedRun, run_chunks, salt_of
 from .fetch import FetchPolicy, fetch_bytes, fetch_many
@@ -36,6 +35,7 @@ class StageResult:
     quarantined: pd.DataFrame
     seconds: float
     chunks: ChunkedRun | None = None  # how a resumable GPU stage's chunks were obtained
+    engine_stats: engine.EngineStats | None = None  # what the engine did (computed chunks only)
 
     @property
     def items_per_second(self) -> float:
@@ -107,18 +107,36 @@ def fetch_images(
     return StageResult(table, quarantine_frame(bad), time.perf_counter() - started)
 
 
-def load_images(storage: Storage, keys: Sequence[str]) -> list[Image.Image]:
-    images = []
-    for key in keys:
-        with Image.open(io.BytesIO(storage.read_bytes(key))) as img:
-            images.append(img.convert("RGB"))
-    return images
+@dataclass(frozen=True)
+class Replicas:
+    """One model on the devices a step may use, one engine worker per entry of `devices`;
+    `load(device)` gives that device's copy (core.models caches one per device)."""
+
+    load: Callable[[torch.device], LoadedModel]
+    devices: tuple[torch.device, ...]
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> Replicas:
+        return cls(lambda _device: model, (model.device,))
+
+    @property
+    def primary(self) -> LoadedModel:
+        return self.load(self.devices[0])
+
+
+def _replicas(model: Replicas | LoadedModel) -> Replicas:
+    return model if isinstance(model, Replicas) else Replicas.of(model)
+
+
+def read_images(storage: Storage, keys: Sequence[str]) -> list[bytes]:
+    """The stored (normalised RGB JPEG) bytes; the engine decodes them in batches."""
+    return [storage.read_bytes(key) for key in keys]
 
 
 def detect_items(
     images: pd.DataFrame,
     storage: Storage,
-    detector: LoadedModel,
+    detector: Replicas | LoadedModel,
     *,
     class_ids: Sequence[int],
     score_threshold: float,
@@ -130,33 +148,35 @@ def detect_items(
 ) -> StageResult:
     """One item per product image: its category's best box, or the full frame.
 
-    Resumable: chunks finished under `work_prefix` by an earlier attempt with the same
-    `run_scope` (a run and its retries and re-executions) are not recomputed; a new run
-    recomputes, so a code fix is never masked by old chunks.
+    Runs on the batched engine, one worker per device. Resumable: chunks finished under
+    `work_prefix` by an earlier attempt with the same `run_scope` (a run and its retries and
+    re-executions) are not recomputed; a new run recomputes, so a code fix is never masked by
+    old chunks.
     """
-    started = time.perf_counter()
+    started, models, stats = time.perf_counter(), _replicas(detector), engine.EngineStats()
 
     def detect_chunk(part: pd.DataFrame, batch: int) -> pd.DataFrame:
-        pictures = load_images(storage, part["image_key"].tolist())
-        raw = inference.detect(detector, pictures, batch)
-        rows = []
-        for row, pic, det in zip(part.to_dict("records"), pictures, raw, strict=True):
-            box = inference.choose_box(
-                det, pic.width, pic.height, class_ids=class_ids, score_threshold=score_threshold
-            )
-            rows.append(
-                {
-                    "product_id": row["product_id"],
-                    "image_key": row["image_key"],
-                    # Carried along so the embeddings' chunk fingerprints see the image content.
-                    "image_sha256": row["sha256"],
-                    **{c: getattr(box, c) for c in BOX_COLUMNS},
-                }
-            )
-        return pd.DataFrame(rows, columns=DETECTION_COLUMNS)
+        boxes = engine.detect_sharded(
+            models.load,
+            read_images(storage, part["image_key"].tolist()),
+            models.devices,
+            stats=stats,
+            class_ids=class_ids,
+            score_threshold=score_threshold,
+            batch_size=batch,
+        )
+        table = part[["product_id", "image_key"]].reset_index(drop=True)
+        # Carried along so the embeddings' chunk fingerprints see the image content.
+        table["image_sha256"] = part["sha256"].to_numpy()
+        for column in BOX_COLUMNS:
+            table[column] = [getattr(box, column) for box in boxes]
+        return table[DETECTION_COLUMNS]
 
     salt = salt_of(
-        scope=run_scope, model=detector.identity, class_ids=list(class_ids), score=score_threshold
+        scope=run_scope,
+        model=models.primary.identity,
+        class_ids=list(class_ids),
+        score=score_threshold,
     )
     run = run_chunks(
         storage,
@@ -171,13 +191,13 @@ def detect_items(
     )
     if progress is not None:
         progress.finish()
-    return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run)
+    return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run, stats)
 
 
 def embed_items(
     detections: pd.DataFrame,
     storage: Storage,
-    embedder: LoadedModel,
+    embedder: Replicas | LoadedModel,
     *,
     input_size: int,
     batch_size: int,
@@ -188,18 +208,24 @@ def embed_items(
 ) -> StageResult:
     """Each detection cropped and embedded; `vector` holds the L2-normalised features.
 
-    Resumable like detect_items: a retried attempt embeds only the unfinished chunks.
+    Runs on the batched engine; resumable like detect_items.
     """
-    started = time.perf_counter()
+    started, models, stats = time.perf_counter(), _replicas(embedder), engine.EngineStats()
 
     def embed_chunk(part: pd.DataFrame, batch: int) -> pd.DataFrame:
-        pictures = load_images(storage, part["image_key"].tolist())
         boxes = [
             inference.ChosenBox(**{c: row[c] for c in BOX_COLUMNS})
             for row in part.to_dict("records")
         ]
-        crops = [inference.crop(pic, box) for pic, box in zip(pictures, boxes, strict=True)]
-        vectors = inference.embed(embedder, crops, input_size=input_size, batch_size=batch)
+        vectors = engine.embed_sharded(
+            models.load,
+            read_images(storage, part["image_key"].tolist()),
+            boxes,
+            models.devices,
+            stats=stats,
+            input_size=input_size,
+            batch_size=batch,
+        )
         table = part[["product_id", "box_source", "score"]].reset_index(drop=True)
         table["vector"] = list(vectors.astype(np.float32))
         return table
@@ -210,14 +236,14 @@ def embed_items(
         detections,
         embed_chunk,
         key_columns=["product_id", "image_key", "image_sha256", *BOX_COLUMNS],
-        salt=salt_of(scope=run_scope, model=embedder.identity, input_size=input_size),
+        salt=salt_of(scope=run_scope, model=models.primary.identity, input_size=input_size),
         chunk_size=chunk_size,
         batch_size=batch_size,
         on_chunk=progress.advance if progress is not None else None,
     )
     if progress is not None:
         progress.finish()
-    return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run)
+    return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run, stats)
 
 
 def vectors_of(table: pd.DataFrame) -> np.ndarray:

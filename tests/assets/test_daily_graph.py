@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from image_search_assets.core import inference
+from image_search_assets.core import engine
 from image_search_assets.core.index import load_current
 from image_search_assets.core.records import asset_value_key, day_report
 from image_search_assets.definitions import DAILY_JOB, build_definitions
@@ -26,13 +26,13 @@ def open_storage(settings):
 def detector_calls(monkeypatch):
     """Records how many images each detector call sees (the models' real work)."""
     seen = []
-    real = inference.detect
+    real = engine.detect_sharded
 
-    def counting(model, images, batch_size):
-        seen.append(len(images))
-        return real(model, images, batch_size)
+    def counting(load, blobs, devices, **options):
+        seen.append(len(blobs))
+        return real(load, blobs, devices, **options)
 
-    monkeypatch.setattr(inference, "detect", counting)
+    monkeypatch.setattr(engine, "detect_sharded", counting)
     return seen
 
 
@@ -63,6 +63,12 @@ def test_consecutive_days_accumulate_without_rerunning_models(settings, detector
         detections = instance.get_latest_materialization_event(dg.AssetKey(["tops", "detections"]))
         metadata = detections.asset_materialization.metadata
         assert metadata["gpus"].value == 4  # no plan tag: the hand-set config
+        # What the engine did: its throughput, batch size and path, for each run.
+        assert metadata["engine_images_per_second"].value > 0
+        assert metadata["engine_batch_size"].value == settings.detector.batch_size
+        engine_meta = metadata["engine"].value
+        assert engine_meta["detect_path"] == "vectorised:ssd" and engine_meta["devices"] == ["cpu"]
+        assert engine_meta["images"] == tops
     day1 = set(store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[0]))["product_id"])
     day2 = store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[1]))
     emb2 = store.read_parquet(asset_value_key(["tops", "embeddings"], DAYS[1]))

@@ -32,6 +32,30 @@ def test_state_dict_checkpoint_loads_and_is_identified_by_hash(tmp_path):
     assert torch.equal(model.module.conv1.weight, source.conv1.weight)
 
 
+def test_an_fp16_checkpoint_with_any_classifier_head_loads_as_an_embedder(tmp_path):
+    source = torchvision.models.resnet18(num_classes=7)  # trained for another task's classes
+    path = tmp_path / "emb16.pt"
+    torch.save(
+        {k: v.half() if v.is_floating_point() else v for k, v in source.state_dict().items()}, path
+    )
+    model = load_embedder(ModelSpec("resnet18", str(path), 64), "cpu")
+    assert model.identity["dim"] == 512  # the head is not part of the embedder
+    assert model.module.conv1.weight.dtype == torch.float32
+    torch.testing.assert_close(model.module.conv1.weight, source.conv1.weight.half().float())
+
+
+def test_a_checkpoint_for_another_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit resnet18"):
+        load_embedder(ModelSpec("resnet18", str(path), 64), "cpu")
+
+
+def test_demo_weights_exist_only_for_the_architectures_they_were_trained_for():
+    with pytest.raises(ValueError, match="scripts/train_demo_weights.py"):
+        load_embedder(ModelSpec("resnet18", "demo", 64), "cpu")
+
+
 def test_torchscript_checkpoint_loads(tmp_path):
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()

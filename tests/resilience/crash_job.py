@@ -14,33 +14,33 @@ from pathlib import Path
 
 import dagster as dg
 
-from image_search_assets.core import inference
+from image_search_assets.core import engine
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from image_search_assets.settings import load_settings
 
 CRASH_DIR = Path(os.environ["CRASH_DIR"])
 BLOCK_AT_CALL = int(os.environ["BLOCK_AT_CALL"])
-_real_embed = inference.embed
+_real_embed = engine.embed_sharded
 _calls_here = []
 
 
-def _logged_embed(module, crops, *, input_size, batch_size):
+def _logged_embed(load, blobs, boxes, devices, **options):
     blocked = CRASH_DIR / "blocked"
     if len(_calls_here) == BLOCK_AT_CALL and not blocked.exists():
         blocked.write_text(str(os.getpid()))
         time.sleep(600)  # the test kills this process here
-    vectors = _real_embed(module, crops, input_size=input_size, batch_size=batch_size)
-    _calls_here.append(len(crops))
+    vectors = _real_embed(load, blobs, boxes, devices, **options)
+    _calls_here.append(len(blobs))
     with (CRASH_DIR / "calls.jsonl").open("a") as log:
-        log.write(json.dumps({"pid": os.getpid(), "items": len(crops)}) + "\n")
+        log.write(json.dumps({"pid": os.getpid(), "items": len(blobs)}) + "\n")
     return vectors
 
 
 # Run with -m, this file is imported twice (as __main__ and by the job's module name, and again
 # as __mp_main__ in step processes): wrap the model once only.
-if not hasattr(inference.embed, "logged_by_crash_job"):
+if not hasattr(engine.embed_sharded, "logged_by_crash_job"):
     _logged_embed.logged_by_crash_job = True
-    inference.embed = _logged_embed
+    engine.embed_sharded = _logged_embed
 
 
 def daily_job() -> dg.JobDefinition:

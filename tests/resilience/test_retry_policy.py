@@ -14,7 +14,7 @@ import pytest
 import torch
 from google.api_core import exceptions as gexc
 
-from image_search_assets.core import inference
+from image_search_assets.core import engine
 from image_search_assets.core.catalog import CatalogSchemaError
 from image_search_assets.core.failures import GpuMemoryExhausted
 from image_search_assets.settings import ConfigError, load_settings
@@ -44,18 +44,18 @@ def model(monkeypatch):
     """The embedder call, scripted: each queued fault is raised (or called) once, in order."""
     script: list = []
     batch_sizes: list[int] = []
-    real = inference.embed
+    real = engine.embed_sharded
 
-    def embed(module, crops, *, input_size, batch_size):
-        batch_sizes.append(batch_size)
+    def embed(load, blobs, boxes, devices, **options):
+        batch_sizes.append(options["batch_size"])
         if script:
             fault = script.pop(0)
             if isinstance(fault, BaseException):
                 raise fault
             fault()
-        return real(module, crops, input_size=input_size, batch_size=batch_size)
+        return real(load, blobs, boxes, devices, **options)
 
-    monkeypatch.setattr(inference, "embed", embed)
+    monkeypatch.setattr(engine, "embed_sharded", embed)
     return SimpleNamespace(script=script, batch_sizes=batch_sizes)
 
 

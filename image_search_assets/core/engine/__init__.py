@@ -14,10 +14,11 @@ from .detect import detect_boxes
 from .embed import embed_crops
 from .reader import decode_batch
 from .runtime import EngineStats
-from .workers import detect_sharded, embed_sharded, run_sharded, visible_devices
+from .workers import cpu_workers, detect_sharded, embed_sharded, run_sharded, visible_devices
 
 __all__ = [
     "EngineStats",
+    "cpu_workers",
     "decode_batch",
     "detect_boxes",
     "detect_sharded",
