@@ -8,11 +8,17 @@ index per category does; a hit shares the query's colour and pattern. The pooled
 searches all categories together and needs all three to match.
 
     python benchmarks/demo_precision.py [--per-combo 6] [--json out.json]
+
+`--served` instead asks the indexes that `image-search demo` published (the configured storage
+and catalog; run it in the demo's directory): each indexed product's 5 nearest in its
+category's Annoy index, a hit sharing its colour and pattern. To compare random weights there,
+rerun the demo with a config naming `weights: random` (IMAGE_SEARCH_CONFIG).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 
@@ -29,8 +35,11 @@ def main() -> None:
     parser.add_argument("--per-combo", type=int, default=6)
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--json")
+    parser.add_argument("--served", action="store_true", help="measure the demo's indexes")
     args = parser.parse_args()
     settings = load_settings()
+    if args.served:
+        return served(settings, args.json)
     d, e = settings.detector, settings.embedder
     if d.weights != "demo" or e.weights != "demo":
         raise SystemExit("platform.yaml does not name the demo weights")
@@ -59,6 +68,26 @@ def main() -> None:
     }
     if args.json:
         with open(args.json, "w") as f:
+            f.write(json.dumps(result, indent=2) + "\n")
+
+
+def served(settings, json_path: str | None) -> None:
+    from image_search_assets.cli import _storage
+    from image_search_assets.core.query import served_indexes
+    from image_search_assets.core.retrieval_eval import served_precision
+
+    with open(settings.catalog, newline="", encoding="utf-8") as f:
+        looks = {r["product_id"]: (r["colour"], r["pattern"]) for r in csv.DictReader(f)}
+    indexes = served_indexes(_storage(settings), settings.category_names)
+    result = served_precision(indexes, looks, k=5)
+    models = {
+        m: f"{c.arch} weights={c.weights}"
+        for m, c in (("detector", settings.detector), ("embedder", settings.embedder))
+    }
+    result = {"catalog": settings.catalog, **models, **result}
+    print(json.dumps(result, indent=2))
+    if json_path:
+        with open(json_path, "w") as f:
             f.write(json.dumps(result, indent=2) + "\n")
 
 

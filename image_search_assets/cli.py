@@ -17,6 +17,9 @@ from .settings import Settings, load_settings
 
 DEFAULT_DAGSTER_HOME = "var/dagster_home"
 # The console shows warnings (quarantine, random weights); the full log is in the instance.
+# The demo catalog's looks (colour x pattern) per category: a season's collection, so that
+# every product has look-alikes for the similar-items search to find.
+DEMO_LOOKS = 4
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -103,7 +106,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(settings.catalog).parent
     print(f"generating the sample catalog for {args.days} days from {start} in {out}/ ...")
     generate_catalog(
-        out, settings.category_names, start, days=args.days, timezone=settings.timezone
+        out,
+        settings.category_names,
+        start,
+        days=args.days,
+        timezone=settings.timezone,
+        looks=DEMO_LOOKS,
     )
     home = ensure_dagster_home(settings)
     days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
@@ -113,14 +121,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print(format_report(day_report(_storage(settings), days[-1], settings.category_names)))
     print(f"\nOpen the UI:   DAGSTER_HOME={home} dagster dev   (then http://127.0.0.1:3000)")
-    print(f"Query:         image-search query --product-id {_any_product(settings)}")
+    print(f"Query:         image-search query --product-id {suggested_query(settings)}")
     return 0
 
 
-def _any_product(settings: Settings) -> str:
+def suggested_query(settings: Settings) -> str:
+    """An indexed product of the first category whose look the most other products share."""
+    import csv
+    from collections import Counter
+
     from .core.index import load_current
 
-    return load_current(_storage(settings), settings.category_names[0]).ids[0]
+    ids = load_current(_storage(settings), settings.category_names[0]).ids
+    with open(settings.catalog, newline="", encoding="utf-8") as f:
+        look = {r["product_id"]: (r["colour"], r["pattern"]) for r in csv.DictReader(f)}
+    shared = Counter(look.get(pid) for pid in ids)
+    return max(ids, key=lambda pid: shared[look.get(pid)] if pid in look else 0)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

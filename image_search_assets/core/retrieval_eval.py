@@ -2,7 +2,8 @@
 
 Used to judge weights (demo vs random) on synthetic products whose category, colour and pattern
 are known, through the platform's own detect -> choose box -> crop -> embed path. Search is
-exact cosine (the Annoy index's own recall is checked apart).
+exact cosine (the Annoy index's own recall is checked apart), except in `served_precision`,
+which asks the published indexes themselves.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import io
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from . import inference
+from .index import ServedIndex
 from .models import ModelSpec, load_detector, load_embedder
 from .synthetic import PALETTE, PATTERNS, draw_product_with_box
 
@@ -148,4 +151,41 @@ def evaluate_weights(
         ),
         "seconds": seconds,
         "images_per_second": len(products) / seconds,
+    }
+
+
+def served_precision(
+    served: Mapping[str, ServedIndex], looks: Mapping[str, object], k: int = 5
+) -> dict[str, Any]:
+    """precision@k of published indexes as they serve: each indexed product's k nearest others
+    in its category's Annoy index that share its look (`looks`: product id -> colour/pattern).
+
+    A small catalog caps precision@k: a product with 2 look-alikes scores at most 2/k. So the
+    result also gives `found_share`: hits over min(k, look-alikes in the index), over products
+    that have any. Products without a known look are left out.
+    """
+    raw: dict[str, list[float]] = {}
+    found: dict[str, list[float]] = {}
+    for category, s in served.items():
+        shared = Counter(looks.get(pid) for pid in s.ids)
+        for i, pid in enumerate(s.ids):
+            if pid not in looks or len(s.ids) <= k:
+                continue
+            near = [j for j in s.index.get_nns_by_item(i, k + 1) if j != i][:k]
+            hits = sum(looks.get(s.ids[j]) == looks[pid] for j in near)
+            raw.setdefault(category, []).append(hits / k)
+            if (alike := shared[looks[pid]] - 1) > 0:
+                found.setdefault(category, []).append(hits / min(k, alike))
+    if not raw:
+        raise ValueError(f"no served index has more than k={k} products with a known look")
+
+    def mean(groups: dict[str, list[float]]) -> float:
+        return float(np.mean([x for xs in groups.values() for x in xs]))
+
+    return {
+        f"precision_at_{k}": mean(raw),  # every product's query counts once
+        "found_share": mean(found),
+        "per_category": {c: round(float(np.mean(xs)), 4) for c, xs in raw.items()},
+        "found_share_per_category": {c: round(float(np.mean(xs)), 4) for c, xs in found.items()},
+        "products": sum(len(xs) for xs in raw.values()),
     }

@@ -175,6 +175,11 @@ def draw_product_with_box(
     return img, ImageChops.add(mask, edge).getbbox() or (0, 0, size, size)
 
 
+def _collection(seed: int, category: str, looks: int) -> list[tuple[str, str]]:
+    every = [(c, p) for c in PALETTE for p in PATTERNS]
+    return random.Random(f"{seed}:collection:{category}").sample(every, min(looks, len(every)))
+
+
 def generate_catalog(
     out_dir: str | Path,
     categories: Sequence[str],
@@ -186,10 +191,14 @@ def generate_catalog(
     timezone: str = "Asia/Tokyo",
     include_bad: bool = True,
     mix: Mapping[str, int] | None = None,
+    looks: int | None = None,
 ) -> Path:
     """Writes out_dir/catalog.csv and out_dir/images/*.jpg; returns the CSV path.
 
-    `mix` overrides the per-day count of the categories it names (0 drops one).
+    `mix` overrides the per-day count of the categories it names (0 drops one). `looks` limits
+    each category to that many colour x pattern looks (a season's collection, drawn per
+    category from the seed), so that "similar items" exist to be found; each product is still
+    drawn with its own size, position and background. None draws every look freely.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -199,12 +208,15 @@ def generate_catalog(
             raise ValueError(f"mix names {cat!r}, which is not among the categories")
         counts[cat] = n
     zone, rows = ZoneInfo(timezone), []
+    collections = {c: _collection(seed, c, looks) for c in counts} if looks else {}
     first_cat = categories[0] if categories else "tops"
 
     def add(pid, cat, day, form="offset", kind="jpeg", key=None, minute=None, name=None):
         # Each row's RNG is keyed by seed and id alone, so rows never depend on each other.
         rng = random.Random(f"{seed}:{key or pid}")
         colour, pattern = rng.choice(list(PALETTE)), rng.choice(PATTERNS)
+        if cat in collections:
+            colour, pattern = random.Random(f"{seed}:{key or pid}:look").choice(collections[cat])
         m = rng.randrange(30, 23 * 60 + 31, 5) if minute is None else minute
         local = datetime.combine(day, time(m // 60, m % 60), zone)
         added_at = {

@@ -129,6 +129,23 @@ def test_bad_rows_are_present_only_when_asked_for(tmp_path):
     assert "not-a-date" not in {r["added_at"] for r in clean}
 
 
+def test_looks_limit_each_category_to_a_collection_and_change_nothing_else(tmp_path):
+    free = _generate(tmp_path / "free", days=3, include_bad=False)
+    limited = _generate(tmp_path / "looks", days=3, include_bad=False, looks=2)
+    per_category: dict[str, set] = {}
+    for row in limited:
+        per_category.setdefault(row["category"], set()).add((row["colour"], row["pattern"]))
+    assert set(per_category) == set(SMALL) and all(len(s) <= 2 for s in per_category.values())
+    assert len(per_category["tops"]) == 2  # 24 tops over 2 looks: both appear
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("colour", "pattern")} for r in rows]
+
+    assert strip(free) == strip(limited)  # same ids, dates and files: only the looks differ
+    again = _generate(tmp_path / "again", days=3, include_bad=False, looks=2)
+    assert again == limited
+
+
 def test_colours_change_the_silhouette_not_the_geometry():
     def draw(colour: str) -> np.ndarray:
         return np.asarray(draw_product("tops", colour, "solid", random.Random(7), 128), float)
