@@ -15,6 +15,7 @@ import functools
 import hashlib
 import logging
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,15 @@ def demo_checkpoint(arch: str) -> Path:
     return WEIGHTS_DIR / DEMO_WEIGHTS[arch]
 
 
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives carry their code; a saved state_dict is pickled data only."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
 def _load_module(
     spec: ModelSpec, *, detector: bool, read_bytes: Callable[[str], bytes] | None
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -117,10 +127,8 @@ def _load_module(
     uri = str(demo_checkpoint(spec.arch)) if spec.weights == "demo" else spec.weights
     path = _read_checkpoint(uri, read_bytes)
     identity["sha256"] = _sha256(path)
-    try:
+    if _is_torchscript(path):
         return torch.jit.load(str(path), map_location="cpu"), identity | {"format": "torchscript"}
-    except RuntimeError:
-        pass  # not TorchScript: a state_dict for the named architecture
     module = _construct(spec, detector=detector, weights=None)
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state

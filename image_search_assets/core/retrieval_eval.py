@@ -166,6 +166,7 @@ def served_precision(
     """
     raw: dict[str, list[float]] = {}
     found: dict[str, list[float]] = {}
+    best: list[float] = []  # the precision@k that perfect embeddings would reach here
     for category, s in served.items():
         shared = Counter(looks.get(pid) for pid in s.ids)
         for i, pid in enumerate(s.ids):
@@ -174,6 +175,7 @@ def served_precision(
             near = [j for j in s.index.get_nns_by_item(i, k + 1) if j != i][:k]
             hits = sum(looks.get(s.ids[j]) == looks[pid] for j in near)
             raw.setdefault(category, []).append(hits / k)
+            best.append(min(k, shared[looks[pid]] - 1) / k)
             if (alike := shared[looks[pid]] - 1) > 0:
                 found.setdefault(category, []).append(hits / min(k, alike))
     if not raw:
@@ -184,6 +186,7 @@ def served_precision(
 
     return {
         f"precision_at_{k}": mean(raw),  # every product's query counts once
+        f"attainable_precision_at_{k}": float(np.mean(best)),
         "found_share": mean(found),
         "per_category": {c: round(float(np.mean(xs)), 4) for c, xs in raw.items()},
         "found_share_per_category": {c: round(float(np.mean(xs)), 4) for c, xs in found.items()},

@@ -46,5 +46,6 @@ def test_served_precision_asks_the_annoy_index_and_credits_what_a_small_catalog_
     # Look a: 3 look-alikes of 5 neighbours; look b: 1 of 5. found_share credits both fully.
     assert result["precision_at_5"] == pytest.approx((4 * 3 / 5 + 2 * 1 / 5) / 6)
     assert result["found_share"] == 1.0 and result["products"] == 6
+    assert result["attainable_precision_at_5"] == result["precision_at_5"]
     with pytest.raises(ValueError, match="k=10"):
         served_precision(served, looks, k=10)
