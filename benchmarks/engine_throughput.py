@@ -174,6 +174,9 @@ def main() -> None:
     parser.add_argument("--emb-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--weights", default="random", help="random | demo (ssdlite + mobilenet_v3_small only)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
     parser.add_argument("--out", type=Path, default=None)
@@ -183,13 +186,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     device = models.resolve_device(args.device)
-    det_spec = models.ModelSpec(args.detector, "random", args.det_size, num_classes=14)
+    det_spec = models.ModelSpec(args.detector, args.weights, args.det_size, num_classes=14)
     detector = models.load_detector(det_spec, str(device))
     transform = detector.module.transform
     if getattr(transform, "fixed_size", None) is not None:
         transform.fixed_size = (args.det_size, args.det_size)  # both paths run at --det-size
     embedder = models.load_embedder(
-        models.ModelSpec(args.embedder, "random", args.emb_size), str(device)
+        models.ModelSpec(args.embedder, args.weights, args.emb_size), str(device)
     )
     blobs = synthetic_jpegs(args.images, args.image_size)
     warm = blobs[: min(len(blobs), max(2, args.batch))]
@@ -213,7 +216,7 @@ def main() -> None:
             "embedder": args.embedder,
             "emb_size": args.emb_size,
             "embed_precision": emb["precision"],
-            "weights": "random",
+            "weights": args.weights,
         },
         "inputs": {
             "images": n,

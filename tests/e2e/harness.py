@@ -29,6 +29,8 @@ ARTIFACTS = REPO / "artifacts" / "e2e"
 CATEGORIES = ("tops", "pants", "hats")
 MIX = {"tops": 3, "pants": 2, "hats": 1}
 TIMEZONE = "Asia/Tokyo"
+# Every run goes through weighted GPU admission; tops 4 + pants 2 + hats 1 never wait for it.
+GPU_POOL, GPU_BUDGET = "gpu-nvidia-tesla-t4", 7
 LOCATION = "image_search"
 REPOSITORY = "__repository__"
 T = TypeVar("T")
@@ -85,10 +87,15 @@ def write_platform(root: Path, start: date, days: int) -> Path:
 
 
 def write_instance(home: Path) -> Path:
-    """A SQLite DAGSTER_HOME: queued runs dequeued every second, generous code-server start."""
+    """The demo's SQLite DAGSTER_HOME (weighted GPU pools, run monitoring) with queued runs
+    dequeued every second and a generous code-server start; its GPU pool holds GPU_BUDGET."""
+    import dagster as dg
+
+    from image_search_assets.cli import instance_config
+
     home.mkdir(parents=True, exist_ok=True)
     config = {
-        "telemetry": {"enabled": False},
+        **instance_config(home),
         "run_coordinator": {
             "module": "dagster._core.run_coordinator",
             "class": "QueuedRunCoordinator",
@@ -98,6 +105,8 @@ def write_instance(home: Path) -> Path:
         "code_servers": {"local_startup_timeout": 300},
     }
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.set_concurrency_slots(GPU_POOL, GPU_BUDGET)
     return home
 
 

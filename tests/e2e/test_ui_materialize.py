@@ -10,7 +10,15 @@ from image_search_assets.core.storage import open_storage
 from image_search_assets.settings import load_settings
 
 from .browser import Browser, require_browser
-from .harness import ARTIFACTS, DagsterDev, today_in_zone, write_instance, write_platform
+from .harness import (
+    ARTIFACTS,
+    GPU_BUDGET,
+    GPU_POOL,
+    DagsterDev,
+    today_in_zone,
+    write_instance,
+    write_platform,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -19,6 +27,12 @@ RUN = """
 query($id: ID!) {
   runOrError(runId: $id) {
     ... on Run { status tags { key value } assetSelection { path } assetCheckSelection { name } }
+  }
+}"""
+LOGS = """
+query($id: ID!) {
+  logsForRun(runId: $id) {
+    ... on EventConnection { events { ... on MessageEvent { message stepKey } } }
   }
 }"""
 
@@ -78,6 +92,7 @@ def test_materialise_one_partition_of_one_category_from_the_ui(tmp_path, browser
         browser.until(lambda d: d.page_source.count("Succeeded") >= 4, 60)
         page.save_screenshot(str(ARTIFACTS / "ui_checks.png"))
         run = dagster.graphql(RUN, id=run_id)["runOrError"]
+        events = dagster.graphql(LOGS, id=run_id)["logsForRun"]["events"]
 
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert tags["dagster/partition"] == day.isoformat()
@@ -89,5 +104,13 @@ def test_materialise_one_partition_of_one_category_from_the_ui(tmp_path, browser
         "tops/embeddings",
     ]
     assert len(run["assetCheckSelection"]) == 4  # tops' index checks ran with it
+    # The UI's run went through the weighted GPU pool: each tops GPU step was granted 4 GPUs.
+    granted = {
+        e["stepKey"]: e["message"]
+        for e in events
+        if e.get("message", "").startswith(f"GPU pool {GPU_POOL}: granted")
+    }
+    assert sorted(granted) == ["tops__detections", "tops__embeddings"], granted
+    assert all(f"granted 4 GPU(s); 3 of {GPU_BUDGET} left free" in m for m in granted.values())
     served = load_current(open_storage(load_settings(config).storage_root), "tops")
     assert (served.manifest["date"], served.manifest["count"]) == (day.isoformat(), 4)
