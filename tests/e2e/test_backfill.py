@@ -47,6 +47,16 @@ query($id: String!) {
 }"""
 
 
+FAILURES = """
+query($id: ID!) {
+  logsForRun(runId: $id) {
+    ... on EventConnection {
+      events { ... on ExecutionStepFailureEvent { stepKey error { message } } }
+    }
+  }
+}"""
+
+
 def partition_of(run: dict) -> str:
     return next(t["value"] for t in run["tags"] if t["key"] == "dagster/partition")
 
@@ -59,23 +69,30 @@ def asset_keys() -> list[dict[str, list[str]]]:
     return [{"path": k} for k in keys]
 
 
+def backfill(dagster: DagsterDev, days: list[str]) -> tuple[str, list[dict]]:
+    """Launches a backfill of every asset over `days`; its final status and its runs."""
+    launched = dagster.graphql(
+        LAUNCH, params={"assetSelection": asset_keys(), "partitionNames": days}
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def finished() -> str | None:
+        status = dagster.graphql(BACKFILL, id=backfill_id)["partitionBackfillOrError"]
+        return status["status"] if status["status"] != "REQUESTED" else None
+
+    status = wait_for(finished, 600, "the backfill", every=3)
+    return status, dagster.graphql(RUNS, id=backfill_id)["runsOrError"]["results"]
+
+
 def test_a_three_day_backfill_runs_day_by_day_with_the_right_counts(tmp_path):
     start = today_in_zone() - timedelta(days=4)
     days = days_from(start, 3)
     config = write_platform(tmp_path, start, days=3)
     with DagsterDev(write_instance(tmp_path / "home"), config) as dagster:
-        launched = dagster.graphql(
-            LAUNCH, params={"assetSelection": asset_keys(), "partitionNames": days}
-        )["launchPartitionBackfill"]
-        assert launched["__typename"] == "LaunchBackfillSuccess", launched
-        backfill_id = launched["backfillId"]
+        status, runs = backfill(dagster, days)
 
-        def finished() -> str | None:
-            status = dagster.graphql(BACKFILL, id=backfill_id)["partitionBackfillOrError"]
-            return status["status"] if status["status"] != "REQUESTED" else None
-
-        assert wait_for(finished, 600, "the backfill", every=3) == "COMPLETED_SUCCESS"
-        runs = dagster.graphql(RUNS, id=backfill_id)["runsOrError"]["results"]
+    assert status == "COMPLETED_SUCCESS"
 
     assert all(r["status"] == "SUCCESS" for r in runs)
     done = [(tuple(a["path"]), partition_of(r)) for r in runs for a in r["assetSelection"]]
@@ -104,3 +121,36 @@ def test_a_three_day_backfill_runs_day_by_day_with_the_right_counts(tmp_path):
         served = load_current(store, category)
         assert served.manifest["date"] == days[-1]
         assert served.manifest["count"] == 3 * INDEXED_PER_DAY[category]
+
+
+def test_a_failed_day_stops_the_later_days_of_a_backfill(tmp_path):
+    # The range starts a day after a gap: its first day fails for want of its predecessor.
+    start = today_in_zone() - timedelta(days=5)
+    gap, *days = days_from(start, 4)
+    config = write_platform(tmp_path, start, days=4)
+    with DagsterDev(write_instance(tmp_path / "home"), config) as dagster:
+        status, runs = backfill(dagster, days)
+        index_runs = [
+            r for r in runs if any(a["path"][-1] == "annoy_index" for a in r["assetSelection"])
+        ]
+        failures = [
+            event
+            for r in index_runs
+            for event in dagster.graphql(FAILURES, id=r["runId"])["logsForRun"]["events"]
+            if event.get("error")
+        ]
+
+    assert status in ("COMPLETED_FAILED", "FAILED"), status
+    # Only the first day's indexes were tried, and each failed naming the missing day, once.
+    assert {partition_of(r) for r in index_runs} == {days[0]}
+    assert all(r["status"] == "FAILURE" for r in index_runs)
+    failed = sorted(e["stepKey"] for e in failures)
+    assert failed == sorted(f"{c}__annoy_index" for c in CATEGORIES), failures
+    assert all(gap in e["error"]["message"] for e in failures)
+    # Nothing later ran on missing data: no index of any later day, nothing published.
+    store = open_storage(load_settings(config).storage_root)
+    for category in CATEGORIES:
+        for day in days:
+            assert not store.exists(asset_value_key([category, "annoy_index"], day))
+        with pytest.raises(FileNotFoundError):
+            load_current(store, category)
