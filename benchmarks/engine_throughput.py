@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from gpu_probe import UtilisationSampler, profile_table  # beside this script
 from PIL import Image
 
 from image_search_assets.core import inference, models, synthetic
@@ -156,15 +157,6 @@ def hardware(device: torch.device) -> dict:
     return info
 
 
-def gpu_utilisation(device: torch.device) -> int | None:
-    if device.type != "cuda":
-        return None
-    try:
-        return torch.cuda.utilization(device)
-    except (RuntimeError, ModuleNotFoundError):  # needs pynvml / NVML
-        return None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -182,6 +174,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="write a torch.profiler table of one pass"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
     if args.threads:
@@ -202,9 +197,12 @@ def main() -> None:
     run_engine(detector, embedder, warm, args)
 
     naive = run_naive(detector, embedder, blobs, args)
-    util_before = gpu_utilisation(device)
-    engine = run_engine(detector, embedder, blobs, args)
-    util_after = gpu_utilisation(device)
+    with UtilisationSampler(device) as sampler:
+        engine = run_engine(detector, embedder, blobs, args)
+    if args.profile:
+        args.profile.parent.mkdir(parents=True, exist_ok=True)
+        table = profile_table(lambda: run_engine(detector, embedder, blobs, args), device)
+        args.profile.write_text(table + "\n")
     n = len(blobs)
     naive_wall = sum(naive["seconds"].values())
     det, emb = engine["detect_stats"], engine["embed_stats"]
@@ -237,7 +235,7 @@ def main() -> None:
         },
         "engine_stats": {"detect": det, "embed": emb},
         "ratio_engine_over_naive": round(naive_wall / engine["wall"], 2),
-        "gpu_utilisation_percent": {"before": util_before, "after": util_after},
+        "gpu_utilisation_during_engine": sampler.summary(),
         "equivalence": equivalence(naive, engine),
     }
     text = json.dumps(result, indent=2)

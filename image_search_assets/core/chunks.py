@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .failures import GpuMemoryExhausted, is_cuda_oom, release_gpu_memory
+from .gpu_memory import GpuMemoryExhausted, is_cuda_oom, release_gpu_memory
 from .storage import Storage
 
 MANIFEST = "manifest.json"

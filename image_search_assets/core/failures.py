@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 
 from ..settings import ConfigError
 from .catalog import CatalogSchemaError
+from .gpu_memory import GpuMemoryExhausted, is_cuda_oom
 from .index import IndexVerificationError
 from .storage import PreconditionFailed
 
@@ -39,10 +39,6 @@ RERUN = "then re-execute the run from failure"
 
 class Preempted(Exception):
     """The node is going away (GKE preemption, pod eviction): the work can resume elsewhere."""
-
-
-class GpuMemoryExhausted(RuntimeError):
-    """CUDA ran out of memory at batch size 1: a smaller batch cannot help."""
 
 
 @dataclass(frozen=True)
@@ -74,24 +70,6 @@ def _transient_network() -> tuple[type[BaseException], ...]:
         exc.Timeout,
         exc.ChunkedEncodingError,
     )
-
-
-def is_cuda_oom(exc: BaseException) -> bool:
-    """A CUDA out-of-memory error that a smaller batch may avoid."""
-    if isinstance(exc, GpuMemoryExhausted):
-        return False
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    # Older torch and some kernels raise a bare RuntimeError with this text.
-    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
-
-
-def release_gpu_memory() -> None:
-    """Returns cached CUDA blocks after an OOM, so that a retry in this process starts clean."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _classify_one(exc: BaseException) -> Verdict | None:

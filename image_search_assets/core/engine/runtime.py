@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ..failures import GpuMemoryExhausted, is_cuda_oom, release_gpu_memory
+from ..gpu_memory import GpuMemoryExhausted, is_cuda_oom, release_gpu_memory
 
 R = TypeVar("R")
 
