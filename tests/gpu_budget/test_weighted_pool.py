@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,12 +14,19 @@ import yaml
 from image_search_assets.settings import load_settings
 from image_search_assets.tags import GPUS_TAG
 
-from .jobs import gpu_steps
+from .jobs import STREAM_STEPS, gpu_steps
 
 POOL = "gpu-nvidia-tesla-t4"
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(300)
+
+
+def wait_for(probe, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def write_home(home: Path, storage: dict) -> Path:
@@ -134,25 +142,31 @@ def test_waiting_consumes_no_retry_and_says_why(sqlite_instance):
     assert any("needs 2 GPU(s)" in w and "of 4 free" in w for w in waits)
 
 
-def run_concurrently(home: Path, runs: int = 2) -> list[str]:
-    """Separate processes, as production run workers are; returns their run ids."""
+def start_run(home: Path, job: str = "gpu_steps") -> tuple[subprocess.Popen, Path]:
+    """A separate run process, as production run workers are."""
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    logs = [home / f"run-{i}.log" for i in range(runs)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.gpu_budget.run_job"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=log.open("w"),
-            text=True,
-        )
-        for log in logs
-    ]
-    outputs = [p.communicate(timeout=240)[0] for p in procs]
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log.read_text()[-3000:]
-    return [out.strip().splitlines()[-1] for out in outputs]
+    log = home / f"{job}-{len(list(home.glob('*.log')))}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.gpu_budget.run_job", job],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+    )
+    return proc, log
+
+
+def finish(started: tuple[subprocess.Popen, Path]) -> str:
+    """Waits for a run process; its run id."""
+    proc, log = started
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    return out.strip().splitlines()[-1]
+
+
+def run_concurrently(home: Path, runs: int = 2) -> list[str]:
+    return [finish(p) for p in [start_run(home) for _ in range(runs)]]
 
 
 def test_budget_holds_across_two_concurrent_runs_on_sqlite(sqlite_home):
@@ -171,6 +185,25 @@ def test_budget_holds_across_two_concurrent_runs_on_postgres(tmp_path, postgres_
         info = instance.event_log_storage.get_concurrency_info(POOL)
     assert len(intervals) == 26 and peak_gpus(intervals) <= 4
     assert info.slot_count == 4 and info.active_slot_count == 0
+
+
+def test_a_four_gpu_step_is_not_starved_by_a_stream_of_one_gpu_steps(sqlite_home):
+    # Run A: 8 one-GPU steps of 10 s on a budget of 4, so 4 run and 4 wait. Run B, a separate
+    # process, then asks for 4 GPUs. Greedy admission would hand every freed GPU to A's waiting
+    # steps and B would wait for all 8; the reservation makes A's waiters leave them to B.
+    stream = start_run(sqlite_home, "one_gpu_stream")
+    with dg.DagsterInstance.from_config(str(sqlite_home)) as instance:
+        storage = instance.event_log_storage
+        wait_for(lambda: storage.get_concurrency_info(POOL).active_slot_count == 4, 120)
+        big = start_run(sqlite_home, "one_four_gpu_step")
+        run_ids = [finish(stream), finish(big)]
+        intervals = gpu_intervals(instance, run_ids)
+    assert len(intervals) == STREAM_STEPS + 1 and peak_gpus(intervals) <= 4
+    tops = next(i for i in intervals if i[2] == 4)
+    ones = [i for i in intervals if i[2] == 1]
+    first_wave = [i for i in ones if i[0] < tops[0]]
+    assert len(first_wave) == 4  # only the steps already running when it arrived
+    assert all(i[0] >= tops[1] for i in ones if i not in first_wave)  # the rest waited for it
 
 
 def test_gpu_tags_carry_the_weights():
