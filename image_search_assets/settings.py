@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from .core.gpu_plan import ThroughputModel
 from .core.retry import BackoffPolicy
 
 DEFAULT_CONFIG = Path(__file__).with_name("platform.yaml")
@@ -80,6 +81,24 @@ class ChecksConfig:
 
 
 @dataclass(frozen=True)
+class PlanningConfig:
+    """How the daily schedule sizes each category's GPUs on the day's items (core/gpu_plan)."""
+
+    items_per_gpu_second: float = 0.25  # detect + embed per GPU, until a run has measured it
+    overhead_s: float = 300.0  # pod start, model load, output flush
+    scaling_efficiency: float = 0.95  # share of linear speed-up kept per doubling of GPUs
+    slack: float = 1.05  # makespan allowed over the all-max-GPUs plan
+    use_measured: bool = True  # the engine's latest measured rates replace items_per_gpu_second
+
+    def __post_init__(self) -> None:
+        if self.items_per_gpu_second <= 0 or self.overhead_s < 0 or self.slack < 1:
+            raise ValueError("needs items_per_gpu_second > 0, overhead_s >= 0 and slack >= 1")
+
+    def model(self) -> ThroughputModel:
+        return ThroughputModel(self.items_per_gpu_second, self.overhead_s, self.scaling_efficiency)
+
+
+@dataclass(frozen=True)
 class Settings:
     categories: tuple[Category, ...]
     start_date: str
@@ -98,6 +117,7 @@ class Settings:
     # Items per persisted chunk of detection/embedding work; a retried step skips finished ones.
     chunk_size: int = 64
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    planning: PlanningConfig = field(default_factory=PlanningConfig)
 
     @property
     def category_names(self) -> tuple[str, ...]:
@@ -182,6 +202,7 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         chunk_size=_positive(models.get("chunk_size", 64), "models.chunk_size"),
         alerts=_section(AlertsConfig, raw.get("alerts") or {}, "alerts"),
         checks=_section(ChecksConfig, raw.get("checks") or {}, "checks"),
+        planning=_section(PlanningConfig, raw.get("planning") or {}, "planning"),
     )
 
 

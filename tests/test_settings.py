@@ -28,6 +28,8 @@ def test_adding_a_category_is_one_line():
         ({"categories": [{"name": "tops", "gpus": 0}]}, "gpus"),
         ({"categories": []}, "at least one"),
         ({"categories": [{"name": "t"}], "partitions": {"timezone": "Mars/Base"}}, "partitions"),
+        ({"categories": [{"name": "t"}], "planning": {"slack": 0.9}}, "planning: needs"),
+        ({"categories": [{"name": "t"}], "planning": {"gpus_per_day": 3}}, "planning"),
     ],
 )
 def test_bad_config_is_a_clear_error(raw, match):

@@ -17,6 +17,7 @@ from ..core.daily_gate import (
     previous_day,
     target_day,
 )
+from ..core.gpu_plan import StageRate, measured_throughput
 from ..settings import Settings
 from ..tags import GPU_PLAN_TAG
 
@@ -25,6 +26,8 @@ DEFAULT_CRON = "0 6 * * *"
 # Deployment override of the cron (a minutely cron makes ticks observable in end-to-end tests).
 CRON_ENV = "IMAGE_SEARCH_SCHEDULE_CRON"
 GPU_PLAN_NOTE_TAG = "image_search/gpu_plan_note"
+THROUGHPUT_TAG = "image_search/gpu_plan_throughput"  # the items/GPU-s the plan assumed, and why
+GPU_STAGES = ("detections", "embeddings")
 PARTITION_TAG = "dagster/partition"
 IN_PROGRESS = (
     dg.DagsterRunStatus.QUEUED,
@@ -63,6 +66,30 @@ def active_runs(instance: dg.DagsterInstance, days: Sequence[date]) -> list[Acti
     return [ActiveRun(r.run_id, r.tags[PARTITION_TAG], r.status.value) for r in runs]
 
 
+def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> list[StageRate]:
+    """The engine's images/s and device count from each GPU step's latest materialisation."""
+    rates = []
+    for category in categories:
+        for stage in GPU_STAGES:
+            event = instance.get_latest_materialization_event(dg.AssetKey([category, stage]))
+            meta = (
+                event.asset_materialization.metadata
+                if event and event.asset_materialization
+                else {}
+            )
+            if "engine_images_per_second" not in meta:
+                continue  # never materialised, or every chunk was reused
+            devices = str(meta["devices"].value) if "devices" in meta else ""
+            rates.append(
+                StageRate(
+                    stage,
+                    float(meta["engine_images_per_second"].value),
+                    len([d for d in devices.split(",") if d.strip()]) or 1,
+                )
+            )
+    return rates
+
+
 def build_daily_schedule(settings: Settings, job: object, cron: str) -> dg.ScheduleDefinition:
     first = date.fromisoformat(settings.start_date)
     names = list(settings.category_names)
@@ -89,11 +116,22 @@ def build_daily_schedule(settings: Settings, job: object, cron: str) -> dg.Sched
         if not decision.launch:
             context.log.info(decision.reason)
             return dg.SkipReason(decision.reason)
+        model, throughput = settings.planning.model(), "configured"
+        if settings.planning.use_measured:
+            model, throughput = measured_throughput(latest_rates(context.instance, names), model)
         plan = day_gpu_plan(
-            hand_set, lambda: count_per_category(catalog.day(day, names).products, names)
+            hand_set,
+            lambda: count_per_category(catalog.day(day, names).products, names),
+            model,
+            settings.planning.slack,
         )
-        context.log.info(f"{decision.reason}; GPU plan {plan.gpus} {'; '.join(plan.notes)}")
-        tags = {GPU_PLAN_TAG: json.dumps(plan.gpus, sort_keys=True)}
+        context.log.info(
+            f"{decision.reason}; GPU plan {plan.gpus} on {throughput} {'; '.join(plan.notes)}"
+        )
+        tags = {
+            GPU_PLAN_TAG: json.dumps(plan.gpus, sort_keys=True),
+            THROUGHPUT_TAG: throughput[:200],
+        }
         if plan.notes:
             tags[GPU_PLAN_NOTE_TAG] = "; ".join(plan.notes)[:200]
         return dg.RunRequest(run_key=day.isoformat(), partition_key=day.isoformat(), tags=tags)

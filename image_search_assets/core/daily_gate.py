@@ -81,6 +81,7 @@ def day_gpu_plan(
     hand_set: Mapping[str, int],
     items: Callable[[], Mapping[str, int]],
     model: ThroughputModel | None = None,
+    slack: float = 1.05,
 ) -> GpuPlan:
     """The plan sized on the day's item counts, or the hand-set GPUs when they can't be read."""
     try:
@@ -90,4 +91,4 @@ def day_gpu_plan(
         plan = default_plan(hand_set)
         plan.notes.append(f"catalog unreadable ({type(e).__name__}: {e})")
         return plan
-    return plan_gpus(counts, model=model or ThroughputModel())
+    return plan_gpus(counts, model=model or ThroughputModel(), slack=slack)

@@ -11,8 +11,9 @@ pool limit the day actually needs.
 from __future__ import annotations
 
 import heapq
+import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,37 @@ def budget_for(plan: GpuPlan, makespan_s: float) -> int:
     while budget < plan.peak_gpus and list_schedule_makespan(plan, budget) > makespan_s:
         budget += 1
     return budget
+
+
+@dataclass(frozen=True)
+class StageRate:
+    """One step's measured engine speed, from its materialisation's metadata."""
+
+    stage: str  # "detections" | "embeddings"
+    images_per_second: float  # the engine's, over all of the step's devices
+    devices: int
+
+
+def measured_throughput(
+    rates: Sequence[StageRate], base: ThroughputModel
+) -> tuple[ThroughputModel, str]:
+    """`base` with items/GPU-s taken from measured engine rates, and where the figure came from.
+
+    Each stage's per-device rate is the median over its steps; an item passes through both
+    stages, so the combined rate is 1 / (1/detect + 1/embed). Without a measurement of both
+    stages `base` stands (the configured figure).
+    """
+    per_stage: dict[str, list[float]] = {}
+    for r in rates:
+        if r.images_per_second > 0 and r.devices > 0:
+            per_stage.setdefault(r.stage, []).append(r.images_per_second / r.devices)
+    if not {"detections", "embeddings"} <= set(per_stage):
+        return base, f"{base.items_per_gpu_second:g} items/GPU-s configured (none measured yet)"
+    detect, embed = (statistics.median(per_stage[s]) for s in ("detections", "embeddings"))
+    combined = 1.0 / (1.0 / detect + 1.0 / embed)
+    steps = sum(len(v) for v in per_stage.values())
+    source = (
+        f"{combined:.3g} items/GPU-s measured (median per device over {steps} steps: "
+        f"detect {detect:.3g}/s, embed {embed:.3g}/s)"
+    )
+    return replace(base, items_per_gpu_second=combined), source

@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from image_search_assets.automation.schedules import latest_rates
 from image_search_assets.core import engine
 from image_search_assets.core.index import load_current
 from image_search_assets.core.records import asset_value_key, day_report
@@ -69,6 +70,10 @@ def test_consecutive_days_accumulate_without_rerunning_models(settings, detector
         engine_meta = metadata["engine"].value
         assert engine_meta["detect_path"] == "vectorised:ssd" and engine_meta["devices"] == ["cpu"]
         assert engine_meta["images"] == tops
+        # The schedule's planner reads exactly these figures back, one per GPU step.
+        rates = latest_rates(instance, settings.category_names)
+        assert len(rates) == 2 * len(settings.category_names)
+        assert all(r.images_per_second > 0 and r.devices == 1 for r in rates)
     day1 = set(store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[0]))["product_id"])
     day2 = store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[1]))
     emb2 = store.read_parquet(asset_value_key(["tops", "embeddings"], DAYS[1]))

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import datetime, time, timedelta
 
 import dagster as dg
@@ -11,6 +12,7 @@ from image_search_assets.automation.schedules import (
     CRON_ENV,
     GPU_PLAN_NOTE_TAG,
     SCHEDULE_NAME,
+    THROUGHPUT_TAG,
     build_schedules,
 )
 from image_search_assets.core.gpu_plan import ThroughputModel, plan_gpus
@@ -68,6 +70,31 @@ def test_first_partition_launches_with_the_days_gpu_plan(settings, instance):
     expected = plan_gpus({"tops": 6, "pants": 2, "hats": 1}, model=ThroughputModel()).gpus
     assert json.loads(request.tags[GPU_PLAN_TAG]) == expected == {"tops": 2, "pants": 1, "hats": 1}
     assert GPU_PLAN_NOTE_TAG not in request.tags
+    assert request.tags[THROUGHPUT_TAG] == "0.25 items/GPU-s configured (none measured yet)"
+
+
+def report_engine_rate(instance, category: str, stage: str, per_second: float, devices: str):
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=[category, stage],
+            partition=DAY1,
+            metadata={"engine_images_per_second": per_second, "devices": devices},
+        )
+    )
+
+
+def test_the_plan_uses_the_engines_measured_rate_per_device(settings, instance):
+    # 4 GPUs detecting 400 images/s = 100 per device; embedding 300/s on 1 = 300 per device.
+    report_engine_rate(instance, "tops", "detections", 400.0, "cuda:0, cuda:1, cuda:2, cuda:3")
+    report_engine_rate(instance, "tops", "embeddings", 300.0, "cuda:0")
+    (request,) = evaluate(settings, instance, DAY1).run_requests
+    assert request.tags[THROUGHPUT_TAG].startswith("75 items/GPU-s measured")  # 1/(1/100+1/300)
+    # At 75 items/GPU-s the day's 6 tops take seconds: one GPU each is as fast as four.
+    assert json.loads(request.tags[GPU_PLAN_TAG]) == {"tops": 1, "pants": 1, "hats": 1}
+
+    configured = replace(settings.planning, use_measured=False)
+    (request,) = evaluate(settings.with_overrides(planning=configured), instance, DAY1).run_requests
+    assert json.loads(request.tags[GPU_PLAN_TAG]) == {"tops": 2, "pants": 1, "hats": 1}
 
 
 def test_missing_previous_day_skips_with_a_clear_reason_until_repaired(settings, instance):

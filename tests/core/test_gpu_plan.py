@@ -3,10 +3,12 @@
 import pytest
 
 from image_search_assets.core.gpu_plan import (
+    StageRate,
     ThroughputModel,
     budget_for,
     default_plan,
     list_schedule_makespan,
+    measured_throughput,
     plan_gpus,
 )
 from image_search_assets.settings import load_settings
@@ -62,3 +64,33 @@ def test_default_plan_is_the_hand_set_config():
     defaults = {c.name: c.gpus for c in load_settings().categories}
     plan = default_plan(defaults)
     assert plan.gpus == defaults and plan.peak_gpus == 17
+
+
+def test_measured_rates_replace_the_configured_throughput_per_device_and_in_series():
+    rates = [
+        StageRate("detections", 800.0, 4),  # 200 per device
+        StageRate("detections", 100.0, 1),  # 100
+        StageRate("detections", 300.0, 1),  # 300: median 200
+        StageRate("embeddings", 600.0, 2),  # 300
+        StageRate("embeddings", 0.0, 1),  # a step with nothing computed: ignored
+    ]
+    model, source = measured_throughput(rates, MODEL)
+    assert model.items_per_gpu_second == pytest.approx(1 / (1 / 200 + 1 / 300))
+    assert (model.overhead_s, model.scaling_efficiency) == (MODEL.overhead_s, 0.95)
+    assert source.startswith("120 items/GPU-s measured") and "over 4 steps" in source
+
+    only_detect = [r for r in rates if r.stage == "detections"]
+    assert measured_throughput(only_detect, MODEL) == (
+        MODEL,
+        "0.25 items/GPU-s configured (none measured yet)",
+    )
+
+
+def test_a_fast_engine_right_sizes_the_reference_day_to_one_gpu_each():
+    # At the reference's placeholder rate tops needs 4 GPUs; at a measured engine rate the
+    # fixed overhead dominates and a fourth of the GPUs loses under 5 % of the makespan.
+    fast, _ = measured_throughput(
+        [StageRate("detections", 1000.0, 1), StageRate("embeddings", 10000.0, 1)], MODEL
+    )
+    assert plan_gpus(reference_mix(), model=MODEL).gpus["tops"] == 4
+    assert set(plan_gpus(reference_mix(), model=fast).gpus.values()) == {1}
