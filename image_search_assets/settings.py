@@ -42,6 +42,9 @@ class Category:
     class_ids: tuple[int, ...] = ()
 
 
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str
@@ -49,6 +52,12 @@ class ModelConfig:
     input_size: int = 224
     batch_size: int = 16
     score_threshold: float = 0.5
+    precision: str = "auto"  # on CUDA: auto (detect fp16, embed bf16) | fp32 | fp16 | bf16
+    compile: bool = False  # torch.compile on CUDA; pays off on long runs (see benchmarks)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ class Settings:
 def _model(raw: dict[str, Any], what: str) -> ModelConfig:
     try:
         return ModelConfig(**raw)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"models.{what}: {e}") from e
 
 

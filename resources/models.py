@@ -3,7 +3,13 @@
 import dagster as dg
 import torch
 
-from image_search_assets.core.engine import cpu_workers, visible_devices
+from image_search_assets.core.engine import (
+    DETECT_AMP_DTYPE,
+    EMBED_AMP_DTYPE,
+    cpu_workers,
+    engine_options,
+    visible_devices,
+)
 from image_search_assets.core.models import LoadedModel, ModelSpec, load_detector, load_embedder
 from image_search_assets.core.pipeline import Replicas
 from image_search_assets.settings import Settings
@@ -24,10 +30,14 @@ class ModelsResource(dg.ConfigurableResource):
     detector_input_size: int = 320
     detector_batch_size: int = 8
     score_threshold: float = 0.5
+    detector_precision: str = "auto"  # CUDA autocast: auto | fp32 | fp16 | bf16
+    detector_compile: bool = False
     embedder_arch: str
     embedder_weights: str = "random"
     embedder_input_size: int = 128
     embedder_batch_size: int = 64
+    embedder_precision: str = "auto"
+    embedder_compile: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ModelsResource":
@@ -40,10 +50,14 @@ class ModelsResource(dg.ConfigurableResource):
             detector_input_size=d.input_size,
             detector_batch_size=d.batch_size,
             score_threshold=d.score_threshold,
+            detector_precision=d.precision,
+            detector_compile=d.compile,
             embedder_arch=e.arch,
             embedder_weights=e.weights,
             embedder_input_size=e.input_size,
             embedder_batch_size=e.batch_size,
+            embedder_precision=e.precision,
+            embedder_compile=e.compile,
         )
 
     def detector(self, num_classes: int, read_gs=None) -> LoadedModel:
@@ -70,9 +84,11 @@ class ModelsResource(dg.ConfigurableResource):
             self.detector_arch, self.detector_weights, self.detector_input_size, num_classes
         )
         reader = _reader_for(spec.weights, read_gs)
-        return Replicas(lambda d: load_detector(spec, str(d), reader), self.devices(gpus))
+        options = engine_options(self.detector_precision, self.detector_compile, DETECT_AMP_DTYPE)
+        return Replicas(lambda d: load_detector(spec, str(d), reader), self.devices(gpus), options)
 
     def embedder_replicas(self, gpus: int, read_gs=None) -> Replicas:
         spec = ModelSpec(self.embedder_arch, self.embedder_weights, self.embedder_input_size)
         reader = _reader_for(spec.weights, read_gs)
-        return Replicas(lambda d: load_embedder(spec, str(d), reader), self.devices(gpus))
+        options = engine_options(self.embedder_precision, self.embedder_compile, EMBED_AMP_DTYPE)
+        return Replicas(lambda d: load_embedder(spec, str(d), reader), self.devices(gpus), options)

@@ -29,6 +29,13 @@ def test_adding_a_category_is_one_line():
         ({"categories": []}, "at least one"),
         ({"categories": [{"name": "t"}], "partitions": {"timezone": "Mars/Base"}}, "partitions"),
         ({"categories": [{"name": "t"}], "planning": {"slack": 0.9}}, "planning: needs"),
+        (
+            {
+                "categories": [{"name": "t"}],
+                "models": {"embedder": {"arch": "r", "precision": "int8"}},
+            },
+            "models.embedder: precision 'int8'",
+        ),
         ({"categories": [{"name": "t"}], "planning": {"gpus_per_day": 3}}, "planning"),
     ],
 )

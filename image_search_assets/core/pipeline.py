@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -114,6 +115,7 @@ class Replicas:
 
     load: Callable[[torch.device], LoadedModel]
     devices: tuple[torch.device, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)  # engine amp / compile
 
     @classmethod
     def of(cls, model: LoadedModel) -> Replicas:
@@ -164,6 +166,7 @@ def detect_items(
             class_ids=class_ids,
             score_threshold=score_threshold,
             batch_size=batch,
+            **models.options,
         )
         table = part[["product_id", "image_key"]].reset_index(drop=True)
         # Carried along so the embeddings' chunk fingerprints see the image content.
@@ -225,6 +228,7 @@ def embed_items(
             stats=stats,
             input_size=input_size,
             batch_size=batch,
+            **models.options,
         )
         table = part[["product_id", "box_source", "score"]].reset_index(drop=True)
         table["vector"] = list(vectors.astype(np.float32))

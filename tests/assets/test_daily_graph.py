@@ -1,8 +1,11 @@
 """The daily graph materialised over real partitions with small real resources."""
 
+from dataclasses import replace
+
 import dagster as dg
 import numpy as np
 import pytest
+import torch
 
 from image_search_assets.automation.schedules import latest_rates
 from image_search_assets.core import engine
@@ -133,3 +136,31 @@ def test_local_and_gcs_storage_give_identical_results(settings, gcs_bucket):
         assert la.ids == lb.ids and la.manifest["count"] == lb.manifest["count"]
     reports = [day_report(s, DAYS[1], settings.category_names) for s in (local, remote)]
     assert reports[0] == reports[1]
+
+
+def test_precision_and_compile_reach_the_engine_from_the_config(settings, monkeypatch):
+    # On the CPU the engine then runs fp32 and eager, as documented.
+    configured = settings.with_overrides(
+        detector=replace(settings.detector, precision="bf16", compile=True),
+        embedder=replace(settings.embedder, precision="fp32"),
+    )
+    seen: dict[str, set] = {}
+    for name in ("detect_sharded", "embed_sharded"):
+        real = getattr(engine, name)
+
+        def spy(*args, _real=real, _name=name, **options):
+            seen.setdefault(_name, set()).add((options["amp"], options["compile"]))
+            return _real(*args, **options)
+
+        monkeypatch.setattr(engine, name, spy)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_day(configured, DAYS[0], instance)
+        assert result.success
+        metadata = instance.get_latest_materialization_event(
+            dg.AssetKey(["tops", "detections"])
+        ).asset_materialization.metadata
+    assert seen == {
+        "detect_sharded": {(torch.bfloat16, True)},
+        "embed_sharded": {(None, False)},
+    }
+    assert metadata["engine"].value["precision"] == "fp32"  # no autocast on the CPU

@@ -13,10 +13,12 @@ batch sizes used (OOM halvings included) and the devices, e.g. for asset metadat
 from .detect import detect_boxes
 from .embed import embed_crops
 from .reader import decode_batch
-from .runtime import EngineStats
+from .runtime import DETECT_AMP_DTYPE, EMBED_AMP_DTYPE, EngineStats, engine_options
 from .workers import cpu_workers, detect_sharded, embed_sharded, run_sharded, visible_devices
 
 __all__ = [
+    "DETECT_AMP_DTYPE",
+    "EMBED_AMP_DTYPE",
     "EngineStats",
     "cpu_workers",
     "decode_batch",
@@ -24,6 +26,7 @@ __all__ = [
     "detect_sharded",
     "embed_crops",
     "embed_sharded",
+    "engine_options",
     "run_sharded",
     "visible_devices",
 ]

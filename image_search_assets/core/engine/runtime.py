@@ -121,6 +121,15 @@ class AdaptiveBatch:
         return out
 
 
+AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def engine_options(precision: str, compile: bool, default_amp: torch.dtype | None) -> dict:
+    """detect_boxes / embed_crops options from the config's `precision` and `compile`."""
+    amp = default_amp if precision == "auto" else AMP_DTYPES[precision]
+    return {"amp": amp, "compile": compile}
+
+
 def amp_dtype(device: torch.device, requested: torch.dtype | None) -> torch.dtype | None:
     """The autocast dtype to use: CUDA only (CPU stays fp32, so outputs compare with the naive
     path); bf16 falls back to fp16 on GPUs without it."""
