@@ -124,6 +124,12 @@ def _load_module(
         return _construct(spec, detector=detector, weights=None), identity
     if spec.weights.upper() == "DEFAULT":
         return _construct(spec, detector=detector, weights="DEFAULT"), identity
+    if spec.weights == "demo":
+        log.warning(
+            "%s uses the DEMO weights: trained on the synthetic sample catalog only; set real "
+            "weights in platform.yaml for real product photos",
+            spec.arch,
+        )
     uri = str(demo_checkpoint(spec.arch)) if spec.weights == "demo" else spec.weights
     path = _read_checkpoint(uri, read_bytes)
     identity["sha256"] = _sha256(path)

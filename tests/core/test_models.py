@@ -56,6 +56,13 @@ def test_demo_weights_exist_only_for_the_architectures_they_were_trained_for():
         load_embedder(ModelSpec("resnet18", "demo", 64), "cpu")
 
 
+def test_demo_weights_say_what_they_know(caplog):
+    with caplog.at_level("WARNING"):
+        model = load_embedder(ModelSpec("mobilenet_v3_small", "demo", 72), "cpu")  # new cache key
+    assert model.identity["weights"] == "demo"
+    assert "DEMO weights: trained on the synthetic sample catalog only" in caplog.text
+
+
 def test_torchscript_checkpoint_loads(tmp_path):
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
