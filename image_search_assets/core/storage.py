@@ -29,6 +29,9 @@ class PreconditionFailed(RuntimeError):
 class Storage(ABC):
     """Byte-level operations plus typed helpers shared by every backend."""
 
+    # Reads worth running at once (pipeline.read_images): 1 where a read costs no waiting.
+    read_concurrency: int = 1
+
     @abstractmethod
     def read_bytes(self, key: str) -> bytes: ...
 
@@ -162,6 +165,10 @@ class LocalStorage(Storage):
 
 class GCSStorage(Storage):
     """gs://bucket/prefix through a google-cloud-storage client (from dagster-gcp's GCSResource)."""
+
+    # Each read waits for GCS's first byte; the client is shared by the reading threads and its
+    # HTTP connection pool keeps 10 connections (urllib3's default).
+    read_concurrency = 10
 
     def __init__(self, client: Any, bucket: str, prefix: str = ""):
         self.client = client

@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 from google.cloud import storage as gcs
 
+from image_search_assets.core.pipeline import read_images
 from image_search_assets.core.storage import (
+    GCSStorage,
     LocalStorage,
     PreconditionFailed,
     Storage,
@@ -57,6 +59,16 @@ def test_conditional_write_detects_a_concurrent_change(store):
         store.write_bytes_if_generation("ptr", b"v2", gen)
     store.write_bytes_if_generation("ptr", b"v3", store.generation("ptr"))
     assert store.read_bytes("ptr") == b"v3"
+
+
+def test_images_are_read_in_key_order_at_each_backends_concurrency(store):
+    keys = [f"images/{i:03d}.jpg" for i in range(40)]
+    for i, key in enumerate(keys):
+        store.write_bytes(key, f"image {i}".encode() * (i + 1))
+    expected = [f"image {i}".encode() * (i + 1) for i in range(40)]
+    assert store.read_concurrency == (10 if isinstance(store, GCSStorage) else 1)
+    for workers in (None, 1, 7):  # the backend's own, one by one, and more than one
+        assert read_images(store, keys, workers) == expected
 
 
 def test_local_keys_cannot_escape_the_root(tmp_path):
