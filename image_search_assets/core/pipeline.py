@@ -24,6 +24,7 @@ from .fetch import FetchPolicy, fetch_bytes, fetch_many
 from .images import decode_image, to_jpeg_bytes
 from .models import LoadedModel
 from .progress import Progress
+from .read_ahead import ReadAhead
 from .storage import Storage
 
 IMAGE_COLUMNS = ["product_id", "category", "image_url", "image_key", "width", "height", "sha256"]
@@ -142,6 +143,13 @@ def read_images(storage: Storage, keys: Sequence[str], workers: int | None = Non
         return list(pool.map(storage.read_bytes, keys))
 
 
+def chunk_reader(storage: Storage, table: pd.DataFrame, chunk_size: int) -> ReadAhead:
+    """Reads each chunk's images (as run_chunks cuts `table`) while the previous one computes."""
+    keys = table["image_key"].tolist() if len(table) else []
+    chunks = [keys[i : i + chunk_size] for i in range(0, len(keys), chunk_size)]
+    return ReadAhead(lambda part: read_images(storage, part), chunks)
+
+
 def detect_items(
     images: pd.DataFrame,
     storage: Storage,
@@ -167,7 +175,7 @@ def detect_items(
     def detect_chunk(part: pd.DataFrame, batch: int) -> pd.DataFrame:
         boxes = engine.detect_sharded(
             models.load,
-            read_images(storage, part["image_key"].tolist()),
+            reader.read(part["image_key"].tolist()),
             models.devices,
             stats=stats,
             class_ids=class_ids,
@@ -188,17 +196,18 @@ def detect_items(
         class_ids=list(class_ids),
         score=score_threshold,
     )
-    run = run_chunks(
-        storage,
-        work_prefix,
-        images,
-        detect_chunk,
-        key_columns=["product_id", "image_key", "sha256"],
-        salt=salt,
-        chunk_size=chunk_size,
-        batch_size=batch_size,
-        on_chunk=progress.advance if progress is not None else None,
-    )
+    with chunk_reader(storage, images, chunk_size) as reader:
+        run = run_chunks(
+            storage,
+            work_prefix,
+            images,
+            detect_chunk,
+            key_columns=["product_id", "image_key", "sha256"],
+            salt=salt,
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            on_chunk=progress.advance if progress is not None else None,
+        )
     if progress is not None:
         progress.finish()
     return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run, stats)
@@ -229,7 +238,7 @@ def embed_items(
         ]
         vectors = engine.embed_sharded(
             models.load,
-            read_images(storage, part["image_key"].tolist()),
+            reader.read(part["image_key"].tolist()),
             boxes,
             models.devices,
             stats=stats,
@@ -241,17 +250,18 @@ def embed_items(
         table["vector"] = list(vectors.astype(np.float32))
         return table
 
-    run = run_chunks(
-        storage,
-        work_prefix,
-        detections,
-        embed_chunk,
-        key_columns=["product_id", "image_key", "image_sha256", *BOX_COLUMNS],
-        salt=salt_of(scope=run_scope, model=models.primary.identity, input_size=input_size),
-        chunk_size=chunk_size,
-        batch_size=batch_size,
-        on_chunk=progress.advance if progress is not None else None,
-    )
+    with chunk_reader(storage, detections, chunk_size) as reader:
+        run = run_chunks(
+            storage,
+            work_prefix,
+            detections,
+            embed_chunk,
+            key_columns=["product_id", "image_key", "image_sha256", *BOX_COLUMNS],
+            salt=salt_of(scope=run_scope, model=models.primary.identity, input_size=input_size),
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            on_chunk=progress.advance if progress is not None else None,
+        )
     if progress is not None:
         progress.finish()
     return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run, stats)
