@@ -22,6 +22,36 @@ _DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struc
 
 _WHITE = (255, 255, 255)
 
+# Leading bytes of the formats above: bytes that start like an image but cannot be opened were
+# cut short (a broken download), which the catalog team fixes differently from a wrong URL.
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+
+
+def _signature(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM" and data[6:10] == b"\x00\x00\x00\x00":  # BMP's reserved zeros, not "BMW"
+        return "BMP"
+    return next((fmt for sig, fmt in _SIGNATURES.items() if data.startswith(sig)), None)
+
+
+def _unopenable(data: bytes, exc: BaseException) -> ItemRejected:
+    """Why bytes PIL could not open were rejected: truncated if they start like an image."""
+    fmt = _signature(data)
+    if fmt is not None:
+        return ItemRejected("truncated", f"{fmt} header, but only {len(data)} bytes can be read")
+    if isinstance(exc, UnidentifiedImageError):
+        # PIL's message names the BytesIO object's address; keep the detail reproducible.
+        return ItemRejected("not_an_image", "no image format recognised in the bytes")
+    return ItemRejected.from_exc("not_an_image", exc)
+
 
 class ItemRejected(Exception):
     """An unusable item (image): quarantined with a reason code, never fatal to the day."""
@@ -53,14 +83,13 @@ def decode_image(
     try:
         im = Image.open(io.BytesIO(data), formats=_formats())
     except UnidentifiedImageError as exc:
-        # PIL's message names the BytesIO object's address; keep the detail reproducible.
-        raise ItemRejected("not_an_image", "no image format recognised in the bytes") from exc
+        raise _unopenable(data, exc) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # The warning only arrives as an exception when the caller runs with -W error; either
         # way PIL judged the header size absurd before decoding any pixels.
         raise ItemRejected("decompression_bomb", str(exc)[:200]) from exc
     except _DECODER_ERRORS as exc:
-        raise ItemRejected.from_exc("not_an_image", exc) from exc
+        raise _unopenable(data, exc) from exc
     with im:
         _check_size(im.size, max_pixels=max_pixels, max_side=max_side, min_side=min_side)
         try:

@@ -120,7 +120,9 @@ def test_empty_bytes() -> None:
     assert _reason(b"") == "empty"
 
 
-@pytest.mark.parametrize("data", [b"hello, this is not an image", b"<html></html>", b"\x00" * 64])
+@pytest.mark.parametrize(
+    "data", [b"hello, this is not an image", b"<html></html>", b"\x00" * 64, b"BMW 320d brochure"]
+)
 def test_not_an_image(data: bytes) -> None:
     assert _reason(data) == "not_an_image"
 
@@ -131,6 +133,15 @@ def test_truncated_image(fmt: str) -> None:
     data = _encode(noise, fmt)
     assert _reason(data[: len(data) // 2]) == "truncated"
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # the global is left alone
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
+def test_an_image_cut_inside_its_header_is_truncated_not_a_non_image(fmt: str) -> None:
+    data = _encode(Image.new("RGB", (64, 64), (200, 30, 40)), fmt)
+    with pytest.raises(ItemRejected) as rejected:
+        decode_image(data[:20])  # a download that broke off after 20 bytes
+    assert rejected.value.reason == "truncated"
+    assert rejected.value.detail == f"{fmt} header, but only 20 bytes can be read"
 
 
 def test_decompression_bomb_rejected_from_header() -> None:
