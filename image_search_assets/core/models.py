@@ -124,13 +124,14 @@ def _load_module(
         return _construct(spec, detector=detector, weights=None), identity
     if spec.weights.upper() == "DEFAULT":
         return _construct(spec, detector=detector, weights="DEFAULT"), identity
+    uri = spec.weights
     if spec.weights == "demo":
+        uri = str(demo_checkpoint(spec.arch))
         log.warning(
             "%s uses the DEMO weights: trained on the synthetic sample catalog only; set real "
             "weights in platform.yaml for real product photos",
             spec.arch,
         )
-    uri = str(demo_checkpoint(spec.arch)) if spec.weights == "demo" else spec.weights
     path = _read_checkpoint(uri, read_bytes)
     identity["sha256"] = _sha256(path)
     if _is_torchscript(path):

@@ -143,11 +143,33 @@ def read_images(storage: Storage, keys: Sequence[str], workers: int | None = Non
         return list(pool.map(storage.read_bytes, keys))
 
 
-def chunk_reader(storage: Storage, table: pd.DataFrame, chunk_size: int) -> ReadAhead:
-    """Reads each chunk's images (as run_chunks cuts `table`) while the previous one computes."""
+def _run_stage(
+    storage: Storage,
+    work_prefix: str,
+    table: pd.DataFrame,
+    compute: Callable[[pd.DataFrame, int, list[bytes]], pd.DataFrame],
+    *,
+    progress: Progress | None,
+    chunk_size: int,
+    **chunk_options: Any,
+) -> ChunkedRun:
+    """run_chunks over `table`, `compute(part, batch, its images)` per chunk, each chunk's
+    images read from storage while the previous chunk computes."""
     keys = table["image_key"].tolist() if len(table) else []
     chunks = [keys[i : i + chunk_size] for i in range(0, len(keys), chunk_size)]
-    return ReadAhead(lambda part: read_images(storage, part), chunks)
+    with ReadAhead(lambda part: read_images(storage, part), chunks) as reader:
+        run = run_chunks(
+            storage,
+            work_prefix,
+            table,
+            lambda part, batch: compute(part, batch, reader.read(part["image_key"].tolist())),
+            chunk_size=chunk_size,
+            on_chunk=progress.advance if progress is not None else None,
+            **chunk_options,
+        )
+    if progress is not None:
+        progress.finish()
+    return run
 
 
 def detect_items(
@@ -172,10 +194,10 @@ def detect_items(
     """
     started, models, stats = time.perf_counter(), _replicas(detector), engine.EngineStats()
 
-    def detect_chunk(part: pd.DataFrame, batch: int) -> pd.DataFrame:
+    def detect_chunk(part: pd.DataFrame, batch: int, blobs: list[bytes]) -> pd.DataFrame:
         boxes = engine.detect_sharded(
             models.load,
-            reader.read(part["image_key"].tolist()),
+            blobs,
             models.devices,
             stats=stats,
             class_ids=class_ids,
@@ -196,20 +218,17 @@ def detect_items(
         class_ids=list(class_ids),
         score=score_threshold,
     )
-    with chunk_reader(storage, images, chunk_size) as reader:
-        run = run_chunks(
-            storage,
-            work_prefix,
-            images,
-            detect_chunk,
-            key_columns=["product_id", "image_key", "sha256"],
-            salt=salt,
-            chunk_size=chunk_size,
-            batch_size=batch_size,
-            on_chunk=progress.advance if progress is not None else None,
-        )
-    if progress is not None:
-        progress.finish()
+    run = _run_stage(
+        storage,
+        work_prefix,
+        images,
+        detect_chunk,
+        key_columns=["product_id", "image_key", "sha256"],
+        salt=salt,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        progress=progress,
+    )
     return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run, stats)
 
 
@@ -231,14 +250,14 @@ def embed_items(
     """
     started, models, stats = time.perf_counter(), _replicas(embedder), engine.EngineStats()
 
-    def embed_chunk(part: pd.DataFrame, batch: int) -> pd.DataFrame:
+    def embed_chunk(part: pd.DataFrame, batch: int, blobs: list[bytes]) -> pd.DataFrame:
         boxes = [
             inference.ChosenBox(**{c: row[c] for c in BOX_COLUMNS})
             for row in part.to_dict("records")
         ]
         vectors = engine.embed_sharded(
             models.load,
-            reader.read(part["image_key"].tolist()),
+            blobs,
             boxes,
             models.devices,
             stats=stats,
@@ -250,20 +269,17 @@ def embed_items(
         table["vector"] = list(vectors.astype(np.float32))
         return table
 
-    with chunk_reader(storage, detections, chunk_size) as reader:
-        run = run_chunks(
-            storage,
-            work_prefix,
-            detections,
-            embed_chunk,
-            key_columns=["product_id", "image_key", "image_sha256", *BOX_COLUMNS],
-            salt=salt_of(scope=run_scope, model=models.primary.identity, input_size=input_size),
-            chunk_size=chunk_size,
-            batch_size=batch_size,
-            on_chunk=progress.advance if progress is not None else None,
-        )
-    if progress is not None:
-        progress.finish()
+    run = _run_stage(
+        storage,
+        work_prefix,
+        detections,
+        embed_chunk,
+        key_columns=["product_id", "image_key", "image_sha256", *BOX_COLUMNS],
+        salt=salt_of(scope=run_scope, model=models.primary.identity, input_size=input_size),
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        progress=progress,
+    )
     return StageResult(run.table, quarantine_frame(), time.perf_counter() - started, run, stats)
 
 

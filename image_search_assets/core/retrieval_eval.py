@@ -174,9 +174,10 @@ def served_precision(
                 continue
             near = [j for j in s.index.get_nns_by_item(i, k + 1) if j != i][:k]
             hits = sum(looks.get(s.ids[j]) == looks[pid] for j in near)
+            alike = shared[looks[pid]] - 1  # look-alikes of this product in the index
             raw.setdefault(category, []).append(hits / k)
-            best.append(min(k, shared[looks[pid]] - 1) / k)
-            if (alike := shared[looks[pid]] - 1) > 0:
+            best.append(min(k, alike) / k)
+            if alike > 0:
                 found.setdefault(category, []).append(hits / min(k, alike))
     if not raw:
         raise ValueError(f"no served index has more than k={k} products with a known look")
