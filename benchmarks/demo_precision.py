@@ -18,7 +18,6 @@ rerun the demo with a config naming `weights: random` (IMAGE_SEARCH_CONFIG).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 
@@ -75,9 +74,9 @@ def served(settings, json_path: str | None) -> None:
     from image_search_assets.cli import _storage
     from image_search_assets.core.query import served_indexes
     from image_search_assets.core.retrieval_eval import served_precision
+    from image_search_assets.core.synthetic import read_looks
 
-    with open(settings.catalog, newline="", encoding="utf-8") as f:
-        looks = {r["product_id"]: (r["colour"], r["pattern"]) for r in csv.DictReader(f)}
+    looks = read_looks(settings.catalog)
     indexes = served_indexes(_storage(settings), settings.category_names)
     result = served_precision(indexes, looks, k=5)
     models = {

@@ -127,14 +127,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def suggested_query(settings: Settings) -> str:
     """An indexed product of the first category whose look the most other products share."""
-    import csv
     from collections import Counter
 
     from .core.index import load_current
+    from .core.synthetic import read_looks
 
     ids = load_current(_storage(settings), settings.category_names[0]).ids
-    with open(settings.catalog, newline="", encoding="utf-8") as f:
-        look = {r["product_id"]: (r["colour"], r["pattern"]) for r in csv.DictReader(f)}
+    look = read_looks(settings.catalog)
     shared = Counter(look.get(pid) for pid in ids)
     return max(ids, key=lambda pid: shared[look.get(pid)] if pid in look else 0)
 

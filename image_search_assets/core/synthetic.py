@@ -180,6 +180,16 @@ def _collection(seed: int, category: str, looks: int) -> list[tuple[str, str]]:
     return random.Random(f"{seed}:collection:{category}").sample(every, min(looks, len(every)))
 
 
+def read_looks(csv_path: str | Path) -> dict[str, tuple[str, str]]:
+    """product id -> (colour, pattern) from a generated catalog.csv; a re-sent id keeps its
+    first row's look (the one indexed: the platform quarantines the later duplicate)."""
+    looks: dict[str, tuple[str, str]] = {}
+    with Path(csv_path).open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            looks.setdefault(row["product_id"], (row["colour"], row["pattern"]))
+    return looks
+
+
 def generate_catalog(
     out_dir: str | Path,
     categories: Sequence[str],

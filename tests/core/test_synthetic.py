@@ -23,6 +23,7 @@ from image_search_assets.core.synthetic import (
     daily_mix,
     draw_product,
     generate_catalog,
+    read_looks,
 )
 
 START = date(2026, 11, 1)
@@ -144,6 +145,14 @@ def test_looks_limit_each_category_to_a_collection_and_change_nothing_else(tmp_p
     assert strip(free) == strip(limited)  # same ids, dates and files: only the looks differ
     again = _generate(tmp_path / "again", days=3, include_bad=False, looks=2)
     assert again == limited
+
+
+def test_read_looks_keeps_the_first_row_of_a_re_sent_id(tmp_path):
+    rows = _generate(tmp_path, days=1, looks=2)
+    looks = read_looks(tmp_path / "catalog.csv")
+    first = next(r for r in rows if r["product_id"] == "p00-tops-000")  # the indexed one
+    assert looks["p00-tops-000"] == (first["colour"], first["pattern"])
+    assert set(looks) == {r["product_id"] for r in rows}
 
 
 def test_colours_change_the_silhouette_not_the_geometry():

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from image_search_assets.core.contact_sheet import QUERY_COLOUR
+from image_search_assets.core.synthetic import read_looks
 from image_search_assets.settings import DEFAULT_CONFIG
 
 from .harness import platform_env, run_command, today_in_zone
@@ -59,9 +60,10 @@ def test_demo_shows_progress_and_query_finds_look_alikes_with_the_demo_weights(t
 
     # Sensible neighbours: the demo suggests the top with the most look-alikes (same colour and
     # pattern, each drawn at its own size and place); the demo weights rank them first.
-    with (tmp_path / "catalog" / "catalog.csv").open(newline="") as f:
+    catalog = tmp_path / "catalog" / "catalog.csv"
+    with catalog.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["category"] == "tops"]
-    look = {r["product_id"]: (r["colour"], r["pattern"]) for r in rows}
+    look = read_looks(catalog)
     indexed = {r["product_id"] for r in rows if not r["product_id"].startswith("bad-")}
     alike = sum(look[pid] == look[product] for pid in indexed - {product})
     hits = [look[pid] == look[product] for pid, _, _ in listed]
