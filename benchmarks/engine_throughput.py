@@ -27,6 +27,7 @@ from PIL import Image
 
 from image_search_assets.core import inference, models, synthetic
 from image_search_assets.core.engine import EngineStats, decode_batch, detect_boxes, embed_crops
+from image_search_assets.core.engine.precision import from_config
 
 # The images show the first three categories; a box counts only with their labels (1-3), as a
 # category step accepts only its own class ids.
@@ -80,7 +81,7 @@ def run_engine(detector, embedder, blobs, args) -> dict:
     det_stats, emb_stats = EngineStats(), EngineStats()
     sync(detector.device)
     started = time.perf_counter()
-    options = {"batch_size": args.batch, "compile": args.compile}
+    options = {"batch_size": args.batch, "compile": args.compile, "amp": from_config(args.amp)}
     boxes = detect_boxes(
         detector,
         blobs,
@@ -173,6 +174,9 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
+    parser.add_argument(
+        "--amp", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="engine autocast"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--profile", type=Path, default=None, help="write a torch.profiler table of one pass"
@@ -224,6 +228,7 @@ def main() -> None:
             "batch": args.batch,
             "score_threshold": args.threshold,
             "compile": args.compile,
+            "amp": args.amp,
         },
         "naive_images_per_second": {stage: round(n / s, 2) for stage, s in naive["seconds"].items()}
         | {"end_to_end": round(n / naive_wall, 2)},

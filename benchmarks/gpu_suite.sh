@@ -6,7 +6,8 @@
 #   smoke test on a CPU:  DEVICE=cpu IMAGES=16 PYTHON=.venv/bin/python bash benchmarks/gpu_suite.sh
 #
 # Writes at most 8 files to $OUT (the device tool brings back 8): one JSON per configuration,
-# retinanet_profile.txt and suite.log (nvidia-smi, every command, its exit code, its stderr).
+# amp_numerics.json (fp16/bf16 vs fp32 per model, CUDA kernels), retinanet_profile.txt and
+# suite.log (nvidia-smi, every command, its exit code, its stderr).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 DEVICE=${DEVICE:-cuda}
@@ -18,9 +19,10 @@ LOG=$OUT/suite.log
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv \
     || echo "no nvidia-smi"; $PY -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__)'; } >"$LOG" 2>&1
 
-bench() {  # name, then engine_throughput.py arguments
+bench() {  # name, then engine_throughput.py arguments (SCRIPT= picks another benchmark)
   local name=$1; shift
-  local cmd=("$PY" benchmarks/engine_throughput.py --device "$DEVICE" --out "$OUT/$name.json" "$@")
+  local script=${SCRIPT:-benchmarks/engine_throughput.py}
+  local cmd=("$PY" "$script" --device "$DEVICE" --out "$OUT/$name.json" "$@")
   echo "== $name: ${cmd[*]}" >>"$LOG"
   local started=$SECONDS
   timeout "${LIMIT_S:-170}" "${cmd[@]}" >/dev/null 2>>"$LOG"
@@ -37,3 +39,4 @@ bench retinanet_resnet50 --images $((IMAGES / 2)) --batch 32 "${RETINA[@]}" "${R
 bench retinanet_resnet50_compile --images $((IMAGES / 2)) --batch 32 "${RETINA[@]}" "${R50[@]}" --compile
 bench demo_models --images "$IMAGES" --batch 64 --weights demo \
   --detector ssdlite320_mobilenet_v3_large --det-size 192 --embedder mobilenet_v3_small --emb-size 112
+SCRIPT=benchmarks/amp_numerics.py bench amp_numerics --images $((IMAGES / 8)) --batch 64

@@ -52,7 +52,7 @@ class ModelConfig:
     input_size: int = 224
     batch_size: int = 16
     score_threshold: float = 0.5
-    precision: str = "auto"  # on CUDA: auto (detect fp16, embed bf16) | fp32 | fp16 | bf16
+    precision: str = "auto"  # auto (calibrated on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
     compile: bool = False  # torch.compile on CUDA; pays off on long runs (see benchmarks)
 
     def __post_init__(self) -> None:

@@ -4,8 +4,6 @@ import dagster as dg
 import torch
 
 from image_search_assets.core.engine import (
-    DETECT_AMP_DTYPE,
-    EMBED_AMP_DTYPE,
     cpu_workers,
     engine_options,
     visible_devices,
@@ -30,7 +28,7 @@ class ModelsResource(dg.ConfigurableResource):
     detector_input_size: int = 320
     detector_batch_size: int = 8
     score_threshold: float = 0.5
-    detector_precision: str = "auto"  # CUDA autocast: auto | fp32 | fp16 | bf16
+    detector_precision: str = "auto"  # autocast: auto | fp32 | fp16 | bf16 (engine precision.py)
     detector_compile: bool = False
     embedder_arch: str
     embedder_weights: str = "random"
@@ -84,11 +82,11 @@ class ModelsResource(dg.ConfigurableResource):
             self.detector_arch, self.detector_weights, self.detector_input_size, num_classes
         )
         reader = _reader_for(spec.weights, read_gs)
-        options = engine_options(self.detector_precision, self.detector_compile, DETECT_AMP_DTYPE)
+        options = engine_options(self.detector_precision, self.detector_compile)
         return Replicas(lambda d: load_detector(spec, str(d), reader), self.devices(gpus), options)
 
     def embedder_replicas(self, gpus: int, read_gs=None) -> Replicas:
         spec = ModelSpec(self.embedder_arch, self.embedder_weights, self.embedder_input_size)
         reader = _reader_for(spec.weights, read_gs)
-        options = engine_options(self.embedder_precision, self.embedder_compile, EMBED_AMP_DTYPE)
+        options = engine_options(self.embedder_precision, self.embedder_compile)
         return Replicas(lambda d: load_embedder(spec, str(d), reader), self.devices(gpus), options)

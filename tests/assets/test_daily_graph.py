@@ -139,7 +139,7 @@ def test_local_and_gcs_storage_give_identical_results(settings, gcs_bucket):
 
 
 def test_precision_and_compile_reach_the_engine_from_the_config(settings, monkeypatch):
-    # On the CPU the engine then runs fp32 and eager, as documented.
+    # An explicit precision holds on the CPU too; compile is CUDA-only, so the CPU runs eager.
     configured = settings.with_overrides(
         detector=replace(settings.detector, precision="bf16", compile=True),
         embedder=replace(settings.embedder, precision="fp32"),
@@ -163,4 +163,5 @@ def test_precision_and_compile_reach_the_engine_from_the_config(settings, monkey
         "detect_sharded": {(torch.bfloat16, True)},
         "embed_sharded": {(None, False)},
     }
-    assert metadata["engine"].value["precision"] == "fp32"  # no autocast on the CPU
+    assert metadata["engine"].value["precision"] == "bfloat16"
+    assert metadata["engine"].value["calibration"] == {}  # explicit: nothing calibrated

@@ -12,13 +12,12 @@ batch sizes used (OOM halvings included) and the devices, e.g. for asset metadat
 
 from .detect import detect_boxes
 from .embed import embed_crops
+from .precision import engine_options
 from .reader import decode_batch
-from .runtime import DETECT_AMP_DTYPE, EMBED_AMP_DTYPE, EngineStats, engine_options
+from .runtime import EngineStats
 from .workers import cpu_workers, detect_sharded, embed_sharded, run_sharded, visible_devices
 
 __all__ = [
-    "DETECT_AMP_DTYPE",
-    "EMBED_AMP_DTYPE",
     "EngineStats",
     "cpu_workers",
     "decode_batch",

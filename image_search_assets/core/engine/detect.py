@@ -8,6 +8,7 @@ batched list of device tensors; `EngineStats.detect_path` says which ran.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import defaultdict
@@ -24,13 +25,12 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from .. import inference
 from ..inference import ChosenBox
 from ..models import LoadedModel
+from . import precision
 from .postprocess import Candidates, nms_per_image, retinanet_candidates, ssd_candidates
 from .reader import decode_batch, prefetched
 from .runtime import (
-    DETECT_AMP_DTYPE,
     AdaptiveBatch,
     EngineStats,
-    amp_dtype,
     autocast,
     maybe_compiled,
     precision_name,
@@ -227,6 +227,18 @@ def _stock(
     return chosen
 
 
+def _runner(detector: LoadedModel, dtype: torch.dtype | None, compile: bool):
+    """(run(images, class_ids, threshold, min_side) -> chosen boxes, detect path, precision)."""
+    if vectorised_kind(detector.module) is not None:
+        net = VectorisedDetector(detector, dtype, compile)
+        return net, f"vectorised:{net.kind}", net.precision
+
+    def run(images, class_ids, threshold, min_side):
+        return _stock(detector, images, dtype, class_ids, threshold, min_side)
+
+    return run, f"stock:{type(detector.module).__name__}", precision_name(dtype, False)
+
+
 @torch.inference_mode()
 def detect_boxes(
     detector: LoadedModel,
@@ -238,44 +250,58 @@ def detect_boxes(
     min_side: float = MIN_SIDE,
     stats: EngineStats | None = None,
     prefetch: int = 1,
-    amp: torch.dtype | None = DETECT_AMP_DTYPE,
+    amp: precision.Amp = precision.AUTO,
     compile: bool = False,
 ) -> list[ChosenBox]:
     """Each image's best box among `class_ids` at or above `score_threshold`, else the full
     frame, exactly as inference.detect + inference.choose_box decide (see tests/core/engine).
 
-    `stats`, when given, receives images, seconds, batch sizes and the path taken. `amp` is
-    the autocast dtype on CUDA (ignored on CPU); `compile` torch.compiles backbone and head
-    (CUDA only); `prefetch` is how many batches are decoded ahead in a background thread.
+    `stats`, when given, receives images, seconds, batch sizes and the path taken. `amp` is the
+    autocast choice (see precision.py: "auto" calibrates fp16/bf16 against fp32 on CUDA);
+    `compile` torch.compiles backbone and head (CUDA only); `prefetch` is how many batches are
+    decoded ahead in a background thread.
     """
     stats = stats if stats is not None else EngineStats()
     device = detector.device
-    dtype = amp_dtype(device, amp)
-    if vectorised_kind(detector.module) is not None:
-        net = VectorisedDetector(detector, dtype, compile)
-        stats.detect_path, stats.precision = f"vectorised:{net.kind}", net.precision
-        run = net
-    else:
-        stats.detect_path = f"stock:{type(detector.module).__name__}"
-        stats.precision = precision_name(dtype, False)
-
-        def run(images, ids, threshold, side):
-            return _stock(detector, images, dtype, ids, threshold, side)
-
+    amp = precision.resolve(device, amp)
+    calibrating = isinstance(amp, tuple)
+    fixed = None if calibrating else amp
+    run, stats.detect_path, stats.precision = _runner(detector, fixed, compile)
     started = time.perf_counter()
     adaptive = AdaptiveBatch(batch_size, stats)
     chunks = [range(s, min(s + batch_size, len(blobs))) for s in range(0, len(blobs), batch_size)]
+    args = (class_ids, score_threshold, min_side)
 
     def load(chunk: range) -> list[Tensor]:
         with timed(stats, "decode_seconds"):
             return decode_batch([blobs[i] for i in chunk], device)
 
+    def sample_in(images: list[Tensor]):
+        sample = images[: precision.CALIBRATION_IMAGES]
+
+        def run_sample(dtype: torch.dtype | None) -> list[ChosenBox]:
+            eager = _runner(detector, dtype, compile=False)[0]  # one compiled graph, not three
+            parts = adaptive.map(lambda s, e: eager(sample[s:e], *args), len(sample))
+            return [b for part in parts for b in part]
+
+        return run_sample
+
     chosen: list[ChosenBox] = []
     for images in prefetched(chunks, load, prefetch):
         with timed(stats, "detect_seconds"):
+            if calibrating:
+                dtype = precision.calibrate(
+                    detector.module,
+                    sample_in(images),
+                    amp,
+                    functools.partial(precision.box_agreement, threshold=score_threshold),
+                    precision.DETECT_TOLERANCE,
+                    stats.calibration,
+                )
+                run, _, stats.precision = _runner(detector, dtype, compile)
+                calibrating = False
             for part in adaptive.map(
-                lambda s, e, imgs=images: run(imgs[s:e], class_ids, score_threshold, min_side),
-                len(images),
+                lambda s, e, imgs=images, run=run: run(imgs[s:e], *args), len(images)
             ):
                 chosen.extend(part)
     stats.images += len(blobs)

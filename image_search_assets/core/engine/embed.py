@@ -19,12 +19,11 @@ from torch import Tensor
 
 from ..inference import IMAGENET_MEAN, IMAGENET_STD, ChosenBox
 from ..models import LoadedModel
+from . import precision
 from .reader import decode_batch, prefetched
 from .runtime import (
-    EMBED_AMP_DTYPE,
     AdaptiveBatch,
     EngineStats,
-    amp_dtype,
     autocast,
     maybe_compiled,
     precision_name,
@@ -86,30 +85,39 @@ def embed_crops(
     batch_size: int,
     stats: EngineStats | None = None,
     prefetch: int = 1,
-    amp: torch.dtype | None = EMBED_AMP_DTYPE,
+    amp: precision.Amp = precision.AUTO,
     compile: bool = False,
 ) -> np.ndarray:
     """float32 (n, dim) L2-normalised features of each image's box, in input order.
 
-    Matches inference.crop + preprocess_crops + embed to cosine >= 0.999. `stats`, `amp`,
-    `compile` and `prefetch` are as in detect_boxes.
+    Matches inference.crop + preprocess_crops + embed to cosine >= 0.999 in fp32 (and in the
+    dtype "auto" picks: see precision.py). `stats`, `amp`, `compile` and `prefetch` are as in
+    detect_boxes.
     """
     if len(blobs) != len(boxes):
         raise ValueError(f"{len(blobs)} images but {len(boxes)} boxes")
     stats = stats if stats is not None else EngineStats()
     device = embedder.device
-    dtype = amp_dtype(device, amp)
+    amp = precision.resolve(device, amp)
+    calibrating = isinstance(amp, tuple)
+    dtype = None if calibrating else amp
     net, compiled = maybe_compiled(embedder.module, device, compile)
     stats.precision = precision_name(dtype, compiled)
     channels_last = device.type == "cuda"
 
-    def forward(images: Sequence[Tensor], chunk_boxes: Sequence[ChosenBox]) -> Tensor:
+    def forward(images: Sequence[Tensor], chunk_boxes: Sequence[ChosenBox], dtype, net) -> Tensor:
         x = crops(images, chunk_boxes, input_size)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, dtype):
             feats = net(x)
         return F.normalize(feats.flatten(1).float(), dim=1)
+
+    def embed(images, chunk_boxes, dtype, net) -> np.ndarray:
+        parts = adaptive.map(
+            lambda s, e: forward(images[s:e], chunk_boxes[s:e], dtype, net), len(images)
+        )
+        return np.concatenate([p.cpu().numpy() for p in parts])
 
     started = time.perf_counter()
     adaptive = AdaptiveBatch(batch_size, stats)
@@ -123,11 +131,20 @@ def embed_crops(
     for chunk, images in prefetched(chunks, load, prefetch):
         chunk_boxes = [boxes[i] for i in chunk]
         with timed(stats, "embed_seconds"):
-            parts = adaptive.map(
-                lambda s, e, imgs=images, bxs=chunk_boxes: forward(imgs[s:e], bxs[s:e]),
-                len(images),
-            )
-            rows.extend(p.cpu().numpy() for p in parts)
+            if calibrating:
+                k = precision.CALIBRATION_IMAGES
+                sample = images[:k], chunk_boxes[:k]
+                dtype = precision.calibrate(
+                    embedder.module,
+                    lambda dt, sample=sample: embed(*sample, dt, embedder.module),  # eager
+                    amp,
+                    precision.cosine_agreement,
+                    precision.EMBED_TOLERANCE,
+                    stats.calibration,
+                )
+                stats.precision = precision_name(dtype, compiled)
+                calibrating = False
+            rows.append(embed(images, chunk_boxes, dtype, net))
     stats.images += len(blobs)
     stats.wall_seconds += time.perf_counter() - started
     stats.add_device(device)

@@ -13,13 +13,9 @@ import torch
 from torch import nn
 
 from ..gpu_memory import GpuMemoryExhausted, is_cuda_oom, release_gpu_memory
+from . import precision
 
 R = TypeVar("R")
-
-# bf16 keeps fp32's range, which random or badly-scaled weights need; the scores it gives
-# differ from fp32 by ~1e-2, so detection (whose scores meet thresholds) uses fp16 instead.
-DETECT_AMP_DTYPE = torch.float16
-EMBED_AMP_DTYPE = torch.bfloat16
 
 
 @dataclass
@@ -37,6 +33,7 @@ class EngineStats:
     devices: list[str] = field(default_factory=list)
     detect_path: str = ""  # "vectorised:ssd", "vectorised:retinanet" or "stock:<Module>"
     precision: str = ""  # "fp32", "float16", "bfloat16"; "+compile" when compiled
+    calibration: dict[str, float] = field(default_factory=dict)  # see precision.calibrate
 
     @property
     def images_per_second(self) -> float:
@@ -59,6 +56,7 @@ class EngineStats:
             self.add_device(torch.device(dev))
         self.detect_path = self.detect_path or other.detect_path
         self.precision = self.precision or other.precision
+        self.calibration = self.calibration or dict(other.calibration)
 
     def as_metadata(self) -> dict[str, Any]:
         """Plain JSON-able values: images/s, per-stage seconds, batch sizes, devices."""
@@ -74,6 +72,7 @@ class EngineStats:
             "devices": list(self.devices),
             "detect_path": self.detect_path,
             "precision": self.precision,
+            "calibration": dict(self.calibration),
         }
 
 
@@ -121,25 +120,6 @@ class AdaptiveBatch:
         return out
 
 
-AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def engine_options(precision: str, compile: bool, default_amp: torch.dtype | None) -> dict:
-    """detect_boxes / embed_crops options from the config's `precision` and `compile`."""
-    amp = default_amp if precision == "auto" else AMP_DTYPES[precision]
-    return {"amp": amp, "compile": compile}
-
-
-def amp_dtype(device: torch.device, requested: torch.dtype | None) -> torch.dtype | None:
-    """The autocast dtype to use: CUDA only (CPU stays fp32, so outputs compare with the naive
-    path); bf16 falls back to fp16 on GPUs without it."""
-    if device.type != "cuda" or requested is None:
-        return None
-    if requested == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return requested
-
-
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
@@ -147,8 +127,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def precision_name(dtype: torch.dtype | None, compiled: bool) -> str:
-    name = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
-    return name + ("+compile" if compiled else "")
+    return precision.name(dtype) + ("+compile" if compiled else "")
 
 
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, Callable] = weakref.WeakKeyDictionary()

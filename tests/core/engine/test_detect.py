@@ -26,14 +26,15 @@ def naive(detector, blobs, threshold, class_ids=CLASS_IDS):
     ]
 
 
-def assert_equivalent(expected, got):
+def assert_equivalent(expected, got, score_tolerance=1e-3, candidates=True):
     assert len(expected) == len(got)
     for want, have in zip(expected, got, strict=True):
         assert have.box_source == want.box_source
         assert have.label == want.label
-        assert have.score == pytest.approx(want.score, abs=1e-3)
-        # Exact: both count the same post-NMS boxes; a near-tie at the threshold could flip one.
-        assert have.candidates == want.candidates
+        assert have.score == pytest.approx(want.score, abs=score_tolerance)
+        # Exact: both count the same post-NMS boxes; a near-tie at the threshold could flip one
+        # (so not asserted under autocast, where scores move by ~1e-3).
+        assert have.candidates == want.candidates or not candidates
         iou = box_iou(
             torch.tensor([[want.x1, want.y1, want.x2, want.y2]]),
             torch.tensor([[have.x1, have.y1, have.x2, have.y2]]),
