@@ -173,7 +173,7 @@ def main() -> None:
         "--weights", default="random", help="random | demo (ssdlite + mobilenet_v3_small only)"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the engine's models")
     parser.add_argument(
         "--amp", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="engine autocast"
     )

@@ -22,7 +22,6 @@ def row(name: str, r: dict) -> str:
     naive, engine = r["naive_images_per_second"], r["engine_images_per_second"]
     util = r.get("gpu_utilisation_during_engine") or {}
     eq = r["equivalence"]
-    # What the engine ran, not what was asked: compile applies on CUDA only.
     met = (
         engine["end_to_end"] >= TARGET_IMAGES_PER_SECOND
         and r["ratio_engine_over_naive"] >= TARGET_RATIO

@@ -53,7 +53,7 @@ class ModelConfig:
     batch_size: int = 16
     score_threshold: float = 0.5
     precision: str = "auto"  # auto (calibrated on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
-    compile: bool = False  # torch.compile on CUDA; pays off on long runs (see benchmarks)
+    compile: bool = False  # torch.compile (any device); pays off on long runs (see benchmarks)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -258,8 +258,8 @@ def detect_boxes(
 
     `stats`, when given, receives images, seconds, batch sizes and the path taken. `amp` is the
     autocast choice (see precision.py: "auto" calibrates fp16/bf16 against fp32 on CUDA);
-    `compile` torch.compiles backbone and head (CUDA only); `prefetch` is how many batches are
-    decoded ahead in a background thread.
+    `compile` torch.compiles backbone and head (see runtime.maybe_compiled); `prefetch` is how
+    many batches are decoded ahead in a background thread.
     """
     stats = stats if stats is not None else EngineStats()
     device = detector.device

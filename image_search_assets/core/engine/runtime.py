@@ -134,10 +134,16 @@ _COMPILED: weakref.WeakKeyDictionary[nn.Module, Callable] = weakref.WeakKeyDicti
 
 
 def maybe_compiled(module: nn.Module, device: torch.device, want: bool) -> tuple[Callable, bool]:
-    """`module`, or its torch.compile'd twin (CUDA only: on CPU compile costs more than it
-    saves at our sizes, and CI has no compiler budget). Compiled once per module."""
-    if not want or device.type != "cuda":
+    """`module`, or its torch.compile'd twin when `want`, on any device. Compiled once per module.
+
+    dynamic=None (automatic): the first shape compiles static; the first new shape (a step's
+    short last batch, an OOM-halved batch, another RetinaNet resize) recompiles once with
+    dynamic sizes, which then serve every shape. dynamic=False would compile again for every
+    new shape (measured on this CPU: ~25 s each for the SSDlite backbone) until dynamo's cache
+    limit sends the module back to eager without a word.
+    """
+    if not want:
         return module, False
     if module not in _COMPILED:
-        _COMPILED[module] = torch.compile(module, dynamic=False)
+        _COMPILED[module] = torch.compile(module, dynamic=None)
     return _COMPILED[module], True
