@@ -40,3 +40,5 @@ bench retinanet_resnet50_compile --images $((IMAGES / 2)) --batch 32 "${RETINA[@
 bench demo_models --images "$IMAGES" --batch 64 --weights demo \
   --detector ssdlite320_mobilenet_v3_large --det-size 192 --embedder mobilenet_v3_small --emb-size 112
 SCRIPT=benchmarks/amp_numerics.py bench amp_numerics --images $((IMAGES / 8)) --batch 64
+# The nvJPEG overwrite hazard, bare torchvision vs the engine's reader: one JSON line in the log.
+SCRIPT=benchmarks/decode_race.py bench decode_race --iterations 100 --out "$LOG"
