@@ -7,7 +7,8 @@
 #
 # Writes at most 8 files to $OUT (the device tool brings back 8): one JSON per configuration,
 # amp_numerics.json (fp16/bf16 vs fp32 per model, CUDA kernels), retinanet_profile.txt and
-# suite.log (nvidia-smi, every command, its exit code, its stderr).
+# suite.log (nvidia-smi, every command, its exit code, its stderr, and one JSON line each from
+# decode_race.py and workers_check.py).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 DEVICE=${DEVICE:-cuda}
@@ -42,3 +43,4 @@ bench demo_models --images "$IMAGES" --batch 64 --weights demo \
 SCRIPT=benchmarks/amp_numerics.py bench amp_numerics --images $((IMAGES / 8)) --batch 64
 # The nvJPEG overwrite hazard, bare torchvision vs the engine's reader: one JSON line in the log.
 SCRIPT=benchmarks/decode_race.py bench decode_race --iterations 100 --out "$LOG"
+SCRIPT=benchmarks/workers_check.py bench workers --images 512 --out "$LOG"

@@ -62,10 +62,20 @@ def run_sharded(
     ]
     parts = [(dev, shard) for dev, shard in parts if len(shard)]
     if len(parts) <= 1:
-        return [fn(shard, dev) for dev, shard in parts]
+        return [_on_device(fn, shard, dev) for dev, shard in parts]
     with ThreadPoolExecutor(len(parts), thread_name_prefix="engine-worker") as pool:
-        futures = [pool.submit(fn, shard, dev) for dev, shard in parts]
+        futures = [pool.submit(_on_device, fn, shard, dev) for dev, shard in parts]
         return [f.result() for f in futures]
+
+
+def _on_device(fn: Callable[[Sequence[T], torch.device], S], shard, device: torch.device) -> S:
+    """`fn(shard, device)` with `device` as the thread's current CUDA device: a new thread starts
+    on cuda:0, and whatever uses the current device (streams, compiled kernels' launches) must
+    see the worker's own GPU."""
+    if device.type != "cuda":
+        return fn(shard, device)
+    with torch.cuda.device(device):
+        return fn(shard, device)
 
 
 def _replicas(
