@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from engine_throughput import hardware, synthetic_jpegs  # beside this script
+from report import emit  # beside this script
 from torchvision.ops import box_iou
 
 from image_search_assets.core import models
@@ -144,11 +144,7 @@ def main() -> None:
         "detection": detections,
         "embedding": embeddings,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import time
 
 import torch
 from PIL import Image
+from report import emit  # beside this script
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from image_search_assets.core import synthetic
@@ -90,11 +90,7 @@ def main() -> None:
         result["max_abs_diff_vs_cpu_decode"] = max(
             int((c.int() - g.cpu().int()).abs().max()) for c, g in zip(cpu, gpu, strict=True)
         )
-    text = json.dumps(result)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    emit(result, args.out, line=True)
 
 
 if __name__ == "__main__":

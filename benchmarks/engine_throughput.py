@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import random
@@ -24,6 +23,7 @@ import torch
 import torchvision
 from gpu_probe import UtilisationSampler, profile_table  # beside this script
 from PIL import Image
+from report import emit  # beside this script
 
 from image_search_assets.core import inference, models, synthetic
 from image_search_assets.core.engine import EngineStats, decode_batch, detect_boxes, embed_crops
@@ -243,11 +243,7 @@ def main() -> None:
         "gpu_utilisation_during_engine": sampler.summary(),
         "equivalence": equivalence(naive, engine),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

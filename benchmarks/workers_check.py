@@ -10,13 +10,13 @@ outputs must be the one-worker outputs, in the same order. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 
 import numpy as np
 import torch
 from engine_throughput import synthetic_jpegs  # beside this script
+from report import emit  # beside this script
 
 from image_search_assets.core import models
 from image_search_assets.core.engine import EngineStats, detect_sharded, embed_sharded
@@ -78,11 +78,7 @@ def main() -> None:
         "same_boxes": one_boxes == two_boxes,
         "embedding_cosine_min": round(float((one_vectors * two_vectors).sum(1).min()), 6),
     }
-    text = json.dumps(result)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    emit(result, args.out, line=True)
 
 
 if __name__ == "__main__":

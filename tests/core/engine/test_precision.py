@@ -39,6 +39,7 @@ def test_auto_is_fp32_on_the_cpu_and_explicit_choices_hold_anywhere():
         FP16,
         BF16,
     ]
+    assert precision.engine_options("auto", True) == {"amp": "auto", "compile": True}
     with pytest.raises(ValueError, match="'fp8'"):
         precision.resolve(CPU, "fp8")
 
