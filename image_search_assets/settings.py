@@ -42,7 +42,7 @@ class Category:
     class_ids: tuple[int, ...] = ()
 
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "calibrate", "fp32", "fp16", "bf16")  # core/engine/precision.py
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class ModelConfig:
     input_size: int = 224
     batch_size: int = 16
     score_threshold: float = 0.5
-    precision: str = "auto"  # auto (calibrated on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    precision: str = "auto"  # auto | calibrate | fp32 | fp16 | bf16 (core/engine/precision.py)
     compile: bool = False  # torch.compile (any device); pays off on long runs (see benchmarks)
 
     def __post_init__(self) -> None:

@@ -166,3 +166,17 @@ def test_precision_and_compile_reach_the_engine_from_the_config(settings, monkey
     }
     assert metadata["engine"].value["precision"] == "bfloat16"
     assert metadata["engine"].value["calibration"] == {}  # explicit: nothing calibrated
+
+
+def test_a_calibrated_precision_reports_its_figures_in_the_metadata(settings):
+    configured = settings.with_overrides(embedder=replace(settings.embedder, precision="calibrate"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_day(configured, DAYS[0], instance).success
+        metadata = instance.get_latest_materialization_event(
+            dg.AssetKey(["tops", "embeddings"])
+        ).asset_materialization.metadata
+    stats = metadata["engine"].value
+    # On the CPU the one candidate is bf16; the demo embedder keeps cosine >= 0.9999 in it.
+    assert set(stats["calibration"]) == {"bfloat16"}
+    kept = stats["calibration"]["bfloat16"] >= 0.999
+    assert stats["precision"] == ("bfloat16" if kept else "fp32")

@@ -30,11 +30,13 @@ CPU = torch.device("cpu")
 
 def test_auto_is_fp32_on_the_cpu_and_explicit_choices_hold_anywhere():
     assert precision.resolve(CPU, "auto") is None
+    assert precision.resolve(CPU, "calibrate") == (BF16,)  # CPU fp16 is emulated: slow
     assert precision.resolve(CPU, BF16) is BF16
     assert precision.resolve(CPU, (FP16, BF16)) == (FP16, BF16)
     assert precision.resolve(CPU, None) is None
-    assert [precision.from_config(p) for p in ("auto", "fp32", "fp16", "bf16")] == [
+    assert [precision.from_config(p) for p in ("auto", "calibrate", "fp32", "fp16", "bf16")] == [
         "auto",
+        "calibrate",
         None,
         FP16,
         BF16,
