@@ -15,3 +15,25 @@ def test_the_engine_imports_nothing_beyond_torch_and_pillow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+GPU_SUITE_SCRIPTS = ("engine_throughput", "amp_numerics", "decode_race", "workers_check")
+
+
+def test_the_gpu_suite_scripts_start_without_the_platform_packages():
+    """benchmarks/gpu_suite.sh runs on the lent GPU machine's own python3 (torch, torchvision,
+    Pillow, numpy; no Dagster, Annoy, pandas): each script must get through its imports and
+    argument parsing with those packages made unimportable."""
+    for script in GPU_SUITE_SCRIPTS:
+        code = "; ".join(
+            [
+                "import sys, runpy",
+                f"sys.modules.update(dict.fromkeys({HEAVY!r}))",  # None: ImportError on import
+                "sys.path.insert(0, 'benchmarks')",
+                f"sys.argv = ['{script}.py', '--help']",
+                f"runpy.run_path('benchmarks/{script}.py', run_name='__main__')",
+            ]
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, (script, out.stderr[-2000:])
+        assert "usage:" in out.stdout
