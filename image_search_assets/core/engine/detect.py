@@ -26,7 +26,13 @@ from .. import inference
 from ..inference import ChosenBox
 from ..models import LoadedModel
 from . import precision
-from .postprocess import Candidates, nms_per_image, retinanet_candidates, ssd_candidates
+from .postprocess import (
+    Candidates,
+    choose,
+    nms_per_image,
+    retinanet_candidates,
+    ssd_candidates,
+)
 from .reader import decode_batch, prefetched
 from .runtime import (
     AdaptiveBatch,
@@ -159,47 +165,6 @@ class VectorisedDetector:
         ratio = (original.float() / sizes.float())[kept.image]  # stock resize_boxes, float32
         boxes = kept.boxes * ratio[:, [1, 0, 1, 0]]
         return choose(boxes, kept.scores, kept.labels, kept.image, original, class_ids, min_side)
-
-
-def choose(
-    boxes: Tensor,
-    scores: Tensor,
-    labels: Tensor,
-    image: Tensor,
-    original: Tensor,
-    class_ids: Sequence[int],
-    min_side: float,
-) -> list[ChosenBox]:
-    """inference.choose_box for every image at once. Rows must be grouped by image and sorted
-    by decreasing score within it, so an image's first eligible row is its best; every row is
-    already at or above the score threshold. `original`: each image's (h, w)."""
-    n, device = len(original), boxes.device
-    wide = (boxes[:, 2] - boxes[:, 0] >= min_side) & (boxes[:, 3] - boxes[:, 1] >= min_side)
-    eligible = wide
-    if class_ids:
-        eligible = wide & torch.isin(labels, torch.tensor(list(class_ids), device=device))
-    rows = torch.arange(len(boxes), device=device)
-    first = torch.full((n,), len(boxes), device=device)
-    first = first.scatter_reduce(0, image[eligible], rows[eligible], "amin")
-    # Padded with one "nothing found" row so images without a pick gather something valid.
-    pad = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -1.0]], device=device)
-    table = torch.cat([torch.cat([boxes, scores[:, None], labels[:, None].float()], 1), pad])
-    summary = torch.cat(
-        [
-            table[first],
-            (first < len(boxes)).float()[:, None],
-            torch.bincount(image[wide], minlength=n).float()[:, None],
-            original.float(),
-        ],
-        dim=1,
-    )
-    out = []
-    for x1, y1, x2, y2, score, label, found, count, h, w in summary.cpu().tolist():  # one sync
-        if found:
-            out.append(ChosenBox(x1, y1, x2, y2, int(label), score, "detector", int(count)))
-        else:
-            out.append(ChosenBox(0.0, 0.0, w, h, -1, 0.0, "full_image", int(count)))
-    return out
 
 
 def _stock(

@@ -2,7 +2,8 @@
 
 Stock torchvision loops over images (and, for SSD, over classes) in Python. Here each step is one
 tensor operation across the batch: per-(image, class) or per-(image, level) top-k, box decoding of
-the survivors only, one NMS over the batch, then the per-image detection cap.
+the survivors only, one NMS over the batch, then the per-image detection cap; `choose` then picks
+each image's box as inference.choose_box does, for all images at once.
 
 Candidates below `threshold` (the caller's score threshold) are dropped before NMS. That changes
 nothing the caller sees: a box can only be suppressed by a higher-scoring box, top-k keeps the
@@ -12,12 +13,15 @@ threshold is the same with or without the lower ones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms
+
+from ..inference import ChosenBox
 
 
 @dataclass(frozen=True)
@@ -123,3 +127,44 @@ def nms_per_image(
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(len(keep), device=keep.device) - starts[img]
     return cands.take(keep[rank < per_image])
+
+
+def choose(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    image: Tensor,
+    original: Tensor,
+    class_ids: Sequence[int],
+    min_side: float,
+) -> list[ChosenBox]:
+    """inference.choose_box for every image at once. Rows must be grouped by image and sorted
+    by decreasing score within it, so an image's first eligible row is its best; every row is
+    already at or above the score threshold. `original`: each image's (h, w)."""
+    n, device = len(original), boxes.device
+    wide = (boxes[:, 2] - boxes[:, 0] >= min_side) & (boxes[:, 3] - boxes[:, 1] >= min_side)
+    eligible = wide
+    if class_ids:
+        eligible = wide & torch.isin(labels, torch.tensor(list(class_ids), device=device))
+    rows = torch.arange(len(boxes), device=device)
+    first = torch.full((n,), len(boxes), device=device)
+    first = first.scatter_reduce(0, image[eligible], rows[eligible], "amin")
+    # Padded with one "nothing found" row so images without a pick gather something valid.
+    pad = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -1.0]], device=device)
+    table = torch.cat([torch.cat([boxes, scores[:, None], labels[:, None].float()], 1), pad])
+    summary = torch.cat(
+        [
+            table[first],
+            (first < len(boxes)).float()[:, None],
+            torch.bincount(image[wide], minlength=n).float()[:, None],
+            original.float(),
+        ],
+        dim=1,
+    )
+    out = []
+    for x1, y1, x2, y2, score, label, found, count, h, w in summary.cpu().tolist():  # one sync
+        if found:
+            out.append(ChosenBox(x1, y1, x2, y2, int(label), score, "detector", int(count)))
+        else:
+            out.append(ChosenBox(0.0, 0.0, w, h, -1, 0.0, "full_image", int(count)))
+    return out
