@@ -179,7 +179,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
-        "--profile", type=Path, default=None, help="write a torch.profiler table of one pass"
+        "--profile", type=Path, default=None, help="append a torch.profiler table of one pass"
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
@@ -206,7 +206,9 @@ def main() -> None:
     if args.profile:
         args.profile.parent.mkdir(parents=True, exist_ok=True)
         table = profile_table(lambda: run_engine(detector, embedder, blobs, args), device)
-        args.profile.write_text(table + "\n")
+        with args.profile.open("a") as f:  # several configurations may share one file
+            f.write(f"== {args.detector} @{args.det_size} + {args.embedder} @{args.emb_size}\n")
+            f.write(table + "\n\n")
     n = len(blobs)
     naive_wall = sum(naive["seconds"].values())
     det, emb = engine["detect_stats"], engine["embed_stats"]

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The engine's GPU measurements as ONE device call (issue 7): naive vs engine, same run, same
-# inputs, for the speed/accuracy choices worth recording; plus a profile of the RetinaNet pass.
+# inputs, for the speed/accuracy choices worth recording; plus profiles of the eager passes.
 #
 #   on the lent GPU (its python3 holds torch):  bash benchmarks/gpu_suite.sh
 #   smoke test on a CPU:  DEVICE=cpu IMAGES=16 PYTHON=.venv/bin/python bash benchmarks/gpu_suite.sh
 #
 # Writes at most 8 files to $OUT (the device tool brings back 8): one JSON per configuration,
-# amp_numerics.json (fp16/bf16 vs fp32 per model, CUDA kernels), retinanet_profile.txt and
-# suite.log (nvidia-smi, every command, its exit code, its stderr, and one JSON line each from
-# decode_race.py and workers_check.py).
+# amp_numerics.json (fp16/bf16 vs fp32 per model, CUDA kernels), profiles.txt (torch.profiler
+# tables of the eager SSDlite and RetinaNet engine passes) and suite.log (nvidia-smi, every
+# command, its exit code, its stderr, and one JSON line each from decode_race.py and
+# workers_check.py).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 DEVICE=${DEVICE:-cuda}
@@ -33,10 +34,11 @@ bench() {  # name, then engine_throughput.py arguments (SCRIPT= picks another be
 SSD=(--detector ssdlite320_mobilenet_v3_large --det-size 320)
 RETINA=(--detector retinanet_resnet50_fpn_v2 --det-size 512)
 R50=(--embedder resnet50 --emb-size 224)
-bench ssdlite_resnet50 --images "$IMAGES" --batch 64 "${SSD[@]}" "${R50[@]}"
+bench ssdlite_resnet50 --images "$IMAGES" --batch 64 "${SSD[@]}" "${R50[@]}" \
+  --profile "$OUT/profiles.txt"
 bench ssdlite_resnet50_compile --images "$IMAGES" --batch 64 "${SSD[@]}" "${R50[@]}" --compile
 bench retinanet_resnet50 --images $((IMAGES / 2)) --batch 32 "${RETINA[@]}" "${R50[@]}" \
-  --profile "$OUT/retinanet_profile.txt"
+  --profile "$OUT/profiles.txt"
 bench retinanet_resnet50_compile --images $((IMAGES / 2)) --batch 32 "${RETINA[@]}" "${R50[@]}" --compile
 bench demo_models --images "$IMAGES" --batch 64 --weights demo \
   --detector ssdlite320_mobilenet_v3_large --det-size 192 --embedder mobilenet_v3_small --emb-size 112
