@@ -14,10 +14,11 @@ same label and box source, IoU >= 0.98, ties at the score threshold aside; embed
 0.999) runs the rest, else fp32 does. Decided once per model per process; the agreement
 figures go to EngineStats.calibration, hence to asset metadata.
 
-On the CPU "auto" is fp32; "calibrate" calibrates on every device, on the CPU bf16 alone (fp16
-is emulated there, 5-15x slower than fp32; bf16 is 1.7-2x faster on CPUs with avx512_bf16 or
-AMX). An explicit dtype is used as given, on any device, and a tuple of dtypes is calibrated on
-any device (how the tests exercise calibration on the CPU).
+On the CPU "auto" is fp32; "calibrate" calibrates on every device, on the CPU bf16 alone and
+only where the CPU has it natively (fp16 is emulated there, 5-15x slower than fp32 here; bf16
+is 1.7-2x faster with this CPU's avx512_bf16, and emulated without it). An explicit dtype is
+used as given, on any device, and a tuple of dtypes is calibrated on any device (how the tests
+exercise calibration on the CPU).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def resolve(device: torch.device, amp: Amp) -> torch.dtype | None | tuple[torch.
     """`amp` for `device`: a dtype to use, None for fp32, or the candidates to calibrate.
     bf16 becomes fp16 on GPUs without bf16."""
     if amp in (AUTO, CALIBRATE):
-        cpu = None if amp == AUTO else (torch.bfloat16,)
+        cpu = (torch.bfloat16,) if amp == CALIBRATE and cpu_has_bf16() else None
         amp = AUTO_CANDIDATES if device.type == "cuda" else cpu
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         if isinstance(amp, tuple):
@@ -75,6 +76,15 @@ def resolve(device: torch.device, amp: Amp) -> torch.dtype | None | tuple[torch.
     if isinstance(amp, str):
         raise ValueError(f"amp {amp!r} is not 'auto', 'calibrate', a dtype, None or dtypes")
     return amp
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (avx512_bf16 or AMX): the speed is the reason to
+    leave fp32, and elsewhere oneDNN emulates bf16."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def name(dtype: torch.dtype | None) -> str:
