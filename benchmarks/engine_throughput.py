@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's models")
     parser.add_argument(
-        "--amp", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="engine autocast"
+        "--amp", default="auto", choices=("auto", "calibrate", "fp32", "fp16", "bf16")
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
