@@ -70,7 +70,7 @@ def _resize(transform: GeneralizedRCNNTransform, batch: Tensor) -> Tensor:
 
 
 def preprocess(
-    transform: GeneralizedRCNNTransform, images: Sequence[Tensor], channels_last: bool
+    transform: GeneralizedRCNNTransform, images: Sequence[Tensor]
 ) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
     """The stock transform, batched: normalise, resize, zero-pad to `size_divisible`.
 
@@ -97,8 +97,7 @@ def preprocess(
     buckets = []
     for parts in by_shape.values():
         x = torch.cat([p for p, _ in parts])
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)  # why: embed.py's docstring
         idx = torch.tensor([i for _, ids in parts for i in ids], device=device)
         buckets.append((x, idx))
     return buckets, sizes.to(device)
@@ -130,7 +129,7 @@ class VectorisedDetector:
     def candidates(self, images: Sequence[Tensor], threshold: float) -> tuple[Candidates, Tensor]:
         """Post-NMS detections at or above `threshold`, boxes in the resized frame, and each
         image's resized (h, w)."""
-        buckets, sizes = preprocess(self.model.transform, images, self.device.type == "cuda")
+        buckets, sizes = preprocess(self.model.transform, images)
         parts = []
         for x, idx in buckets:
             with autocast(self.device, self.dtype):

@@ -5,6 +5,10 @@ at once by batched matmuls with the antialiased bilinear weights F.interpolate u
 roi_align: its bilinear samples averaged per output cell are a box filter, not the naive path's
 triangle filter, and at a 2x downscale embeddings drift to cosine 0.9989 (measured); here the
 difference is float rounding only.
+
+Network inputs are channels_last on every device: tensor cores want NHWC on the GPU, and on
+this CPU oneDNN runs the SSDlite backbone 1.6-1.9x, ResNet-50 1.3-1.4x and MobileNetV3-small
+1.2-1.35x faster that way (fp32, 2 threads; `python benchmarks/channels_last_cpu.py`).
 """
 
 from __future__ import annotations
@@ -103,12 +107,10 @@ def embed_crops(
     dtype = None if calibrating else amp
     net, compiled = maybe_compiled(embedder.module, device, compile)
     stats.precision = precision_name(dtype, compiled)
-    channels_last = device.type == "cuda"
 
     def forward(images: Sequence[Tensor], chunk_boxes: Sequence[ChosenBox], dtype, net) -> Tensor:
         x = crops(images, chunk_boxes, input_size)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)  # on every device: see above
         with autocast(device, dtype):
             feats = net(x)
         return F.normalize(feats.flatten(1).float(), dim=1)
