@@ -46,9 +46,18 @@ def _run_metadata(result: StageResult) -> dict[str, object]:
             "engine_images_per_second": engine["images_per_second"],
             "engine_batch_size": engine["batch_size"],
             "engine_oom_halvings": str(engine["oom_halvings"]),
+            "engine_precision": _precision_text(engine["precision"], engine["calibration"]),
             "engine": engine,
         }
     return meta
+
+
+def _precision_text(precision: str, calibration: dict[str, float]) -> str:
+    """e.g. "float16 (calibrated against fp32: float16 0.9996)" or "fp32"."""
+    if not calibration:
+        return precision
+    tried = ", ".join(f"{dtype} {score}" for dtype, score in calibration.items())
+    return f"{precision} (calibrated against fp32: {tried})"
 
 
 def category_assets(

@@ -167,6 +167,7 @@ def test_precision_and_compile_reach_the_engine_from_the_config(settings, monkey
     }
     assert metadata["engine"].value["precision"] == "bfloat16"
     assert metadata["engine"].value["calibration"] == {}  # explicit: nothing calibrated
+    assert metadata["engine_precision"].value == "bfloat16"
 
 
 def test_a_calibrated_precision_reports_its_figures_in_the_metadata(settings):
@@ -184,3 +185,6 @@ def test_a_calibrated_precision_reports_its_figures_in_the_metadata(settings):
     assert set(stats["calibration"]) == {"bfloat16"}
     kept = stats["calibration"]["bfloat16"] >= 0.999
     assert stats["precision"] == ("bfloat16" if kept else "fp32")
+    shown = metadata["engine_precision"].value  # what the UI shows at a glance
+    score = stats["calibration"]["bfloat16"]
+    assert shown == f"{stats['precision']} (calibrated against fp32: bfloat16 {score})"
