@@ -111,8 +111,8 @@ class VectorisedDetector:
         self.kind = vectorised_kind(self.model)
         self.device = detector.device
         self.dtype = dtype
-        self.backbone, compiled = maybe_compiled(self.model.backbone, self.device, compile)
-        self.head, _ = maybe_compiled(self.model.head, self.device, compile)
+        self.backbone, compiled = maybe_compiled(self.model.backbone, compile)
+        self.head, _ = maybe_compiled(self.model.head, compile)
         self.precision = precision_name(dtype, compiled)
         self._anchors: dict[tuple[int, ...], Tensor] = {}
 

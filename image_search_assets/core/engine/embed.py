@@ -105,7 +105,7 @@ def embed_crops(
     amp = precision.resolve(device, amp)
     calibrating = isinstance(amp, tuple)
     dtype = None if calibrating else amp
-    net, compiled = maybe_compiled(embedder.module, device, compile)
+    net, compiled = maybe_compiled(embedder.module, compile)
     stats.precision = precision_name(dtype, compiled)
 
     def forward(images: Sequence[Tensor], chunk_boxes: Sequence[ChosenBox], dtype, net) -> Tensor:

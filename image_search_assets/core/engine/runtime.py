@@ -133,7 +133,7 @@ def precision_name(dtype: torch.dtype | None, compiled: bool) -> str:
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, Callable] = weakref.WeakKeyDictionary()
 
 
-def maybe_compiled(module: nn.Module, device: torch.device, want: bool) -> tuple[Callable, bool]:
+def maybe_compiled(module: nn.Module, want: bool) -> tuple[Callable, bool]:
     """`module`, or its torch.compile'd twin when `want`, on any device. Compiled once per module.
 
     dynamic=None (automatic): the first shape compiles static; the first new shape (a step's
