@@ -56,8 +56,6 @@ def timed(device: torch.device, fn):
 
 def detection_row(arch, weights, size, device, blobs, threshold, batch) -> dict:
     det = models.load_detector(models.ModelSpec(arch, weights, size, num_classes=14), str(device))
-    if getattr(det.module.transform, "fixed_size", None) is not None:
-        det.module.transform.fixed_size = (size, size)
     opts = {"class_ids": (), "score_threshold": threshold, "batch_size": batch}
     row = {"detector": arch, "weights": weights, "size": size}
     ref = None
@@ -129,10 +127,7 @@ def main() -> None:
     detections = [
         detection_row(*spec, device, blobs, args.threshold, args.batch) for spec in DETECTORS[which]
     ]
-    det = models.load_detector(
-        models.ModelSpec(*DETECTORS["demo"][0][:2], 192, num_classes=14), str(device)
-    )
-    det.module.transform.fixed_size = (192, 192)
+    det = models.load_detector(models.ModelSpec(*DETECTORS["demo"][0], num_classes=14), str(device))
     boxes = detect_boxes(
         det, blobs, class_ids=(), score_threshold=args.threshold, batch_size=args.batch, amp=None
     )

@@ -14,27 +14,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import random
 import time
 
 import torch
+from engine_throughput import synthetic_jpegs  # beside this script
 from PIL import Image
 from report import emit  # beside this script
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from image_search_assets.core import synthetic
 from image_search_assets.core.engine import decode_batch
-
-
-def jpegs(n: int, size: int) -> list[bytes]:
-    out = []
-    for i in range(n):
-        rng = random.Random(i)
-        img = synthetic.draw_product("tops", "red", synthetic.PATTERNS[i % 4], rng, size)
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
 
 
 def bare(blobs: list[bytes], device: torch.device) -> list[torch.Tensor]:
@@ -80,7 +68,7 @@ def main() -> None:
         result["skipped"] = "needs CUDA"
     else:
         result["gpu"] = torch.cuda.get_device_name(device)
-        blobs = jpegs(args.images, args.size)
+        blobs = synthetic_jpegs(args.images, args.size)
         assert {Image.open(io.BytesIO(b)).size for b in blobs} == {(args.size, args.size)}
         run = (blobs, device, args.size, args.iterations, args.spin)
         result["torchvision_decode_jpeg"] = trial(bare, *run)

@@ -189,9 +189,6 @@ def main() -> None:
     device = models.resolve_device(args.device)
     det_spec = models.ModelSpec(args.detector, args.weights, args.det_size, num_classes=14)
     detector = models.load_detector(det_spec, str(device))
-    transform = detector.module.transform
-    if getattr(transform, "fixed_size", None) is not None:
-        transform.fixed_size = (args.det_size, args.det_size)  # both paths run at --det-size
     embedder = models.load_embedder(
         models.ModelSpec(args.embedder, args.weights, args.emb_size), str(device)
     )
