@@ -2,7 +2,9 @@
 
 A step granted N GPUs runs one worker thread per GPU (core/engine/workers.py); with one GPU lent,
 two workers on the same device exercise the same threads, sharding, stream and merge code. The
-outputs must be the one-worker outputs, in the same order. Prints one JSON line.
+outputs must be the one-worker outputs, in the same order. Each configuration's first call is
+reported apart ("cold": model replicas, calibration, each thread's cuDNN plans) from the next
+("warm"), which reuses the long-lived worker threads. Prints one JSON line.
 
     python benchmarks/workers_check.py --device cuda --images 512
 """
@@ -66,8 +68,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
     device = models.resolve_device(args.device)
     blobs = synthetic_jpegs(args.images, 256)
-    run([device], blobs[: args.batch], args.batch)  # warm-up and calibration
+    one_cold = run([device], blobs, args.batch)[2]
     one_boxes, one_vectors, one = run([device], blobs, args.batch)
+    two_cold = run([device, device], blobs, args.batch)[2]
     two_boxes, two_vectors, two = run([device, device], blobs, args.batch)
     result = {
         "check": "workers",
@@ -75,6 +78,10 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "one_worker": one,
         "two_workers": two,
+        "cold_images_per_second": {
+            "one_worker": one_cold["images_per_second"],
+            "two_workers": two_cold["images_per_second"],
+        },
         "same_boxes": one_boxes == two_boxes,
         "embedding_cosine_min": round(float((one_vectors * two_vectors).sum(1).min()), 6),
     }
