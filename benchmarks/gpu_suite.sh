@@ -9,12 +9,12 @@
 # Writes at most 8 files to $OUT (the device tool brings back 8): one JSON per configuration,
 # amp_numerics.json (fp16/bf16 vs fp32 per model, CUDA kernels), profiles.txt (torch.profiler
 # tables of the eager SSDlite and RetinaNet engine passes) and suite.log (nvidia-smi, every
-# command, its exit code, its stderr, and one JSON line each from decode_race.py and
-# workers_check.py).
+# command, its exit code, its stderr, and one JSON line each from decode_race.py,
+# workers_check.py and fold_speed.py).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 DEVICE=${DEVICE:-cuda}
-IMAGES=${IMAGES:-2048}
+IMAGES=${IMAGES:-1024}
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
@@ -34,7 +34,7 @@ bench() {  # limit (s), name, then engine_throughput.py arguments (SCRIPT= picks
 
 # Cheapest and most telling first, compiled runs last: if the call's own limit cuts the suite
 # short, what ran is already under $OUT. Per-step limits: LIMIT_S (eager), LIMIT_COMPILE_S.
-EAGER=${LIMIT_S:-80}
+EAGER=${LIMIT_S:-100}
 COMPILED=${LIMIT_COMPILE_S:-150}
 SSD=(--detector ssdlite320_mobilenet_v3_large --det-size 320)
 RETINA=(--detector retinanet_resnet50_fpn_v2 --det-size 512)
@@ -51,6 +51,7 @@ if [[ $SUITE != compiled ]]; then
   SCRIPT=benchmarks/decode_race.py bench 60 decode_race --iterations 100 --out "$LOG"
   SCRIPT=benchmarks/workers_check.py bench 60 workers --images 512 --out "$LOG"
   SCRIPT=benchmarks/amp_numerics.py bench "$EAGER" amp_numerics --images $((IMAGES / 8)) --batch 64
+  SCRIPT=benchmarks/fold_speed.py bench 60 fold_speed --amp fp16 --batch 64 --out "$LOG"
 fi
 if [[ $SUITE != core ]]; then
   bench "$COMPILED" ssdlite_resnet50_compile --images "$IMAGES" --batch 64 "${SSD[@]}" "${R50[@]}" \

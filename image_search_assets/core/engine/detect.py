@@ -26,6 +26,7 @@ from .. import inference
 from ..inference import ChosenBox
 from ..models import LoadedModel
 from . import precision
+from .fold import batch_norms, folded
 from .postprocess import (
     Candidates,
     choose,
@@ -111,8 +112,11 @@ class VectorisedDetector:
         self.kind = vectorised_kind(self.model)
         self.device = detector.device
         self.dtype = dtype
-        self.backbone, compiled = maybe_compiled(self.model.backbone, compile)
-        self.head, _ = maybe_compiled(self.model.head, compile)
+        backbone, head = folded(self.model.backbone), folded(self.model.head)
+        self.batch_norms_folded = sum(map(batch_norms, (self.model.backbone, self.model.head)))
+        self.batch_norms_folded -= batch_norms(backbone) + batch_norms(head)
+        self.backbone, compiled = maybe_compiled(backbone, compile)
+        self.head, _ = maybe_compiled(head, compile)
         self.precision = precision_name(dtype, compiled)
         self._anchors: dict[tuple[int, ...], Tensor] = {}
 
@@ -231,6 +235,7 @@ def detect_boxes(
     calibrating = isinstance(amp, tuple)
     fixed = None if calibrating else amp
     run, stats.detect_path, stats.precision = _runner(detector, fixed, compile)
+    stats.batch_norms_folded = getattr(run, "batch_norms_folded", 0)
     started = time.perf_counter()
     adaptive = AdaptiveBatch(batch_size, stats)
     chunks = [range(s, min(s + batch_size, len(blobs))) for s in range(0, len(blobs), batch_size)]

@@ -24,6 +24,7 @@ from torch import Tensor
 from ..inference import IMAGENET_MEAN, IMAGENET_STD, ChosenBox
 from ..models import LoadedModel
 from . import precision
+from .fold import batch_norms, folded
 from .reader import decode_batch, prefetched
 from .runtime import (
     AdaptiveBatch,
@@ -105,7 +106,9 @@ def embed_crops(
     amp = precision.resolve(device, amp)
     calibrating = isinstance(amp, tuple)
     dtype = None if calibrating else amp
-    net, compiled = maybe_compiled(embedder.module, compile)
+    eager = folded(embedder.module)
+    stats.batch_norms_folded = batch_norms(embedder.module) - batch_norms(eager)
+    net, compiled = maybe_compiled(eager, compile)
     stats.precision = precision_name(dtype, compiled)
 
     def forward(images: Sequence[Tensor], chunk_boxes: Sequence[ChosenBox], dtype, net) -> Tensor:
@@ -138,7 +141,7 @@ def embed_crops(
                 sample = images[:k], chunk_boxes[:k]
                 dtype = precision.calibrate(
                     embedder.module,
-                    lambda dt, sample=sample: embed(*sample, dt, embedder.module),  # eager
+                    lambda dt, sample=sample: embed(*sample, dt, eager),
                     amp,
                     precision.cosine_agreement,
                     precision.EMBED_TOLERANCE,

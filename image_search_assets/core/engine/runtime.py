@@ -34,6 +34,7 @@ class EngineStats:
     detect_path: str = ""  # "vectorised:ssd", "vectorised:retinanet" or "stock:<Module>"
     precision: str = ""  # "fp32", "float16", "bfloat16"; "+compile" when compiled
     calibration: dict[str, float] = field(default_factory=dict)  # see precision.calibrate
+    batch_norms_folded: int = 0  # into the convolutions before them (fold.py)
 
     @property
     def images_per_second(self) -> float:
@@ -57,6 +58,7 @@ class EngineStats:
         self.detect_path = self.detect_path or other.detect_path
         self.precision = self.precision or other.precision
         self.calibration = self.calibration or dict(other.calibration)
+        self.batch_norms_folded = self.batch_norms_folded or other.batch_norms_folded
 
     def as_metadata(self) -> dict[str, Any]:
         """Plain JSON-able values: images/s, per-stage seconds, batch sizes, devices."""
@@ -73,6 +75,7 @@ class EngineStats:
             "detect_path": self.detect_path,
             "precision": self.precision,
             "calibration": dict(self.calibration),
+            "batch_norms_folded": self.batch_norms_folded,
         }
 
 

@@ -1,11 +1,14 @@
 """The engine and its benchmark run on a bare GPU machine (torch, torchvision, Pillow, numpy,
 tqdm): importing them must not pull in Dagster, Annoy, pandas or the cloud clients."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("dagster", "annoy", "pandas", "pyarrow", "google.cloud", "yaml")
 MODULES = ("engine", "inference", "models", "synthetic")
+SUITE = "benchmarks/gpu_suite.sh"
 
 
 def test_the_engine_imports_nothing_beyond_torch_and_pillow():
@@ -17,13 +20,14 @@ def test_the_engine_imports_nothing_beyond_torch_and_pillow():
     assert out.stdout.strip() == "[]"
 
 
-GPU_SUITE_SCRIPTS = ("engine_throughput", "amp_numerics", "decode_race", "workers_check")
+GPU_SUITE_SCRIPTS = sorted(set(re.findall(r"benchmarks/(\w+)\.py", Path(SUITE).read_text())))
 
 
 def test_the_gpu_suite_scripts_start_without_the_platform_packages():
     """benchmarks/gpu_suite.sh runs on the lent GPU machine's own python3 (torch, torchvision,
     Pillow, numpy; no Dagster, Annoy, pandas): each script must get through its imports and
     argument parsing with those packages made unimportable."""
+    assert len(GPU_SUITE_SCRIPTS) >= 5, GPU_SUITE_SCRIPTS
     for script in GPU_SUITE_SCRIPTS:
         code = "; ".join(
             [

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from image_search_assets.core.engine import EngineStats, detect_boxes, embed_crops
+from image_search_assets.core.engine.fold import folded
 from image_search_assets.core.engine.runtime import AdaptiveBatch
 from image_search_assets.core.failures import GpuMemoryExhausted
 
@@ -52,8 +53,8 @@ def test_oom_at_batch_one_raises_and_other_errors_pass_through():
 
 def test_detection_survives_an_oom_and_reports_the_halved_batch(ssdlite, blobs, monkeypatch):
     expected = detect_boxes(ssdlite, blobs, class_ids=CLASS_IDS, score_threshold=0.35, batch_size=8)
-    fake = OomAbove(ssdlite.module.backbone.forward, limit=2)
-    monkeypatch.setattr(ssdlite.module.backbone, "forward", fake)
+    backbone = folded(ssdlite.module.backbone)  # what the engine runs (fold.py)
+    monkeypatch.setattr(backbone, "forward", OomAbove(backbone.forward, limit=2))
     stats = EngineStats()
     got = detect_boxes(
         ssdlite, blobs, class_ids=CLASS_IDS, score_threshold=0.35, batch_size=8, stats=stats
@@ -69,7 +70,8 @@ def test_detection_survives_an_oom_and_reports_the_halved_batch(ssdlite, blobs, 
 def test_embedding_survives_an_oom(embedder, blobs, monkeypatch):
     boxes = boxes_for(blobs)
     expected = embed_crops(embedder, blobs, boxes, input_size=64, batch_size=4)
-    monkeypatch.setattr(embedder.module, "forward", OomAbove(embedder.module.forward, limit=1))
+    net = folded(embedder.module)  # what the engine runs (fold.py)
+    monkeypatch.setattr(net, "forward", OomAbove(net.forward, limit=1))
     stats = EngineStats()
     got = embed_crops(embedder, blobs, boxes, input_size=64, batch_size=4, stats=stats)
     assert stats.oom_halvings == [2, 1] and stats.batch_size == 1
