@@ -16,6 +16,7 @@ on a deep copy, made once per module.
 from __future__ import annotations
 
 import copy
+import threading
 import weakref
 
 import torch
@@ -25,15 +26,18 @@ from torch.fx.proxy import TraceError
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 _FOLDED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+_FOLDING = threading.Lock()  # workers sharing a module must share one copy (and its compile)
 
 
 def folded(module: nn.Module) -> nn.Module:
-    """An eval-mode copy of `module` with its batch norms folded; cached per module."""
-    if module not in _FOLDED:
-        twin = copy.deepcopy(module).eval()
-        _thaw_frozen_norms(twin)
-        _FOLDED[module] = _fold(twin)
-    return _FOLDED[module]
+    """An eval-mode copy of `module` with its batch norms folded; cached per module. The copy
+    holds its own weights: on a GPU, one more replica of the network's parameters."""
+    with _FOLDING:
+        if module not in _FOLDED:
+            twin = copy.deepcopy(module).eval()
+            _thaw_frozen_norms(twin)
+            _FOLDED[module] = _fold(twin)
+        return _FOLDED[module]
 
 
 def batch_norms(module: nn.Module) -> int:

@@ -36,6 +36,10 @@ def with_drawn_norms(module: nn.Module, seed: int = 0) -> nn.Module:
     return twin
 
 
+def image(*shape: int, dtype=torch.float32) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
+
+
 def flat(out) -> list[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]
@@ -44,10 +48,11 @@ def flat(out) -> list[torch.Tensor]:
 
 
 def assert_same(a, b) -> None:
-    # Relative to each output's norm: in fp32 the folded weights round differently, and a ReLU6
-    # or hardswish kink can move one element; in float64 the fold is exact (see the last test).
+    # Relative to each output's norm: in fp32 the folded weights round differently, and ~50
+    # layers of drawn scales amplify that (activations reach 1e7: seen 5e-5 relative); in
+    # float64 the fold is exact (see the last test).
     for x, y in zip(flat(a), flat(b), strict=True):
-        assert ((x - y).norm() / y.norm().clamp_min(1e-12)).item() < 1e-5
+        assert ((x - y).norm() / y.norm().clamp_min(1e-12)).item() < 1e-4
 
 
 @pytest.mark.parametrize("part", ["backbone", "head"])
@@ -55,7 +60,7 @@ def test_ssdlite_folds_every_norm_and_keeps_its_outputs(ssdlite, part):
     # The backbone traces whole; the head iterates over its list input, so fx cannot trace it
     # and fold.py folds it child by child.
     model = with_drawn_norms(ssdlite.module)
-    x = torch.rand(2, 3, 160, 160)
+    x = image(2, 3, 160, 160)
     with torch.no_grad():
         features = list(model.backbone(x).values())
         given = x if part == "backbone" else features
@@ -70,7 +75,7 @@ def test_ssdlite_folds_every_norm_and_keeps_its_outputs(ssdlite, part):
 
 def test_retinanet_backbone_folds(retinanet):
     backbone = with_drawn_norms(retinanet.module).backbone
-    x = torch.rand(1, 3, 128, 128)
+    x = image(1, 3, 128, 128)
     with torch.no_grad():
         assert_same(folded(backbone)(x), backbone(x))
     assert batch_norms(folded(backbone)) == 0 < batch_norms(backbone)
@@ -79,7 +84,7 @@ def test_retinanet_backbone_folds(retinanet):
 def test_frozen_batch_norms_of_pretrained_backbones_fold():
     # torchvision builds detection backbones with FrozenBatchNorm2d when weights are given.
     net = with_drawn_norms(torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d), seed=1)
-    x = torch.rand(2, 3, 64, 64)
+    x = image(2, 3, 64, 64)
     with torch.no_grad():
         assert_same(folded(net)(x), net(x))
     assert batch_norms(folded(net)) == 0
@@ -100,7 +105,7 @@ class TwoUsers(nn.Module):
 
 def test_a_norm_whose_convolution_has_other_users_stays():
     net = with_drawn_norms(TwoUsers())
-    x = torch.rand(1, 3, 8, 8)
+    x = image(1, 3, 8, 8)
     with torch.no_grad():
         assert_same(folded(net)(x), net(x))
     assert batch_norms(folded(net)) == 1
@@ -121,7 +126,7 @@ def test_engine_folds_and_reports_it(ssdlite, embedder, blobs):
 
 def test_folding_is_exact_arithmetic_in_float64(ssdlite):
     backbone = with_drawn_norms(ssdlite.module).backbone.double()
-    x = torch.rand(1, 3, 160, 160, dtype=torch.float64)
+    x = image(1, 3, 160, 160, dtype=torch.float64)
     with torch.no_grad():
         for got, want in zip(flat(folded(backbone)(x)), flat(backbone(x)), strict=True):
             assert ((got - want).norm() / want.norm()).item() < 1e-12
