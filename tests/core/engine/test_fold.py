@@ -130,3 +130,11 @@ def test_folding_is_exact_arithmetic_in_float64(ssdlite):
     with torch.no_grad():
         for got, want in zip(flat(folded(backbone)(x)), flat(backbone(x)), strict=True):
             assert ((got - want).norm() / want.norm()).item() < 1e-12
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_modules_without_batch_norms_are_not_copied(retinanet):
+    head = retinanet.module.head  # RetinaNet v2's head normalises with GroupNorm
+    assert batch_norms(head) == 0 and folded(head) is head
+    scripted = torch.jit.script(torchvision.models.resnet18().eval())  # opaque to fx and to us
+    assert folded(scripted) is scripted
