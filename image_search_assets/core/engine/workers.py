@@ -86,6 +86,17 @@ _WORKERS: dict[tuple[torch.device, int], ThreadPoolExecutor] = {}
 _WORKERS_LOCK = threading.Lock()
 
 
+def _forget_workers_in_a_forked_child() -> None:
+    # A forked child inherits the executors but not their threads: work sent to them would
+    # never run. The child starts its own.
+    global _WORKERS_LOCK
+    _WORKERS.clear()
+    _WORKERS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_workers_in_a_forked_child)
+
+
 def _worker(device: torch.device, slot: int) -> ThreadPoolExecutor:
     """The thread that runs shard `slot` on `device`, started on first use."""
     with _WORKERS_LOCK:

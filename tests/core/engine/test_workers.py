@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 
@@ -73,6 +74,16 @@ def test_a_failing_worker_raises_after_the_others_finish():
         run_sharded(work, list(range(6)), ["cpu", "cpu", "cpu"])
     assert sorted(finished) == [2, 4]
     assert run_sharded(lambda shard, d: list(shard), [1, 2], ["cpu", "cpu"]) == [[1], [2]]
+
+
+def _two_workers(_) -> list:
+    return run_sharded(lambda shard, device: list(shard), [1, 2, 3], ["cpu", "cpu"])
+
+
+def test_a_forked_child_gets_workers_of_its_own():
+    run_sharded(lambda shard, device: shard, [1, 2], ["cpu", "cpu"])  # the parent's threads
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_two_workers, (None,)).get(timeout=30) == [[1, 2], [3]]
 
 
 def test_visible_devices_without_a_gpu():
