@@ -26,7 +26,7 @@ from .. import inference
 from ..inference import ChosenBox
 from ..models import LoadedModel
 from . import precision
-from .fold import batch_norms, folded
+from .fold import folded, folded_away
 from .postprocess import (
     Candidates,
     choose,
@@ -112,11 +112,10 @@ class VectorisedDetector:
         self.kind = vectorised_kind(self.model)
         self.device = detector.device
         self.dtype = dtype
-        backbone, head = folded(self.model.backbone), folded(self.model.head)
-        self.batch_norms_folded = sum(map(batch_norms, (self.model.backbone, self.model.head)))
-        self.batch_norms_folded -= batch_norms(backbone) + batch_norms(head)
-        self.backbone, compiled = maybe_compiled(backbone, compile)
-        self.head, _ = maybe_compiled(head, compile)
+        parts = (self.model.backbone, self.model.head)
+        self.batch_norms_folded = sum(map(folded_away, parts))
+        self.backbone, compiled = maybe_compiled(folded(self.model.backbone), compile)
+        self.head, _ = maybe_compiled(folded(self.model.head), compile)
         self.precision = precision_name(dtype, compiled)
         self._anchors: dict[tuple[int, ...], Tensor] = {}
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..inference import IMAGENET_MEAN, IMAGENET_STD, ChosenBox
 from ..models import LoadedModel
 from . import precision
-from .fold import batch_norms, folded
+from .fold import folded, folded_away
 from .reader import decode_batch, prefetched
 from .runtime import (
     AdaptiveBatch,
@@ -107,7 +107,7 @@ def embed_crops(
     calibrating = isinstance(amp, tuple)
     dtype = None if calibrating else amp
     eager = folded(embedder.module)
-    stats.batch_norms_folded = batch_norms(embedder.module) - batch_norms(eager)
+    stats.batch_norms_folded = folded_away(embedder.module)
     net, compiled = maybe_compiled(eager, compile)
     stats.precision = precision_name(dtype, compiled)
 

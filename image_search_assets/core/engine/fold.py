@@ -44,6 +44,11 @@ def folded(module: nn.Module) -> nn.Module:
         return _FOLDED[module]
 
 
+def folded_away(module: nn.Module) -> int:
+    """How many of `module`'s batch norms its folded copy no longer runs."""
+    return batch_norms(module) - batch_norms(folded(module))
+
+
 def batch_norms(module: nn.Module) -> int:
     """How many BatchNorm2d / FrozenBatchNorm2d layers run in `module`."""
     return sum(isinstance(m, nn.BatchNorm2d | FrozenBatchNorm2d) for m in module.modules())
