@@ -42,7 +42,9 @@ class Category:
     class_ids: tuple[int, ...] = ()
 
 
-PRECISIONS = ("auto", "calibrate", "fp32", "fp16", "bf16")  # core/engine/precision.py
+# The engine's choices (core/engine/precision.py), spelled out so that config needs no torch;
+# tests/core/engine/test_precision.py holds the two together.
+PRECISIONS = ("auto", "calibrate", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)

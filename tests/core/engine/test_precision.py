@@ -16,7 +16,7 @@ from torch import nn
 from image_search_assets.core import models
 from image_search_assets.core.engine import EngineStats, detect_boxes, embed_crops, precision
 from image_search_assets.core.models import ModelSpec
-from image_search_assets.settings import load_settings
+from image_search_assets.settings import PRECISIONS, load_settings
 
 from .conftest import jpeg, product
 from .test_detect import assert_equivalent, naive
@@ -44,6 +44,8 @@ def test_auto_is_fp32_on_the_cpu_and_explicit_choices_hold_anywhere():
         BF16,
     ]
     assert precision.engine_options("auto", True) == {"amp": "auto", "compile": True}
+    # settings.py spells the choices out to stay free of torch; they must be the engine's own.
+    assert set(PRECISIONS) == {precision.AUTO, precision.CALIBRATE, *precision.AMP_DTYPES}
     with pytest.raises(ValueError, match="'fp8'"):
         precision.resolve(CPU, "fp8")
 
