@@ -33,14 +33,13 @@ def folded(module: nn.Module) -> nn.Module:
     """An eval-mode copy of `module` with its batch norms folded; cached per module. The copy
     holds its own weights: on a GPU, one more replica of the network's parameters. A module
     without batch norms (a GroupNorm head, a TorchScript model) is returned itself, uncopied."""
+    if batch_norms(module) == 0:
+        return module  # not cached: as its own value, a weak key would never be let go
     with _FOLDING:
         if module not in _FOLDED:
-            if batch_norms(module) == 0:
-                _FOLDED[module] = module
-            else:
-                twin = copy.deepcopy(module).eval()
-                _thaw_frozen_norms(twin)
-                _FOLDED[module] = _fold(twin)
+            twin = copy.deepcopy(module).eval()
+            _thaw_frozen_norms(twin)
+            _FOLDED[module] = _fold(twin)
         return _FOLDED[module]
 
 

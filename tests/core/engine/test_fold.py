@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
+import weakref
 
 import pytest
 import torch
@@ -138,3 +140,13 @@ def test_modules_without_batch_norms_are_not_copied(retinanet):
     assert batch_norms(head) == 0 and folded(head) is head
     scripted = torch.jit.script(torchvision.models.resnet18().eval())  # opaque to fx and to us
     assert folded(scripted) is scripted
+
+
+def test_the_cache_lets_go_of_modules_the_caller_dropped():
+    with_norm = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    without = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4))
+    refs = [weakref.ref(m) for m in (with_norm, without)]
+    assert folded(with_norm) is not with_norm and folded(without) is without
+    del with_norm, without
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
