@@ -24,8 +24,8 @@ from engine_throughput import hardware, synthetic_jpegs  # beside this script
 from report import emit  # beside this script
 from torchvision.ops import box_iou
 
-from image_search_assets.core import models
-from image_search_assets.core.engine import detect_boxes, embed_crops, precision
+from image_search_assets.core.inference import models
+from image_search_assets.core.inference.engine import detect_boxes, embed_crops, precision
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # (arch, weights, input size): the demo's trained pair, then random-init stock architectures.

@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from image_search_assets.core import models
+from image_search_assets.core.inference import models
 
 
 def main() -> None:

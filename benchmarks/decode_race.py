@@ -22,7 +22,7 @@ from PIL import Image
 from report import emit  # beside this script
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from image_search_assets.core.engine import decode_batch
+from image_search_assets.core.inference.engine import decode_batch
 
 
 def bare(blobs: list[bytes], device: torch.device) -> list[torch.Tensor]:

@@ -22,8 +22,8 @@ from pathlib import Path
 import dagster as dg
 import torch
 
-from image_search_assets.core.synthetic import generate_catalog
 from image_search_assets.definitions import DAILY_JOB, build_definitions
+from image_search_assets.demo.synthetic import generate_catalog
 from image_search_assets.settings import ModelConfig, load_settings
 
 TARGET_S = 60.0

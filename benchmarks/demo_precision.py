@@ -24,8 +24,8 @@ import platform
 import torch
 import torchvision
 
-from image_search_assets.core.models import ModelSpec
-from image_search_assets.core.retrieval_eval import draw_eval_set, evaluate_weights
+from image_search_assets.core.inference.models import ModelSpec
+from image_search_assets.demo.retrieval_eval import draw_eval_set, evaluate_weights
 from image_search_assets.settings import load_settings
 
 
@@ -72,9 +72,9 @@ def main() -> None:
 
 def served(settings, json_path: str | None) -> None:
     from image_search_assets.cli import _storage
-    from image_search_assets.core.query import served_indexes
-    from image_search_assets.core.retrieval_eval import served_precision
-    from image_search_assets.core.synthetic import read_looks
+    from image_search_assets.core.index.query import served_indexes
+    from image_search_assets.demo.retrieval_eval import served_precision
+    from image_search_assets.demo.synthetic import read_looks
 
     looks = read_looks(settings.catalog)
     indexes = served_indexes(_storage(settings), settings.category_names)

@@ -1,7 +1,7 @@
 """Engine vs naive throughput, one run, same inputs: decode -> detect -> crop -> embed.
 
-Naive: PIL decode, the stock torchvision detector called per image, inference.choose_box,
-inference.crop + embed one item at a time. Engine: image_search_assets.core.engine. Warm-up
+Naive: PIL decode, the stock torchvision detector called per image, naive.choose_box,
+naive.crop + embed one item at a time. Engine: image_search_assets.core.inference.engine. Warm-up
 batches are excluded from both. Writes a JSON naming the hardware, versions and models.
 
     python benchmarks/engine_throughput.py --device cpu --images 32 --det-size 160 --out r.json
@@ -25,9 +25,15 @@ from gpu_probe import UtilisationSampler, profile_table  # beside this script
 from PIL import Image
 from report import emit  # beside this script
 
-from image_search_assets.core import inference, models, synthetic
-from image_search_assets.core.engine import EngineStats, decode_batch, detect_boxes, embed_crops
-from image_search_assets.core.engine.precision import from_config
+from image_search_assets.core.inference import models, naive
+from image_search_assets.core.inference.engine import (
+    EngineStats,
+    decode_batch,
+    detect_boxes,
+    embed_crops,
+)
+from image_search_assets.core.inference.engine.precision import from_config
+from image_search_assets.demo import synthetic
 
 # The images show the first three categories; a box counts only with their labels (1-3), as a
 # category step accepts only its own class ids.
@@ -60,14 +66,14 @@ def run_naive(detector, embedder, blobs, args) -> dict:
         with Image.open(io.BytesIO(blob)) as img:
             pic = img.convert("RGB")
         t1 = time.perf_counter()
-        det = inference.detect(detector, [pic], batch_size=1)[0]
-        box = inference.choose_box(
+        det = naive.detect(detector, [pic], batch_size=1)[0]
+        box = naive.choose_box(
             det, pic.width, pic.height, class_ids=CLASS_IDS, score_threshold=args.threshold
         )
         sync(detector.device)
         t2 = time.perf_counter()
-        crop = inference.crop(pic, box)
-        vectors.append(inference.embed(embedder, [crop], input_size=args.emb_size, batch_size=1))
+        crop = naive.crop(pic, box)
+        vectors.append(naive.embed(embedder, [crop], input_size=args.emb_size, batch_size=1))
         sync(embedder.device)
         t3 = time.perf_counter()
         timings["decode"] += t1 - t0
@@ -129,8 +135,8 @@ def equivalence(naive: dict, engine: dict) -> dict:
         ),
         "candidates_equal": sum(x.candidates == y.candidates for x, y in zip(a, b, strict=True)),
         "embedding_cosine_min": round(float(cos.min()), 6),
-        # How many items fall outside the tolerances tests/core/engine states for fp32 on the
-        # CPU; on a GPU, nvJPEG's pixels and reduced precision both move boxes a little.
+        # How many items fall outside the tolerances tests/core/inference/engine states for fp32
+        # on the CPU; on a GPU, nvJPEG's pixels and reduced precision both move boxes a little.
         "box_iou_below_0.98": int((ious < 0.98).sum()),
         "embedding_cosine_below_0.999": int((cos < 0.999).sum()),
         "detector_boxes": sum(x.box_source == "detector" for x in a),

@@ -19,9 +19,9 @@ import warnings
 import torch
 from report import emit  # beside this script
 
-from image_search_assets.core import models
-from image_search_assets.core.engine.fold import batch_norms, folded
-from image_search_assets.core.engine.runtime import autocast
+from image_search_assets.core.inference import models
+from image_search_assets.core.inference.engine.fold import batch_norms, folded
+from image_search_assets.core.inference.engine.runtime import autocast
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 

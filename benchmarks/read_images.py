@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from functools import partial
 from http.server import ThreadingHTTPServer
 
-from image_search_assets.core.pipeline import read_images
+from image_search_assets.core.inference.stages import read_images
 from image_search_assets.core.storage import GCSStorage, open_storage
 
 CONCURRENT = GCSStorage.read_concurrency

@@ -20,8 +20,8 @@ import torch
 from engine_throughput import synthetic_jpegs  # beside this script
 from report import emit  # beside this script
 
-from image_search_assets.core import models
-from image_search_assets.core.engine import EngineStats, detect_sharded, embed_sharded
+from image_search_assets.core.inference import models
+from image_search_assets.core.inference.engine import EngineStats, detect_sharded, embed_sharded
 
 
 def run(devices, blobs, batch: int) -> tuple[list, np.ndarray, dict]:

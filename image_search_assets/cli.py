@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .settings import Settings, load_settings
+from image_search_assets.settings import Settings, load_settings
 
 DEFAULT_DAGSTER_HOME = "var/dagster_home"
 # The console shows warnings (quarantine, random weights); the full log is in the instance.
@@ -42,7 +42,7 @@ def ensure_dagster_home(settings: Settings) -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     import dagster as dg
 
-    from .tags import gpu_pool
+    from image_search_assets.tags import gpu_pool
 
     budgets: dict[str, int] = {}
     for category in settings.categories:
@@ -72,8 +72,8 @@ def materialise_days(settings: Settings, days: list[str]) -> list[float]:
     import dagster as dg
     from tqdm import tqdm
 
-    from .automation.run_progress import StepProgressBar
-    from .definitions import DAILY_JOB, build_definitions
+    from image_search_assets.automation.run_progress import StepProgressBar
+    from image_search_assets.definitions import DAILY_JOB, build_definitions
 
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
     walls = []
@@ -97,7 +97,7 @@ def materialise_days(settings: Settings, days: list[str]) -> list[float]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .core.synthetic import generate_catalog
+    from image_search_assets.demo.synthetic import generate_catalog
 
     settings = load_settings()
     if settings.catalog.startswith("gs://"):
@@ -117,7 +117,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
     print(f"materialising {len(days)} days through Dagster (DAGSTER_HOME={home}) ...")
     materialise_days(settings, days)
-    from .core.records import day_report, format_report
+    from image_search_assets.core.records import day_report, format_report
 
     print(format_report(day_report(_storage(settings), days[-1], settings.category_names)))
     print(f"\nOpen the UI:   DAGSTER_HOME={home} dagster dev   (then http://127.0.0.1:3000)")
@@ -129,8 +129,8 @@ def suggested_query(settings: Settings) -> str:
     """An indexed product of the first category whose look the most other products share."""
     from collections import Counter
 
-    from .core.index import load_current
-    from .core.synthetic import read_looks
+    from image_search_assets.core.index.annoy_index import load_current
+    from image_search_assets.demo.synthetic import read_looks
 
     ids = load_current(_storage(settings), settings.category_names[0]).ids
     look = read_looks(settings.catalog)
@@ -139,7 +139,7 @@ def suggested_query(settings: Settings) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .core.records import day_report, format_report
+    from image_search_assets.core.records import day_report, format_report
 
     settings = load_settings()
     report = day_report(_storage(settings), args.date, settings.category_names)
@@ -148,7 +148,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from .core import query
+    from image_search_assets.core.index import query
 
     settings = load_settings()
     storage = _storage(settings)
@@ -164,7 +164,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             image = storage.read_bytes(first[0].image_key)
         k = args.k + 1  # the product itself comes back first
     else:
-        from .core.embed_file import embed_image_file
+        from image_search_assets.core.inference.embed_file import embed_image_file
 
         image = Path(args.image).read_bytes()
         vector = embed_image_file(settings, image)
@@ -183,7 +183,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .core.capacity_report import simulate_command
+    from image_search_assets.studies.capacity.report import simulate_command
 
     print(f"wrote {simulate_command(Path(args.out), days=args.days, seed=args.seed)}")
     return 0

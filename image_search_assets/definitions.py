@@ -6,6 +6,10 @@ import os
 
 import dagster as dg
 
+from image_search_assets.assets import category_assets, ingest_assets
+from image_search_assets.automation import build_asset_checks, build_schedules, build_sensors
+from image_search_assets.partitions import daily_partitions
+from image_search_assets.settings import Settings, load_settings
 from resources import (
     CatalogResource,
     ImageFetchResource,
@@ -13,11 +17,6 @@ from resources import (
     StorageIOManager,
     StorageResource,
 )
-
-from .assets import category_assets, ingest_assets
-from .automation import build_asset_checks, build_schedules, build_sensors
-from .partitions import daily_partitions
-from .settings import Settings, load_settings
 
 DAILY_JOB = "daily_index"
 
@@ -45,7 +44,7 @@ def select_executor(name: str | None = None) -> dg.ExecutorDefinition:
         return dg.multiprocess_executor
     if name == "k8s":
         # Each step is a Kubernetes Job; imported here so local runs never load dagster_k8s.
-        from .k8s.executor import image_search_k8s_executor
+        from image_search_assets.k8s.executor import image_search_k8s_executor
 
         return image_search_k8s_executor
     raise ValueError(f"IMAGE_SEARCH_EXECUTOR={name!r}: expected in_process, multiprocess or k8s")

@@ -19,7 +19,6 @@ Enable it in dagster.yaml:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -30,8 +29,8 @@ from dagster._core.storage.event_log.schema import ConcurrencySlotsTable, Pendin
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._utils.concurrency import ConcurrencyClaimStatus, ConcurrencySlotStatus
 
-from .core.gpu_admission import Decision, decide
-from .tags import CATEGORY_TAG, GPU_PLAN_TAG, GPU_POOL_PREFIX, GPUS_TAG
+from image_search_assets.core.planning.gpu_admission import Decision, decide
+from image_search_assets.tags import GPU_POOL_PREFIX, step_gpus
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +209,7 @@ def _lookup_need(instance: Any, run_id: str, step_key: str) -> int:
         return 1
     snapshot = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
     tags = next((dict(s.tags or {}) for s in snapshot.steps if s.key == step_key), {})
-    plan = json.loads(run.tags.get(GPU_PLAN_TAG, "{}"))
-    if tags.get(CATEGORY_TAG) in plan:
-        return int(plan[tags[CATEGORY_TAG]])
-    return int(tags.get(GPUS_TAG, 1))
+    return step_gpus(run.tags, tags)
 
 
 class WeightedSqliteEventLogStorage(WeightedClaimsMixin, SqliteEventLogStorage):

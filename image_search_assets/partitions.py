@@ -6,7 +6,7 @@ from datetime import date
 
 import dagster as dg
 
-from .settings import Settings
+from image_search_assets.settings import Settings
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:

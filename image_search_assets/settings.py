@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from .core.gpu_plan import ThroughputModel
-from .core.retry import BackoffPolicy
+from image_search_assets.core.planning.gpu_plan import ThroughputModel
+from image_search_assets.core.planning.retry import BackoffPolicy
 
 DEFAULT_CONFIG = Path(__file__).with_name("platform.yaml")
 ENV_OVERRIDES = {
@@ -43,7 +43,7 @@ class Category:
 
 
 # The engine's choices (core/engine/precision.py), spelled out so that config needs no torch;
-# tests/core/engine/test_precision.py holds the two together.
+# tests/core/inference/engine/test_precision.py holds the two together.
 PRECISIONS = ("auto", "calibrate", "fp32", "fp16", "bf16")
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .settings import Category, Settings
+import json
+from collections.abc import Mapping
+
+from image_search_assets.settings import Category, Settings
 
 PRIORITY_TAG = "dagster/priority"
 GPUS_TAG = "image_search/gpus"
@@ -27,6 +30,20 @@ def gpu_tags(category: Category) -> dict[str, str]:
         CATEGORY_TAG: category.name,
         PRIORITY_TAG: str(category.gpus),
     }
+
+
+def step_gpus(run_tags: Mapping[str, str], step_tags: Mapping[str, str]) -> int:
+    """GPUs a step gets in a run: the run's GPU plan for its category, else its GPU tag, else 1.
+
+    The only reader of the plan. The weighted pool claims this many slots, the pod's GPU limit
+    asks Kubernetes for this many, and the asset sizes its replicas by it: if any of the three
+    read the plan differently, the pool's budget and the cluster's would drift apart.
+    """
+    plan = json.loads(run_tags.get(GPU_PLAN_TAG) or "{}")
+    category = step_tags.get(CATEGORY_TAG)
+    if category in plan:
+        return int(plan[category])
+    return int(step_tags.get(GPUS_TAG, 1))
 
 
 def detector_class_ids(settings: Settings, category: Category) -> tuple[int, ...]:

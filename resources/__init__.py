@@ -1,8 +1,8 @@
 """Typed Dagster resources: thin wrappers that construct the Dagster-free core objects."""
 
-from .catalog import CatalogResource, ImageFetchResource
-from .models import ModelsResource
-from .storage import PREVIOUS_PARTITION, StorageIOManager, StorageResource
+from resources.catalog import CatalogResource, ImageFetchResource
+from resources.models import ModelsResource
+from resources.storage import PREVIOUS_PARTITION, StorageIOManager, StorageResource
 
 __all__ = [
     "PREVIOUS_PARTITION",

@@ -5,11 +5,10 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from image_search_assets.core.catalog import CatalogDay, read_catalog, select_day
-from image_search_assets.core.fetch import FetchPolicy
+from image_search_assets.core.ingest.catalog import CatalogDay, read_catalog, select_day
+from image_search_assets.core.ingest.fetch import FetchPolicy
 from image_search_assets.settings import FetchConfig
-
-from .storage import StorageResource
+from resources.storage import StorageResource
 
 
 class CatalogResource(dg.ConfigurableResource):

@@ -3,13 +3,18 @@
 import dagster as dg
 import torch
 
-from image_search_assets.core.engine import (
+from image_search_assets.core.inference.engine import (
     cpu_workers,
     engine_options,
     visible_devices,
 )
-from image_search_assets.core.models import LoadedModel, ModelSpec, load_detector, load_embedder
-from image_search_assets.core.pipeline import Replicas
+from image_search_assets.core.inference.models import (
+    LoadedModel,
+    ModelSpec,
+    load_detector,
+    load_embedder,
+)
+from image_search_assets.core.inference.stages import Replicas
 from image_search_assets.settings import Settings
 
 
@@ -57,12 +62,6 @@ class ModelsResource(dg.ConfigurableResource):
             embedder_precision=e.precision,
             embedder_compile=e.compile,
         )
-
-    def detector(self, num_classes: int, read_gs=None) -> LoadedModel:
-        spec = ModelSpec(
-            self.detector_arch, self.detector_weights, self.detector_input_size, num_classes
-        )
-        return load_detector(spec, self.device, _reader_for(spec.weights, read_gs))
 
     def embedder(self, read_gs=None) -> LoadedModel:
         spec = ModelSpec(self.embedder_arch, self.embedder_weights, self.embedder_input_size)

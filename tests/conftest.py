@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from image_search_assets.core.synthetic import generate_catalog
+from image_search_assets.demo.synthetic import generate_catalog
 from image_search_assets.settings import ModelConfig, Settings, load_settings
 from tests.net_guard import connects  # noqa: F401  (the network guard fixture)
 

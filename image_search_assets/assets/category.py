@@ -5,16 +5,20 @@ import json
 import dagster as dg
 import pandas as pd
 
+from image_search_assets.assets.retrying import crash_retry_policy, failure_policy, resume_scope
+from image_search_assets.core.index import annoy_index as annoy
+from image_search_assets.core.inference.chunks import work_prefix
+from image_search_assets.core.inference.stages import (
+    StageResult,
+    detect_items,
+    embed_items,
+    vectors_of,
+)
+from image_search_assets.core.progress import Progress
+from image_search_assets.k8s.job_config import k8s_op_tags
+from image_search_assets.settings import Category, Settings
+from image_search_assets.tags import detector_class_ids, gpu_pool, gpu_tags, step_gpus
 from resources import PREVIOUS_PARTITION, ModelsResource, StorageResource
-
-from ..core import index as annoy
-from ..core.chunks import work_prefix
-from ..core.pipeline import StageResult, detect_items, embed_items, vectors_of
-from ..core.progress import Progress
-from ..k8s.job_config import k8s_op_tags
-from ..settings import Category, Settings
-from ..tags import GPU_PLAN_TAG, detector_class_ids, gpu_pool, gpu_tags
-from .retrying import crash_retry_policy, failure_policy, resume_scope
 
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
@@ -27,8 +31,7 @@ def _model_metadata(context: dg.AssetExecutionContext, identity: dict) -> dict[s
 
 def _planned_gpus(context: dg.AssetExecutionContext, category: Category) -> int:
     """GPUs this step was sized for: the day's plan (run tag) or the hand-set config."""
-    plan = json.loads(context.run.tags.get(GPU_PLAN_TAG, "{}"))
-    return int(plan.get(category.name, category.gpus))
+    return step_gpus(context.run.tags, gpu_tags(category))
 
 
 def _run_metadata(result: StageResult) -> dict[str, object]:

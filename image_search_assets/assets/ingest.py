@@ -3,16 +3,14 @@
 import dagster as dg
 import pandas as pd
 
+from image_search_assets.assets.retrying import crash_retry_policy, failure_policy
+from image_search_assets.core.inference.stages import fetch_images
+from image_search_assets.core.planning.retry import BackoffPolicy
+from image_search_assets.core.progress import Progress
+from image_search_assets.core.records import quarantine_key
+from image_search_assets.k8s.job_config import k8s_op_tags
+from image_search_assets.partitions import partition_date
 from resources import CatalogResource, ImageFetchResource, StorageResource
-
-from ..core.pipeline import fetch_images
-from ..core.progress import Progress
-from ..core.records import quarantine_key
-from ..core.retry import BackoffPolicy
-from ..k8s.job_config import k8s_op_tags
-from ..partitions import partition_date
-from ..settings import load_settings
-from .retrying import crash_retry_policy, failure_policy
 
 
 def _reasons(quarantined: pd.DataFrame) -> dict[str, int]:
@@ -40,10 +38,8 @@ def ingest_assets(
     partitions: dg.PartitionsDefinition,
     categories: list[str],
     *,
-    retry: BackoffPolicy | None = None,
+    retry: BackoffPolicy,
 ) -> list[dg.AssetsDefinition]:
-    # The config's policy when the caller passes none, so the yaml stays the one source.
-    retry = retry or load_settings().retry
     common = {
         "partitions_def": partitions,
         "group_name": "ingest",

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from ..core.failures import classify, sigterm_as_preemption
-from ..core.retry import BackoffPolicy
+from image_search_assets.core.failures import classify, sigterm_as_preemption
+from image_search_assets.core.planning.retry import BackoffPolicy
 
 
 def crash_retry_policy(policy: BackoffPolicy) -> dg.RetryPolicy:

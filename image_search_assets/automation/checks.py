@@ -7,11 +7,8 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
-from resources import StorageResource
-
-from ..core import index as annoy
-from ..core.daily_gate import previous_day
-from ..core.index_checks import (
+from image_search_assets.core.index import annoy_index as annoy
+from image_search_assets.core.index.checks import (
     CheckOutcome,
     accounting_outcome,
     aligned_vectors,
@@ -20,11 +17,13 @@ from ..core.index_checks import (
     recall_outcome,
     vectors_outcome,
 )
-from ..core.pipeline import vectors_of
-from ..core.plots import line_chart_png, markdown_image
-from ..core.records import asset_value_key, day_report
-from ..partitions import daily_partitions
-from ..settings import Category, Settings
+from image_search_assets.core.inference.stages import vectors_of
+from image_search_assets.core.planning.daily_gate import previous_day
+from image_search_assets.core.plots import line_chart_png, markdown_image
+from image_search_assets.core.records import asset_value_key, day_report
+from image_search_assets.partitions import daily_partitions
+from image_search_assets.settings import Category, Settings
+from resources import StorageResource
 
 HISTORY_DAYS = 60
 

@@ -7,9 +7,7 @@ from datetime import date
 
 import dagster as dg
 
-from resources import CatalogResource
-
-from ..core.daily_gate import (
+from image_search_assets.core.planning.daily_gate import (
     ActiveRun,
     count_per_category,
     day_gpu_plan,
@@ -17,9 +15,10 @@ from ..core.daily_gate import (
     previous_day,
     target_day,
 )
-from ..core.gpu_plan import StageRate, measured_throughput
-from ..settings import Settings
-from ..tags import GPU_PLAN_TAG
+from image_search_assets.core.planning.gpu_plan import StageRate, measured_throughput
+from image_search_assets.settings import Settings
+from image_search_assets.tags import GPU_PLAN_TAG
+from resources import CatalogResource
 
 SCHEDULE_NAME = "daily_index_schedule"
 DEFAULT_CRON = "0 6 * * *"

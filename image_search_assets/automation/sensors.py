@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from ..core.alerts import failure_payload, post_json
-from ..settings import AlertsConfig, Settings
+from image_search_assets.core.alerts import failure_payload, post_json
+from image_search_assets.settings import AlertsConfig, Settings
 
 PARTITION_TAG = "dagster/partition"
 

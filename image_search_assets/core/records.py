@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from .storage import Storage
+from image_search_assets.core.storage import Storage
 
 QUARANTINE_STAGES = ("catalog", "image")
 

@@ -37,10 +37,10 @@ from dagster_k8s.job import UserDefinedDagsterK8sConfig
 from dagster_k8s.launcher import K8sRunLauncher
 from kubernetes.client.rest import ApiException
 
-from ..core.retry import BackoffPolicy
-from ..settings import load_settings
-from .job_config import planned_step_override
-from .pending import ScheduleVerdict, diagnose
+from image_search_assets.core.planning.retry import BackoffPolicy
+from image_search_assets.k8s.job_config import planned_step_override
+from image_search_assets.k8s.pending import ScheduleVerdict, diagnose
+from image_search_assets.settings import load_settings
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 DEFAULT_SCHEDULING_TIMEOUT_S = 900  # GKE scales a GPU pool up from 0 in ~5-10 minutes

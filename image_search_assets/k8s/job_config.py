@@ -8,13 +8,12 @@ proportion to its GPUs. CPU-only steps get requests and no GPU.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..settings import Category, Settings
-from ..tags import CATEGORY_TAG, GPU_PLAN_TAG, GPUS_TAG
+from image_search_assets.settings import Category, Settings
+from image_search_assets.tags import GPUS_TAG, step_gpus
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -118,13 +117,10 @@ def planned_gpus(run_tags: Mapping[str, str], step_tags: Mapping[str, str]) -> i
     The weighted pool admits a step by the plan (image_search_assets.gpu_budget), so the pod
     must ask Kubernetes for the same number or the two budgets drift apart.
     """
-    if GPUS_TAG not in step_tags or GPU_PLAN_TAG not in run_tags:
+    if GPUS_TAG not in step_tags:
         return None
-    plan = json.loads(run_tags[GPU_PLAN_TAG])
-    category = step_tags.get(CATEGORY_TAG)
-    if category not in plan or int(plan[category]) == int(step_tags[GPUS_TAG]):
-        return None
-    return int(plan[category])
+    gpus = step_gpus(run_tags, step_tags)
+    return None if gpus == int(step_tags[GPUS_TAG]) else gpus
 
 
 def planned_step_override(

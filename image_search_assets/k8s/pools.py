@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..settings import Settings, load_settings
-from ..tags import gpu_pool
+from image_search_assets.settings import Settings, load_settings
+from image_search_assets.tags import gpu_pool
 
 
 def gpu_pool_limits(settings: Settings) -> dict[str, int]:

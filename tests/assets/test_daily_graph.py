@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from image_search_assets.automation.schedules import latest_rates
-from image_search_assets.core import engine
-from image_search_assets.core.engine import precision
-from image_search_assets.core.index import load_current
+from image_search_assets.core.index.annoy_index import load_current
+from image_search_assets.core.inference import engine
+from image_search_assets.core.inference.engine import precision
 from image_search_assets.core.records import asset_value_key, day_report
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from resources import StorageResource
@@ -141,7 +141,7 @@ def test_local_and_gcs_storage_give_identical_results(settings, gcs_bucket):
 
 def test_precision_and_compile_reach_the_engine_from_the_config(settings, monkeypatch):
     # An explicit precision holds on the CPU too. The engine runs eager here: compiling costs
-    # ~1 min on this CPU and has its own test (tests/core/engine/test_compile.py).
+    # ~1 min on this CPU and has its own test (tests/core/inference/engine/test_compile.py).
     configured = settings.with_overrides(
         detector=replace(settings.detector, precision="bf16", compile=True),
         embedder=replace(settings.embedder, precision="fp32"),

@@ -15,7 +15,7 @@ from image_search_assets.automation.schedules import (
     THROUGHPUT_TAG,
     build_schedules,
 )
-from image_search_assets.core.gpu_plan import ThroughputModel, plan_gpus
+from image_search_assets.core.planning.gpu_plan import ThroughputModel, plan_gpus
 from image_search_assets.definitions import DAILY_JOB, build_definitions, build_resources
 from image_search_assets.tags import GPU_PLAN_TAG
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from google.cloud import storage as gcs
 
-from image_search_assets.core.pipeline import read_images
+from image_search_assets.core.inference.stages import read_images
 from image_search_assets.core.storage import (
     GCSStorage,
     LocalStorage,

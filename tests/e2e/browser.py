@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from .harness import Service, free_port, wait_for
+from tests.e2e.harness import Service, free_port, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import requests
 import yaml
 
-from image_search_assets.core.synthetic import generate_catalog
+from image_search_assets.demo.synthetic import generate_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "e2e"

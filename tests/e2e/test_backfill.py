@@ -4,12 +4,11 @@ from datetime import timedelta
 
 import pytest
 
-from image_search_assets.core.index import load_current
+from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.records import asset_value_key, day_report
 from image_search_assets.core.storage import open_storage
 from image_search_assets.settings import load_settings
-
-from .harness import (
+from tests.e2e.harness import (
     CATEGORIES,
     DagsterDev,
     days_from,

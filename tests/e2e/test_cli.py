@@ -10,11 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from image_search_assets.core.contact_sheet import QUERY_COLOUR
-from image_search_assets.core.synthetic import read_looks
+from image_search_assets.core.index.contact_sheet import QUERY_COLOUR
+from image_search_assets.demo.synthetic import read_looks
 from image_search_assets.settings import DEFAULT_CONFIG
-
-from .harness import platform_env, run_command, today_in_zone
+from tests.e2e.harness import platform_env, run_command, today_in_zone
 
 pytestmark = pytest.mark.e2e
 CLI = str(Path(sys.executable).parent / "image-search")

@@ -12,13 +12,12 @@ from datetime import timedelta
 import pytest
 
 from image_search_assets.automation.schedules import CRON_ENV, SCHEDULE_NAME
-from image_search_assets.core.index import load_current
+from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.storage import open_storage
 from image_search_assets.definitions import DAILY_JOB
 from image_search_assets.settings import load_settings
 from image_search_assets.tags import GPU_PLAN_TAG
-
-from .harness import (
+from tests.e2e.harness import (
     CATEGORIES,
     LOCATION,
     REPOSITORY,

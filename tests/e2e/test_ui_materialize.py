@@ -5,12 +5,11 @@ from datetime import timedelta
 
 import pytest
 
-from image_search_assets.core.index import load_current
+from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.storage import open_storage
 from image_search_assets.settings import load_settings
-
-from .browser import Browser, require_browser
-from .harness import (
+from tests.e2e.browser import Browser, require_browser
+from tests.e2e.harness import (
     ARTIFACTS,
     GPU_BUDGET,
     GPU_POOL,

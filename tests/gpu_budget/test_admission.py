@@ -2,7 +2,7 @@
 
 import pytest
 
-from image_search_assets.core.gpu_admission import decide
+from image_search_assets.core.planning.gpu_admission import decide
 
 
 @pytest.mark.parametrize(

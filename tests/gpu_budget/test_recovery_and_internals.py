@@ -18,8 +18,7 @@ from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_ite
 from dagster._utils.concurrency import ConcurrencyClaimStatus
 
 from image_search_assets.tags import GPU_PLAN_TAG
-
-from .jobs import gpu_steps
+from tests.gpu_budget.jobs import gpu_steps
 
 POOL = "gpu-nvidia-tesla-t4"
 

@@ -13,8 +13,7 @@ import yaml
 
 from image_search_assets.settings import load_settings
 from image_search_assets.tags import GPUS_TAG
-
-from .jobs import STREAM_STEPS, gpu_steps
+from tests.gpu_budget.jobs import STREAM_STEPS, gpu_steps
 
 POOL = "gpu-nvidia-tesla-t4"
 ROOT = Path(__file__).resolve().parents[2]

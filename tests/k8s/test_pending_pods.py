@@ -25,7 +25,7 @@ from k8s_fakes import (
 )
 from k8s_harness import StepJobs
 
-from image_search_assets.core.retry import BackoffPolicy
+from image_search_assets.core.planning.retry import BackoffPolicy
 from image_search_assets.k8s.executor import PendingAwareStepDelegatingExecutor
 from image_search_assets.k8s.pending import diagnose
 from image_search_assets.settings import load_settings

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from image_search_assets.core import engine
+from image_search_assets.core.inference import engine
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from image_search_assets.settings import load_settings
 

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 
-from image_search_assets.core.retry import BackoffPolicy
+from image_search_assets.core.planning.retry import BackoffPolicy
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from image_search_assets.settings import Settings
 from tests.conftest import small_settings

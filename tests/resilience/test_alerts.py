@@ -11,8 +11,7 @@ import pytest
 from image_search_assets.core.alerts import AlertDeliveryError
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from image_search_assets.settings import AlertsConfig, load_settings
-
-from .helpers import fast_settings, run_day, serve
+from tests.resilience.helpers import fast_settings, run_day, serve
 
 DAY = "2026-11-01"
 SECRET_PATH = "/hooks/T000/B000/s3cr3t"

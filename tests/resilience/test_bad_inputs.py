@@ -14,13 +14,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from image_search_assets.core.index import load_current
+from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.records import asset_value_key, day_report, format_report
 from image_search_assets.settings import FetchConfig
 from resources import StorageResource
-
-from .corpus import ITEMS, MAX_BYTES, UNSERVED, FaultyImageServer
-from .helpers import fast_settings, run_day, serve
+from tests.resilience.corpus import ITEMS, MAX_BYTES, UNSERVED, FaultyImageServer
+from tests.resilience.helpers import fast_settings, run_day, serve
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 CATEGORIES = ("tops", "pants", "hats")

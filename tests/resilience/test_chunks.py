@@ -8,10 +8,10 @@ import requests
 import torch
 from google.api_core import exceptions as gexc
 
-from image_search_assets.core.catalog import CatalogSchemaError
-from image_search_assets.core.chunks import run_chunks
 from image_search_assets.core.failures import GpuMemoryExhausted, Preempted, classify
-from image_search_assets.core.index import IndexVerificationError
+from image_search_assets.core.index.annoy_index import IndexVerificationError
+from image_search_assets.core.inference.chunks import run_chunks
+from image_search_assets.core.ingest.catalog import CatalogSchemaError
 from image_search_assets.core.storage import LocalStorage, PreconditionFailed
 from image_search_assets.settings import ConfigError
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search_assets.core import index as annoy
 from image_search_assets.core.failures import classify
+from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.storage import LocalStorage, PreconditionFailed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_a_crash_at_any_point_leaves_the_old_index_serving(
 CHILD = """
 import os, signal, sys
 import numpy as np
-from image_search_assets.core import index as annoy
+from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.storage import LocalStorage
 
 store = LocalStorage(sys.argv[1])

@@ -17,15 +17,14 @@ import numpy as np
 import pytest
 import yaml
 
-from image_search_assets.core.chunks import work_prefix
-from image_search_assets.core.pipeline import embed_items, vectors_of
+from image_search_assets.core.inference.chunks import work_prefix
+from image_search_assets.core.inference.stages import embed_items, vectors_of
 from image_search_assets.core.records import asset_value_key
-from image_search_assets.core.synthetic import generate_catalog
+from image_search_assets.demo.synthetic import generate_catalog
 from image_search_assets.settings import DEFAULT_CONFIG, load_settings
 from resources import ModelsResource, StorageResource
 from tests.conftest import START, small_settings
-
-from .helpers import run_day
+from tests.resilience.helpers import run_day
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = START.isoformat()

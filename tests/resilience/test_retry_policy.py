@@ -14,12 +14,11 @@ import pytest
 import torch
 from google.api_core import exceptions as gexc
 
-from image_search_assets.core import engine
-from image_search_assets.core.catalog import CatalogSchemaError
 from image_search_assets.core.failures import GpuMemoryExhausted
+from image_search_assets.core.inference import engine
+from image_search_assets.core.ingest.catalog import CatalogSchemaError
 from image_search_assets.settings import ConfigError, load_settings
-
-from .helpers import FAST_RETRY, events, fast_settings, run_day
+from tests.resilience.helpers import FAST_RETRY, events, fast_settings, run_day
 
 DAY = "2026-11-01"
 STEP = "tops__embeddings"

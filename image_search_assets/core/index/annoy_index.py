@@ -1,0 +1,224 @@
+"""Annoy index build, verified publish and query.
+
+Layout under the storage root, per category:
+    indexes/<category>/versions/<version>/{index.ann, ids.parquet, manifest.json}
+    indexes/<category>/CURRENT.json      -> {"version", "date", "count", "previous": [...]}
+A version is written in full and verified (it loads, its count matches, a query answers)
+before CURRENT moves, with a compare-and-swap write (a generation-match precondition on GCS);
+a crash at any point leaves the previous version serving. CURRENT lists the versions it
+replaced, newest first, so that pruning keeps the last `retention` served versions (for
+rollback) and deletes the rest, including versions a crashed publish left unserved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from annoy import AnnoyIndex
+
+from image_search_assets.core.storage import Storage
+
+
+class IndexVerificationError(RuntimeError):
+    """A freshly built index failed verification; CURRENT was not moved."""
+
+
+@dataclass(frozen=True)
+class ServedIndex:
+    index: AnnoyIndex
+    ids: list[str]
+    manifest: dict[str, Any]
+
+    def query_vector(self, vector: np.ndarray, k: int = 10) -> list[tuple[str, float]]:
+        found, dists = self.index.get_nns_by_vector(vector.tolist(), k, include_distances=True)
+        return [(self.ids[i], float(d)) for i, d in zip(found, dists, strict=True)]
+
+
+def category_prefix(category: str) -> str:
+    return f"indexes/{category}"
+
+
+def build_index(vectors: np.ndarray, *, metric: str, n_trees: int, seed: int = 42) -> AnnoyIndex:
+    """An Annoy index over dense ids 0..n-1, built on every core."""
+    index = AnnoyIndex(int(vectors.shape[1]), metric)
+    index.set_seed(seed)
+    for i, v in enumerate(vectors):
+        index.add_item(i, v.tolist())
+    index.build(n_trees, n_jobs=-1)
+    return index
+
+
+def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Brute-force top-k by cosine (vectors are unit-norm), the recall reference."""
+    sims = queries @ vectors.T
+    k = min(k, vectors.shape[0])
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), 1), 1)
+
+
+def recall_at_k(
+    index: AnnoyIndex,
+    vectors: np.ndarray,
+    *,
+    k: int = 10,
+    sample: int = 200,
+    search_k: int = -1,
+    seed: int = 0,
+) -> float:
+    """Mean recall@k of Annoy against exact search, over a sample of the indexed vectors."""
+    n = vectors.shape[0]
+    if n == 0:
+        return 1.0
+    rows = np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False)
+    truth = exact_neighbours(vectors, vectors[rows], k)
+    hits = 0
+    for row, want in zip(rows, truth, strict=True):
+        got = index.get_nns_by_item(int(row), len(want), search_k=search_k)
+        hits += len(set(got) & set(want.tolist()))
+    return hits / truth.size
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def publish(
+    storage: Storage,
+    category: str,
+    day: str,
+    ids: list[str],
+    vectors: np.ndarray,
+    *,
+    metric: str,
+    n_trees: int,
+    models: dict[str, Any],
+    recall_sample: int = 200,
+    retention: int = 7,
+) -> dict[str, Any]:
+    """Builds, writes, verifies and then points CURRENT at a new version; returns its manifest."""
+    if retention < 1:
+        raise ValueError("retention must keep at least the current version")
+    prefix = category_prefix(category)
+    pointer_key = f"{prefix}/CURRENT.json"
+    pointer_generation = storage.generation(pointer_key)
+    served = storage.read_json(pointer_key) if pointer_generation is not None else None
+    # Creation time first after the day: prune compares it, so microseconds, not seconds.
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    version = f"{day}.{stamp}.{uuid.uuid4().hex[:6]}"
+    vdir = f"{prefix}/versions/{version}"
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        ann_path = Path(tmp) / "index.ann"
+        index = build_index(vectors, metric=metric, n_trees=n_trees)
+        build_s = time.perf_counter() - started
+        index.save(str(ann_path))
+        ann_bytes = ann_path.read_bytes()
+        recall = recall_at_k(index, vectors, sample=recall_sample)
+    ids_frame = pd.DataFrame({"annoy_id": np.arange(len(ids)), "product_id": ids})
+    manifest = {
+        "category": category,
+        "date": day,
+        "version": version,
+        "count": len(ids),
+        "dim": int(vectors.shape[1]),
+        "metric": metric,
+        "n_trees": n_trees,
+        "models": models,
+        "recall_at_10": recall,
+        "build_seconds": round(build_s, 3),
+        "sha256": {"index.ann": _sha256(ann_bytes)},
+    }
+    storage.write_bytes(f"{vdir}/index.ann", ann_bytes)
+    storage.write_parquet(f"{vdir}/ids.parquet", ids_frame)
+    manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
+    storage.write_json(f"{vdir}/manifest.json", manifest)
+    verify(storage, vdir, manifest, vectors)
+    history = [] if served is None else [served["version"], *served.get("previous", [])]
+    pointer = {"version": version, "date": day, "count": len(ids), "previous": history}
+    pointer["previous"] = history[: retention - 1]  # all that prune will keep
+    storage.write_bytes_if_generation(pointer_key, _json_bytes(pointer), pointer_generation)
+    prune(storage, category, keep=retention)
+    return manifest
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=2, sort_keys=True).encode()
+
+
+def load_version(storage: Storage, vdir: str) -> ServedIndex:
+    manifest = storage.read_json(f"{vdir}/manifest.json")
+    ids = storage.read_parquet(f"{vdir}/ids.parquet").sort_values("annoy_id")
+    index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
+    with storage.local_copy(f"{vdir}/index.ann") as path:
+        # Annoy mmaps the file; load from a private copy so a later prune can't pull it away.
+        data = Path(path).read_bytes()
+    fd, tmp = tempfile.mkstemp(suffix=".ann")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    index.load(tmp)
+    os.unlink(tmp)  # the mapping stays valid after unlink
+    return ServedIndex(index, ids["product_id"].tolist(), manifest)
+
+
+def verify(storage: Storage, vdir: str, manifest: dict[str, Any], vectors: np.ndarray) -> None:
+    """Loads the written version back and checks checksums, count and a real query."""
+    if _sha256(storage.read_bytes(f"{vdir}/index.ann")) != manifest["sha256"]["index.ann"]:
+        raise IndexVerificationError(f"{vdir}: index.ann checksum mismatch after write")
+    served = load_version(storage, vdir)
+    if served.index.get_n_items() != manifest["count"] or len(served.ids) != manifest["count"]:
+        raise IndexVerificationError(
+            f"{vdir}: holds {served.index.get_n_items()} items, expected {manifest['count']}"
+        )
+    if manifest["count"]:
+        got = served.index.get_nns_by_vector(vectors[0].tolist(), 1)
+        if not got:
+            raise IndexVerificationError(f"{vdir}: a query returned no neighbour")
+
+
+def load_current(storage: Storage, category: str) -> ServedIndex:
+    """The version CURRENT points at; FileNotFoundError if the category has none yet."""
+    pointer_key = f"{category_prefix(category)}/CURRENT.json"
+    if not storage.exists(pointer_key):
+        raise FileNotFoundError(f"no published index for category {category!r}")
+    version = storage.read_json(pointer_key)["version"]
+    return load_version(storage, f"{category_prefix(category)}/versions/{version}")
+
+
+def _created(version: str) -> str:
+    """The creation stamp inside a version name (`<day>.<stamp>.<random>`), for ordering."""
+    return version.split(".")[1]
+
+
+def prune(storage: Storage, category: str, *, keep: int) -> list[str]:
+    """Deletes versions other than CURRENT and the `keep - 1` it replaced most recently.
+
+    Versions created after CURRENT are left alone: they may be another publish in flight.
+    """
+    prefix = f"{category_prefix(category)}/versions/"
+    versions = sorted({k[len(prefix) :].split("/", 1)[0] for k in storage.list(prefix)})
+    pointer = storage.read_json(f"{category_prefix(category)}/CURRENT.json")
+    current = pointer["version"]
+    kept = {current, *pointer.get("previous", [])[: keep - 1]}
+    doomed = [v for v in versions if v not in kept and _created(v) < _created(current)]
+    for version in doomed:
+        storage.delete_prefix(f"{prefix}{version}")
+    return doomed
+
+
+def merge_vectors(previous: pd.DataFrame | None, today: pd.DataFrame) -> pd.DataFrame:
+    """Every item to date: today's rows replace earlier rows of the same product id."""
+    if previous is None or previous.empty:
+        return today.reset_index(drop=True)
+    kept = previous[~previous["product_id"].isin(today["product_id"])]
+    return pd.concat([kept, today], ignore_index=True)

@@ -1,0 +1,142 @@
+"""What a healthy published index looks like, as plain functions (Dagster-free).
+
+Each returns a `CheckOutcome`; the asset checks turn them into check results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from annoy import AnnoyIndex
+
+from image_search_assets.core.index.annoy_index import recall_at_k
+
+SEARCH_KS = (10, 20, 50, 100, 200, 500, 1000)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def aligned_vectors(
+    index_ids: Sequence[str], table_ids: Sequence[str], vectors: np.ndarray
+) -> np.ndarray:
+    """The table's vectors in the index's dense-id order; ValueError if the ids differ."""
+    if len(index_ids) != len(table_ids) or set(index_ids) != set(table_ids):
+        missing = sorted(set(table_ids) - set(index_ids))[:5]
+        extra = sorted(set(index_ids) - set(table_ids))[:5]
+        raise ValueError(
+            f"index holds {len(index_ids)} ids, the table {len(table_ids)}; "
+            f"missing from index {missing}, not in table {extra}"
+        )
+    row = {pid: i for i, pid in enumerate(table_ids)}
+    return vectors[[row[pid] for pid in index_ids]]
+
+
+def recall_curve(
+    index: AnnoyIndex, vectors: np.ndarray, *, sample: int, k: int = 10
+) -> dict[int, float]:
+    """recall@k against exact search for a range of search_k (the cost/quality dial)."""
+    return {s: recall_at_k(index, vectors, k=k, sample=sample, search_k=s) for s in SEARCH_KS}
+
+
+def recall_outcome(
+    index: AnnoyIndex, vectors: np.ndarray, *, min_recall: float, sample: int, k: int = 10
+) -> CheckOutcome:
+    """recall@k at the default search_k (what queries use) must reach `min_recall`."""
+    recall = recall_at_k(index, vectors, k=k, sample=sample)
+    passed = recall >= min_recall
+    verdict = "meets" if passed else "is BELOW"
+    return CheckOutcome(
+        passed,
+        f"recall@{k} {recall:.3f} {verdict} the threshold {min_recall} "
+        f"({min(sample, len(vectors))} sampled queries vs exact search)",
+        {
+            f"recall_at_{k}": round(recall, 4),
+            "min_recall": min_recall,
+            "sampled_queries": min(sample, len(vectors)),
+            "items": len(vectors),
+        },
+    )
+
+
+def vectors_outcome(vectors: np.ndarray, *, tolerance: float = 1e-3) -> CheckOutcome:
+    """Every vector is finite and L2 unit-norm (the angular metric and recall assume it)."""
+    if vectors.size == 0:
+        return CheckOutcome(True, "no vectors yet", {"items": 0})
+    finite = np.isfinite(vectors).all(axis=1)
+    norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0.0), axis=1)
+    bad_norm = finite & (np.abs(norms - 1.0) > tolerance)
+    passed = bool(finite.all() and not bad_norm.any())
+    return CheckOutcome(
+        passed,
+        "all vectors finite and unit-norm"
+        if passed
+        else f"{int((~finite).sum())} non-finite, {int(bad_norm.sum())} not unit-norm",
+        {
+            "items": int(len(vectors)),
+            "dim": int(vectors.shape[1]),
+            "non_finite": int((~finite).sum()),
+            "not_unit_norm": int(bad_norm.sum()),
+            "max_norm_error": float(np.max(np.abs(norms[finite] - 1.0), initial=0.0)),
+        },
+    )
+
+
+def accounting_outcome(category_report: Mapping[str, Any]) -> CheckOutcome:
+    """Every new product of the category is indexed or quarantined (one `day_report` entry)."""
+    r = category_report
+    unaccounted = list(r["unaccounted"])
+    passed = not unaccounted
+    return CheckOutcome(
+        passed,
+        f"{r['new']} new = {r['indexed']} indexed + {r['quarantined']} quarantined"
+        if passed
+        else f"{len(unaccounted)} product(s) neither indexed nor quarantined: {unaccounted[:10]}",
+        {
+            "new": r["new"],
+            "indexed": r["indexed"],
+            "quarantined": r["quarantined"],
+            "quarantine_reasons": dict(r["reasons"]),
+            "unaccounted": len(unaccounted),
+        },
+    )
+
+
+def reach_outcome(
+    previous_ids: Sequence[str],
+    new_ids: Sequence[str],
+    indexed_ids: Sequence[str],
+    published_count: int,
+) -> CheckOutcome:
+    """index count = previous count + today's new items - re-sent ids, each product once."""
+    previous, new, indexed = set(previous_ids), set(new_ids), list(indexed_ids)
+    resent = len(previous & new)
+    expected = len(previous) + len(new) - resent
+    duplicates = len(indexed) - len(set(indexed))
+    lost = sorted((previous | new) - set(indexed))[:10]
+    passed = len(indexed) == expected == published_count and not duplicates and not lost
+    return CheckOutcome(
+        passed,
+        f"{len(indexed)} = {len(previous)} previous + {len(new)} new - {resent} re-sent"
+        if passed
+        else (
+            f"expected {expected} (= {len(previous)} + {len(new)} - {resent}), table holds "
+            f"{len(indexed)}, published index {published_count}; duplicates {duplicates}, "
+            f"lost {lost}"
+        ),
+        {
+            "count": len(indexed),
+            "previous_count": len(previous),
+            "new_items": len(new),
+            "resent": resent,
+            "expected": expected,
+            "published_count": published_count,
+        },
+    )

@@ -1,0 +1,131 @@
+"""Nearest-neighbour queries against the served indexes, as an HTML page and a PNG sheet."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from image_search_assets.core.index import contact_sheet
+from image_search_assets.core.index.annoy_index import ServedIndex, load_current
+from image_search_assets.core.inference.stages import image_key
+from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.storage import Storage
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    product_id: str
+    category: str
+    distance: float
+    image_key: str | None
+
+
+def served_indexes(storage: Storage, categories: Sequence[str]) -> dict[str, ServedIndex]:
+    served = {}
+    for cat in categories:
+        try:
+            served[cat] = load_current(storage, cat)
+        except FileNotFoundError:
+            continue
+    return served
+
+
+def _image_keys(storage: Storage, category: str, day: str) -> dict[str, str]:
+    """product id -> stored image key, from the category's items-to-date table."""
+    key = asset_value_key([category, "annoy_index"], day)
+    if not storage.exists(key):
+        return {}
+    table = storage.read_parquet(key)
+    return {
+        pid: image_key(added, pid)
+        for pid, added in zip(table["product_id"], table["added_on"], strict=True)
+    }
+
+
+def find_product(served: dict[str, ServedIndex], product_id: str) -> tuple[str, np.ndarray]:
+    for cat, s in served.items():
+        if product_id in s.ids:
+            return cat, np.asarray(s.index.get_item_vector(s.ids.index(product_id)), np.float32)
+    raise KeyError(f"product {product_id!r} is in no served index")
+
+
+def neighbours(
+    storage: Storage,
+    served: dict[str, ServedIndex],
+    vector: np.ndarray,
+    categories: Sequence[str],
+    k: int,
+) -> list[Neighbour]:
+    """The k nearest items across `categories`, nearest first."""
+    found: list[Neighbour] = []
+    for cat in categories:
+        if cat not in served:
+            continue
+        keys = _image_keys(storage, cat, served[cat].manifest["date"])
+        for pid, dist in served[cat].query_vector(vector, k):
+            found.append(Neighbour(pid, cat, dist, keys.get(pid)))
+    return sorted(found, key=lambda n: n.distance)[:k]
+
+
+def _data_uri(data: bytes | None) -> str:
+    return "" if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
+def _stored_image(storage: Storage, n: Neighbour) -> bytes | None:
+    return storage.read_bytes(n.image_key) if n.image_key and storage.exists(n.image_key) else None
+
+
+def write_html(
+    path: Path,
+    title: str,
+    query_image: bytes | None,
+    results: Sequence[Neighbour],
+    storage: Storage,
+) -> Path:
+    """A self-contained page: the query image and its neighbours with ids and distances."""
+    cards = []
+    for rank, n in enumerate(results, 1):
+        data = _stored_image(storage, n)
+        cards.append(
+            f'<figure><img src="{_data_uri(data)}" alt="{html.escape(n.product_id)}">'
+            f"<figcaption>#{rank} <b>{html.escape(n.product_id)}</b><br>"
+            f"{html.escape(n.category)} · distance {n.distance:.4f}</figcaption></figure>"
+        )
+    page = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} figure{{display:inline-block;margin:.5em;
+width:180px;vertical-align:top}} img{{width:180px;height:180px;object-fit:contain;
+background:#eee}} .query img{{outline:4px solid #c33}}</style>
+<h1>{html.escape(title)}</h1>
+<figure class="query"><img src="{_data_uri(query_image)}" alt="query">
+<figcaption>query</figcaption></figure><hr>
+{"".join(cards)}"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    return path
+
+
+def write_png(
+    path: Path,
+    title: str,
+    query_image: bytes | None,
+    results: Sequence[Neighbour],
+    storage: Storage,
+    query_caption: str = "query",
+) -> Path:
+    """A contact sheet: the query (framed red), then each neighbour with id, category, distance."""
+    tiles = [contact_sheet.Tile(query_image, (query_caption,), highlight=True)]
+    tiles += [
+        contact_sheet.Tile(
+            _stored_image(storage, n),
+            (f"#{rank} {n.product_id}", n.category, f"distance {n.distance:.4f}"),
+        )
+        for rank, n in enumerate(results, 1)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(contact_sheet.png_bytes(contact_sheet.render(title, tiles)))
+    return path

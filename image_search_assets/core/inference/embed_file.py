@@ -1,0 +1,26 @@
+"""Embeds a query image file the way the daily assets embed a product image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from image_search_assets.core.inference import naive
+from image_search_assets.core.inference.models import ModelSpec, load_detector, load_embedder
+from image_search_assets.core.ingest.images import decode_image
+from image_search_assets.settings import Settings
+
+
+def embed_image_file(settings: Settings, data: bytes) -> np.ndarray:
+    """Detects the main item of any category, crops it and returns its unit vector."""
+    d, e = settings.detector, settings.embedder
+    detector = load_detector(
+        ModelSpec(d.arch, d.weights, d.input_size, len(settings.categories) + 1), settings.device
+    )
+    embedder = load_embedder(ModelSpec(e.arch, e.weights, e.input_size), settings.device)
+    img = decode_image(data)
+    det = naive.detect(detector, [img], 1)[0]
+    box = naive.choose_box(
+        det, img.width, img.height, class_ids=(), score_threshold=d.score_threshold
+    )
+    crop = naive.crop(img, box)
+    return naive.embed(embedder, [crop], input_size=e.input_size, batch_size=1)[0]

@@ -1,0 +1,104 @@
+"""Annoy publish: versioned, verified, pointer moved last, pruned; merge keeps ids unique."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from image_search_assets.core.index import annoy_index as annoy
+from image_search_assets.core.storage import LocalStorage
+
+
+def _unit(n, d=16, seed=0):
+    v = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _publish(store, day, n, **kw):
+    vectors = _unit(n, seed=n)
+    ids = [f"p{i}" for i in range(n)]
+    return annoy.publish(
+        store,
+        "tops",
+        day,
+        ids,
+        vectors,
+        metric="angular",
+        n_trees=8,
+        models={"embedder": "test"},
+        **kw,
+    ), vectors
+
+
+def test_publish_writes_a_verified_version_and_moves_current(tmp_path):
+    store = LocalStorage(tmp_path)
+    manifest, vectors = _publish(store, "2026-11-01", 50)
+    served = annoy.load_current(store, "tops")
+    assert served.manifest == manifest
+    assert manifest["count"] == 50 and manifest["dim"] == 16
+    assert manifest["recall_at_10"] > 0.9
+    assert set(manifest["sha256"]) == {"index.ann", "ids.parquet"}
+    nearest = served.query_vector(vectors[7], k=1)
+    assert nearest[0][0] == "p7" and nearest[0][1] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_prune_keeps_the_newest_versions_and_current(tmp_path):
+    store = LocalStorage(tmp_path)
+    for day in range(1, 6):
+        manifest, _ = _publish(store, f"2026-11-0{day}", 10 + day, retention=2)
+    versions = {k.split("/")[3] for k in store.list("indexes/tops/versions")}
+    assert len(versions) == 2 and manifest["version"] in versions
+    assert annoy.load_current(store, "tops").manifest["count"] == 15
+
+
+def test_load_current_without_any_publish_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no published index"):
+        annoy.load_current(LocalStorage(tmp_path), "tops")
+
+
+def test_recall_is_exact_for_brute_force_sized_search():
+    vectors = _unit(200, seed=1)
+    index = annoy.build_index(vectors, metric="angular", n_trees=4)
+    assert annoy.recall_at_k(index, vectors, search_k=200 * 10 * 4) == pytest.approx(1.0)
+    assert annoy.recall_at_k(index, vectors, search_k=20) < 1.0
+
+
+def test_merge_replaces_resent_products_and_keeps_the_rest():
+    prev = pd.DataFrame({"product_id": ["a", "b"], "added_on": ["d1", "d1"]})
+    today = pd.DataFrame({"product_id": ["b", "c"], "added_on": ["d2", "d2"]})
+    merged = annoy.merge_vectors(prev, today)
+    assert merged["product_id"].tolist() == ["a", "b", "c"]
+    assert merged.set_index("product_id").loc["b", "added_on"] == "d2"
+    assert annoy.merge_vectors(None, today).equals(today)
+
+
+def test_current_lists_what_it_replaced_and_prune_keeps_those_not_orphans(tmp_path, monkeypatch):
+    store = LocalStorage(tmp_path)
+    served = [_publish(store, f"2026-11-0{d}", 10 + d, retention=3)[0]["version"] for d in (1, 2)]
+
+    def crash(*args):
+        raise RuntimeError("died before the pointer moved")
+
+    monkeypatch.setattr(store, "write_bytes_if_generation", crash)
+    with pytest.raises(RuntimeError):
+        _publish(store, "2026-11-03", 13, retention=3)
+    monkeypatch.undo()
+    served.append(_publish(store, "2026-11-04", 14, retention=3)[0]["version"])
+    pointer = store.read_json("indexes/tops/CURRENT.json")
+    assert pointer["version"] == served[2] and pointer["previous"] == [served[1], served[0]]
+    assert {k.split("/")[3] for k in store.list("indexes/tops/versions")} == set(served)
+    served.append(_publish(store, "2026-11-05", 15, retention=3)[0]["version"])
+    assert {k.split("/")[3] for k in store.list("indexes/tops/versions")} == set(served[1:])
+
+
+def test_prune_leaves_versions_newer_than_current_alone(tmp_path):
+    store = LocalStorage(tmp_path)
+    _publish(store, "2026-11-01", 11, retention=1)
+    in_flight = "2026-11-02.29991231T000000000000Z.abcdef"  # another publish, still writing
+    store.write_bytes(f"indexes/tops/versions/{in_flight}/index.ann", b"partial")
+    assert annoy.prune(store, "tops", keep=1) == []
+    assert store.exists(f"indexes/tops/versions/{in_flight}/index.ann")
+
+
+def test_retention_must_keep_the_current_version(tmp_path):
+    with pytest.raises(ValueError, match="retention"):
+        _publish(LocalStorage(tmp_path), "2026-11-01", 10, retention=0)

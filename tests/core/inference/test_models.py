@@ -1,0 +1,113 @@
+"""Model loading paths: random (recorded), state_dict and TorchScript checkpoints; naive."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from image_search_assets.core.inference import naive
+from image_search_assets.core.inference.models import ModelSpec, load_detector, load_embedder
+
+EMBEDDER = ModelSpec("resnet18", "random", 64)
+
+
+def test_random_weights_are_seeded_and_recorded():
+    model = load_embedder(EMBEDDER, "cpu")
+    assert model.is_random and model.identity["seed"] == 0 and model.identity["dim"] == 512
+    fresh = torchvision.models.resnet18()
+    torch.manual_seed(123)  # global RNG state must not matter: the loader seeds its own fork
+    again = load_embedder.__wrapped__(EMBEDDER, "cpu")
+    a = next(model.module.parameters())
+    assert torch.equal(a, next(again.module.parameters()))
+    assert not torch.equal(a, next(fresh.parameters()))
+
+
+def test_state_dict_checkpoint_loads_and_is_identified_by_hash(tmp_path):
+    source = torchvision.models.resnet18(num_classes=1000)
+    path = tmp_path / "emb.pt"
+    torch.save(source.state_dict(), path)
+    model = load_embedder(ModelSpec("resnet18", str(path), 64), "cpu")
+    assert model.identity["format"] == "state_dict" and len(model.identity["sha256"]) == 64
+    assert torch.equal(model.module.conv1.weight, source.conv1.weight)
+
+
+def test_an_fp16_checkpoint_with_any_classifier_head_loads_as_an_embedder(tmp_path):
+    source = torchvision.models.resnet18(num_classes=7)  # trained for another task's classes
+    path = tmp_path / "emb16.pt"
+    torch.save(
+        {k: v.half() if v.is_floating_point() else v for k, v in source.state_dict().items()}, path
+    )
+    model = load_embedder(ModelSpec("resnet18", str(path), 64), "cpu")
+    assert model.identity["dim"] == 512  # the head is not part of the embedder
+    assert model.module.conv1.weight.dtype == torch.float32
+    torch.testing.assert_close(model.module.conv1.weight, source.conv1.weight.half().float())
+
+
+def test_a_checkpoint_for_another_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit resnet18"):
+        load_embedder(ModelSpec("resnet18", str(path), 64), "cpu")
+
+
+def test_demo_weights_exist_only_for_the_architectures_they_were_trained_for():
+    with pytest.raises(ValueError, match="scripts/train_demo_weights.py"):
+        load_embedder(ModelSpec("resnet18", "demo", 64), "cpu")
+
+
+def test_demo_weights_say_what_they_know(caplog):
+    with caplog.at_level("WARNING"):
+        model = load_embedder(ModelSpec("mobilenet_v3_small", "demo", 72), "cpu")  # new cache key
+    assert model.identity["weights"] == "demo"
+    assert "DEMO weights: trained on the synthetic sample catalog only" in caplog.text
+
+
+def test_torchscript_checkpoint_loads(tmp_path):
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    path = tmp_path / "emb.ts"
+    torch.jit.script(net).save(str(path))
+    model = load_embedder(ModelSpec("resnet18", str(path), 32), "cpu")
+    assert model.identity["format"] == "torchscript" and model.identity["dim"] == 8
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_embedder(ModelSpec("resnet18", str(tmp_path / "none.pt"), 32), "cpu")
+
+
+def test_embeddings_are_unit_norm_and_batch_independent():
+    model = load_embedder(EMBEDDER, "cpu")
+    rng = np.random.default_rng(0)
+    crops = [
+        Image.fromarray(rng.integers(0, 255, (40 + i, 30, 3), dtype=np.uint8)) for i in range(5)
+    ]
+    one = naive.embed(model, crops, input_size=64, batch_size=1)
+    many = naive.embed(model, crops, input_size=64, batch_size=5)
+    np.testing.assert_allclose(np.linalg.norm(many, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(one, many, atol=1e-4)
+
+
+def test_detector_resizes_to_input_size_and_returns_boxes_in_pixels():
+    model = load_detector(
+        ModelSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "random", 128, 4), "cpu"
+    )
+    assert model.module.transform.min_size == (128,)
+    img = Image.new("RGB", (200, 100), "red")
+    det = naive.detect(model, [img, img], batch_size=2)
+    assert len(det) == 2 and det[0]["boxes"].shape[1] == 4
+
+
+def test_choose_box_prefers_the_category_and_falls_back_to_the_full_frame():
+    det = {
+        "boxes": np.array([[0, 0, 50, 50], [10, 10, 90, 60], [0, 0, 2, 2]], np.float32),
+        "labels": np.array([1, 2, 2]),
+        "scores": np.array([0.9, 0.8, 0.99], np.float32),
+    }
+    box = naive.choose_box(det, 100, 80, class_ids=(2,), score_threshold=0.5)
+    assert (box.x1, box.y2, box.label, box.box_source) == (10, 60, 2, "detector")
+    assert box.candidates == 2  # the 2-pixel box is too small to count
+    none = naive.choose_box(det, 100, 80, class_ids=(3,), score_threshold=0.5)
+    assert (none.x2, none.y2, none.box_source) == (100, 80, "full_image")

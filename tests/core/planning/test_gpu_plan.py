@@ -1,0 +1,96 @@
+"""Per-day GPU sizing reproduces the reference case and never blows the makespan."""
+
+import pytest
+
+from image_search_assets.core.planning.gpu_plan import (
+    StageRate,
+    ThroughputModel,
+    budget_for,
+    default_plan,
+    list_schedule_makespan,
+    measured_throughput,
+    plan_gpus,
+)
+from image_search_assets.settings import load_settings
+
+MODEL = ThroughputModel(items_per_gpu_second=0.25, overhead_s=300, scaling_efficiency=0.95)
+
+
+def reference_mix(n: int = 1800) -> dict[str, int]:
+    """The reference case's mix: tops n, pants under n/2, the other 11 each under n/4."""
+    names = load_settings().category_names
+    others = [c for c in names if c not in ("tops", "pants")]
+    return {
+        "tops": n,
+        "pants": int(n * 0.45),
+        **{c: int(n * (0.1 + 0.012 * i)) for i, c in enumerate(others)},
+    }
+
+
+def test_reference_mix_gives_the_17_gpu_plan_at_the_same_makespan():
+    plan = plan_gpus(reference_mix(), model=MODEL, slack=1.05)
+    settings = load_settings()
+    assert plan.gpus == {c.name: c.gpus for c in settings.categories}  # 4 / 2 / 1 each
+    assert plan.peak_gpus == 17
+    all_four = {c: MODEL.seconds(n, 4) for c, n in reference_mix().items()}
+    assert sum(4 for _ in all_four) == 52
+    assert plan.makespan_s <= 1.05 * max(all_four.values())
+
+
+def test_sizing_follows_the_days_mix():
+    day = reference_mix()
+    day["tops"], day["skirts"] = day["tops"] // 4, day["tops"]  # a skirt sale day
+    plan = plan_gpus(day, model=MODEL)
+    assert plan.gpus["skirts"] == 4 and plan.gpus["tops"] < 4
+    assert plan.makespan_s <= 1.05 * plan.fastest_makespan_s
+
+
+@pytest.mark.parametrize("slack", [1.0, 1.05, 1.5, 3.0])
+def test_makespan_stays_within_slack(slack):
+    plan = plan_gpus(reference_mix(), model=MODEL, slack=slack)
+    assert plan.makespan_s <= slack * plan.fastest_makespan_s + 1e-6
+
+
+def test_packing_finds_the_smallest_budget_that_keeps_the_makespan():
+    plan = plan_gpus(reference_mix(), model=MODEL)
+    budget = budget_for(plan, plan.makespan_s * 1.05)
+    assert budget <= plan.peak_gpus
+    assert list_schedule_makespan(plan, budget) <= plan.makespan_s * 1.05
+    assert list_schedule_makespan(plan, budget - 1) > plan.makespan_s * 1.05
+    assert list_schedule_makespan(plan, 3) == float("inf")  # tops cannot fit in 3
+
+
+def test_default_plan_is_the_hand_set_config():
+    defaults = {c.name: c.gpus for c in load_settings().categories}
+    plan = default_plan(defaults)
+    assert plan.gpus == defaults and plan.peak_gpus == 17
+
+
+def test_measured_rates_replace_the_configured_throughput_per_device_and_in_series():
+    rates = [
+        StageRate("detections", 800.0, 4),  # 200 per device
+        StageRate("detections", 100.0, 1),  # 100
+        StageRate("detections", 300.0, 1),  # 300: median 200
+        StageRate("embeddings", 600.0, 2),  # 300
+        StageRate("embeddings", 0.0, 1),  # a step with nothing computed: ignored
+    ]
+    model, source = measured_throughput(rates, MODEL)
+    assert model.items_per_gpu_second == pytest.approx(1 / (1 / 200 + 1 / 300))
+    assert (model.overhead_s, model.scaling_efficiency) == (MODEL.overhead_s, 0.95)
+    assert source.startswith("120 items/GPU-s measured") and "over 4 steps" in source
+
+    only_detect = [r for r in rates if r.stage == "detections"]
+    assert measured_throughput(only_detect, MODEL) == (
+        MODEL,
+        "0.25 items/GPU-s configured (none measured yet)",
+    )
+
+
+def test_a_fast_engine_right_sizes_the_reference_day_to_one_gpu_each():
+    # At the reference's placeholder rate tops needs 4 GPUs; at a measured engine rate the
+    # fixed overhead dominates and a fourth of the GPUs loses under 5 % of the makespan.
+    fast, _ = measured_throughput(
+        [StageRate("detections", 1000.0, 1), StageRate("embeddings", 10000.0, 1)], MODEL
+    )
+    assert plan_gpus(reference_mix(), model=MODEL).gpus["tops"] == 4
+    assert set(plan_gpus(reference_mix(), model=fast).gpus.values()) == {1}
