@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# The engine's GPU measurements as ONE device call (issue 7): naive vs engine, same run, same
-# inputs, for the speed/accuracy choices worth recording; plus profiles of the eager passes.
+# The engine's GPU measurements in one script: naive vs engine, same run, same inputs, for the
+# speed/accuracy choices worth recording; plus profiles of the eager passes.
 #
-#   on the lent GPU (its python3 holds torch):  bash benchmarks/gpu_suite.sh
-#   in two device calls, to fit a short lease:  SUITE=core ..., then SUITE=compiled ...
+#   on a GPU host (H100/H200) whose python3 holds torch:  bash benchmarks/gpu_suite.sh
+#   in two parts:  SUITE=core ..., then SUITE=compiled ...
 #   smoke test on a CPU:  DEVICE=cpu IMAGES=16 PYTHON=.venv/bin/python bash benchmarks/gpu_suite.sh
 #
-# Writes at most 8 files to $OUT (the device tool brings back 8): one JSON per configuration,
-# amp_numerics.json (fp16/bf16 vs fp32 per model, CUDA kernels), profiles.txt (torch.profiler
-# tables of the eager SSDlite and RetinaNet engine passes) and suite.log (nvidia-smi, every
-# command, its exit code, its stderr, and one JSON line each from decode_race.py,
-# workers_check.py and fold_speed.py).
+# Writes at most 8 files to $OUT: one JSON per configuration, amp_numerics.json (fp16/bf16 vs
+# fp32 per model, CUDA kernels), profiles.txt (torch.profiler tables of the eager SSDlite and
+# RetinaNet engine passes) and suite.log (nvidia-smi, every command, its exit code, its stderr,
+# and one JSON line each from decode_race.py, workers_check.py and fold_speed.py).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 DEVICE=${DEVICE:-cuda}
@@ -32,8 +31,8 @@ bench() {  # limit (s), name, then engine_throughput.py arguments (SCRIPT= picks
   echo "== $name: rc=$? in $((SECONDS - started)) s" | tee -a "$LOG"
 }
 
-# Cheapest and most telling first, compiled runs last: if the call's own limit cuts the suite
-# short, what ran is already under $OUT. Per-step limits: LIMIT_S (eager), LIMIT_COMPILE_S.
+# Cheapest and most telling first, compiled runs last: if a time limit cuts the suite short,
+# what ran is already under $OUT. Per-step limits: LIMIT_S (eager), LIMIT_COMPILE_S.
 EAGER=${LIMIT_S:-100}
 COMPILED=${LIMIT_COMPILE_S:-150}
 SSD=(--detector ssdlite320_mobilenet_v3_large --det-size 320)
