@@ -111,7 +111,7 @@ def embedding_row(arch, weights, size, device, blobs, boxes, batch) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=256)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import time
+from typing import cast
 
 import torch
 from engine_throughput import synthetic_jpegs  # beside this script
@@ -27,7 +28,8 @@ from image_search_assets.core.inference.engine import decode_batch
 
 def bare(blobs: list[bytes], device: torch.device) -> list[torch.Tensor]:
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
-    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    # decode_jpeg returns a list for a list input; its annotation covers both forms.
+    return cast(list[torch.Tensor], decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
 
 
 def trial(decode, blobs, device, size: int, iterations: int, spin: int) -> dict:
@@ -54,7 +56,7 @@ def trial(decode, blobs, device, size: int, iterations: int, spin: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--images", type=int, default=16)

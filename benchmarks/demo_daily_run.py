@@ -60,7 +60,7 @@ def timed_run(job, day: str, instance) -> tuple[float, dict[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     base = load_settings()

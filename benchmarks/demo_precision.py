@@ -30,7 +30,7 @@ from image_search_assets.settings import load_settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--per-combo", type=int, default=6)
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--json")

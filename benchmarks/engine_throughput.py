@@ -169,7 +169,7 @@ def hardware(device: torch.device) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--image-size", type=int, default=512)

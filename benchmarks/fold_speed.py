@@ -50,7 +50,7 @@ def timed_ms(module, x, device: torch.device, dtype, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--batch", type=int, default=8)

@@ -84,7 +84,7 @@ def measure(storage, keys: list[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--kb", type=int, default=25)
     parser.add_argument("--latency-ms", type=int, default=20)

@@ -59,7 +59,7 @@ def run(devices, blobs, batch: int) -> tuple[list, np.ndarray, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch", type=int, default=64)

@@ -1,4 +1,4 @@
-"""`image-search`: demo, query and report. Dagster's own CLI and UI do the rest."""
+"""`image-search`: demo, query, serve and report. Dagster's own CLI and UI do the rest."""
 
 from __future__ import annotations
 
@@ -148,37 +148,69 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    # Neither Dagster nor torch for a product query: the reader maps the published files.
     from image_search_assets.core.index import query
+    from image_search_assets.serving import IndexReader, NotReady, UnknownProduct
+    from image_search_assets.serving.service import cache_dir, open_platform_storage
 
     settings = load_settings()
-    storage = _storage(settings)
-    served = query.served_indexes(storage, settings.category_names)
-    if not served:
-        raise SystemExit("no index has been published yet: run `image-search demo` first")
-    if args.product_id:
-        category, vector = query.find_product(served, args.product_id)
-        categories = [args.category or category]
-        title, image = f"Neighbours of {args.product_id} ({category})", None
-        first = query.neighbours(storage, served, vector, [category], 1)
-        if first and first[0].image_key:
-            image = storage.read_bytes(first[0].image_key)
-        k = args.k + 1  # the product itself comes back first
-    else:
-        from image_search_assets.core.inference.embed_file import embed_image_file
-
-        image = Path(args.image).read_bytes()
-        vector = embed_image_file(settings, image)
-        categories = [args.category] if args.category else list(served)
-        title, k = f"Neighbours of {args.image}", args.k
-    results = query.neighbours(storage, served, vector, categories, k)
-    if args.product_id:
-        results = [n for n in results if n.product_id != args.product_id][: args.k]
+    storage = open_platform_storage(settings)
+    reader = IndexReader(storage, settings.category_names, cache_dir=cache_dir())
+    with reader.start(background=False) as served:
+        try:
+            answer, title, image = _query_answer(served, args, settings)
+        except NotReady:
+            raise SystemExit(
+                "no index has been published yet: run `image-search demo` first"
+            ) from None
+        except UnknownProduct:
+            raise SystemExit(f"product {args.product_id!r} is in no served index") from None
+        results = [
+            query.Neighbour(n.product_id, n.category, n.distance, served.image_key(n.product_id))
+            for n in answer.neighbours
+        ]
     for rank, n in enumerate(results, 1):
         print(f"{rank:>3}. {n.product_id:<28} {n.category:<10} distance {n.distance:.4f}")
     page = query.write_html(Path(args.out), title, image, results, storage)
     caption = f"query: {args.product_id or Path(args.image).name}"
     sheet = query.write_png(page.with_suffix(".png"), title, image, results, storage, caption)
     print(f"wrote {page} and {sheet}")
+    return 0
+
+
+def _query_answer(reader, args: argparse.Namespace, settings: Settings):
+    """(answer, page title, query image bytes) of a product-id or an image-file query."""
+    if args.product_id:
+        category, _ = reader.vector_of(args.product_id)
+        title = f"Neighbours of {args.product_id} ({category})"
+        key = reader.image_key(args.product_id)
+        image = reader.storage.read_bytes(key) if key and reader.storage.exists(key) else None
+        if args.category in (None, category):
+            return reader.similar_to_product(args.product_id, args.k), title, image
+        _, vector = reader.vector_of(args.product_id)
+        return reader.similar_to_vector(vector, args.k, [args.category]), title, image
+    from image_search_assets.serving.embedder import embed_upload
+
+    image = Path(args.image).read_bytes()
+    vector = embed_upload(settings, image)
+    categories = [args.category] if args.category else None
+    return (
+        reader.similar_to_vector(vector, args.k, categories),
+        f"Neighbours of {args.image}",
+        image,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from image_search_assets.serving.service import cache_dir, serve
+
+    serve(
+        load_settings(),
+        host=args.host,
+        port=args.port,
+        poll_interval_s=args.poll_interval,
+        cache=cache_dir(args.cache_dir),
+    )
     return 0
 
 
@@ -207,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("-k", "--k", type=int, default=8)
     q.add_argument("--out", default="var/query.html", help="HTML page; the PNG goes beside it")
     q.set_defaults(func=cmd_query)
+    srv = sub.add_parser("serve", help="the similar-items HTTP service over the current indexes")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls")
+    srv.add_argument("--cache-dir", help="gs:// index downloads (IMAGE_SEARCH_SERVING_CACHE)")
+    srv.set_defaults(func=cmd_serve)
     sim = sub.add_parser("simulate", help="replay a month of GPU stock-outs for three setups")
     sim.add_argument("--out", default="docs/capacity")
     sim.add_argument("--days", type=int, default=30)

@@ -28,6 +28,7 @@ import sqlalchemy as db
 from dagster._core.storage.event_log.schema import ConcurrencySlotsTable, PendingStepsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._utils.concurrency import ConcurrencyClaimStatus, ConcurrencySlotStatus
+from sqlalchemy.exc import OperationalError
 
 from image_search_assets.core.planning.gpu_admission import Decision, decide
 from image_search_assets.tags import GPU_POOL_PREFIX, step_gpus
@@ -77,7 +78,7 @@ class WeightedClaimsMixin:
                 priority=priority,
                 sleep_interval=POLL_SECONDS,
             )
-        except db.exc.OperationalError as e:  # SQLite "database is locked": just poll again
+        except OperationalError as e:  # SQLite "database is locked": just poll again
             log.debug("GPU claim contention on %s: %s", concurrency_key, e)
             return ConcurrencyClaimStatus(
                 concurrency_key=concurrency_key,

@@ -8,6 +8,7 @@ a k8s deployment or a test can move storage without copying the whole file.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from image_search_assets.core.ingest.url_rules import DEPLOYED_KINDS, LOCAL_KINDS, URL_KINDS
 from image_search_assets.core.planning.gpu_plan import ThroughputModel
 from image_search_assets.core.planning.retry import BackoffPolicy
 
@@ -24,6 +26,7 @@ ENV_OVERRIDES = {
     "IMAGE_SEARCH_STORAGE_ROOT": "storage_root",
     "IMAGE_SEARCH_CATALOG": "catalog",
     "IMAGE_SEARCH_GCP_PROJECT": "gcp_project",
+    "IMAGE_SEARCH_IMAGE_PREFIXES": "fetch.gcs_prefixes",  # "bucket/images/,other-bucket"
     # A webhook URL is a secret: deployments set it in the environment, not in the file.
     "IMAGE_SEARCH_ALERT_WEBHOOK": "alerts.webhook_url",
 }
@@ -56,10 +59,14 @@ class ModelConfig:
     score_threshold: float = 0.5
     precision: str = "auto"  # auto | calibrate | fp32 | fp16 | bf16 (core/engine/precision.py)
     compile: bool = False  # torch.compile (any device); pays off on long runs (see benchmarks)
+    sha256: str | None = None  # pin the checkpoint: other bytes fail the step, never retried
+    allow_torchscript: bool = False  # TorchScript carries code: load it only when set
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"sha256 {self.sha256!r} is not 64 lower-case hex digits")
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,30 @@ class FetchConfig:
     max_pixels: int = 40_000_000
     workers: int = 8
     allow_private_hosts: tuple[str, ...] = ()
+    # Local mode (the demo, tests, a workstation) may read local files and plain http; a
+    # deployment may not. parse_settings() resolves `auto` from storage_root (local or gs://).
+    local_mode: bool = False
+    schemes: tuple[str, ...] | None = None  # None: LOCAL_KINDS in local mode, else DEPLOYED_KINDS
+    gcs_prefixes: tuple[str, ...] = ()  # gs:// rows must lie under "bucket" or "bucket/folder/"
+    max_decode_bytes: int = 512_000_000  # one image's decode (images.decode_cost)
+    decode_memory_bytes: int = 2_000_000_000  # all of a step's decodes in flight together
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.schemes or ()) - set(URL_KINDS))
+        if unknown:
+            raise ValueError(f"schemes {unknown} are not among {list(URL_KINDS)}")
+        if "file" in self.allowed_schemes and not self.local_mode:
+            raise ValueError(
+                "schemes: file (file:// and local paths) is allowed in local mode only"
+            )
+        if not 0 < self.max_decode_bytes <= self.decode_memory_bytes:
+            raise ValueError("needs 0 < max_decode_bytes <= decode_memory_bytes")
+
+    @property
+    def allowed_schemes(self) -> tuple[str, ...]:
+        if self.schemes is not None:
+            return self.schemes
+        return LOCAL_KINDS if self.local_mode else DEPLOYED_KINDS
 
 
 @dataclass(frozen=True)
@@ -77,6 +108,9 @@ class IndexConfig:
     n_trees: int = 16
     recall_sample: int = 200
     retention: int = 7  # published versions kept per category (CURRENT and its predecessors)
+    # Days of live sets and work/ chunks kept per category (core/index/retention.py); older
+    # days cannot be re-run without re-materialising from an earlier kept day.
+    keep_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -194,6 +228,7 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
     models = raw.get("models", {})
     fetch = dict(raw.get("fetch", {}))
     fetch["allow_private_hosts"] = tuple(fetch.get("allow_private_hosts", ()))
+    fetch.update(_url_policy(fetch, str(raw.get("storage_root", "var/storage"))))
     return Settings(
         categories=_categories(raw["categories"], raw.get("default_gpu_type", "nvidia-tesla-t4")),
         start_date=start_date,
@@ -217,6 +252,24 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
     )
 
 
+def _url_policy(fetch: dict[str, Any], storage_root: str) -> dict[str, Any]:
+    """fetch.local_mode (auto: storage_root is local), schemes and gcs_prefixes as tuples."""
+    local_mode = fetch.get("local_mode", "auto")
+    if local_mode == "auto":
+        local_mode = not storage_root.startswith("gs://")
+    if not isinstance(local_mode, bool):
+        raise ConfigError(f"fetch.local_mode must be auto, true or false, got {local_mode!r}")
+    prefixes = fetch.get("gcs_prefixes") or ()
+    if isinstance(prefixes, str):  # IMAGE_SEARCH_IMAGE_PREFIXES: comma-separated
+        prefixes = [p.strip() for p in prefixes.split(",") if p.strip()]
+    schemes = fetch.get("schemes")
+    return {
+        "local_mode": local_mode,
+        "gcs_prefixes": tuple(prefixes),
+        "schemes": None if schemes is None else tuple(schemes),
+    }
+
+
 def _positive(value: Any, what: str) -> int:
     if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{what} must be a positive integer, got {value!r}")
@@ -226,6 +279,7 @@ def _positive(value: Any, what: str) -> int:
 def _index(raw: dict[str, Any]) -> IndexConfig:
     index = _section(IndexConfig, raw, "index")
     _positive(index.retention, "index.retention")
+    _positive(index.keep_days, "index.keep_days")
     return index
 
 

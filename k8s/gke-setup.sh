@@ -6,6 +6,8 @@
 #
 #   PROJECT_ID=my-project bash k8s/gke-setup.sh          # DRY_RUN=1 prints the commands only
 #
+# Also: Dataplane V2 (NetworkPolicy enforcement), private nodes, authorized control-plane
+# networks, a minimal node service account, Cloud SQL on a private IP, Cloud NAT.
 # Re-running it skips what already exists. Every setting below can be overridden by env.
 set -euo pipefail
 
@@ -25,8 +27,13 @@ BUCKET="${BUCKET:-${PROJECT_ID}-image-search}"
 AR_REPO="${AR_REPO:-image-search}"
 NAMESPACE="${NAMESPACE:-dagster}"
 KSA="${KSA:-dagster}"  # global.serviceAccountName in k8s/helm/values.yaml
-GSA="${GSA:-image-search}"
-GSA_EMAIL="${GSA}@${PROJECT_ID}.iam.gserviceaccount.com"
+CATALOG_BUCKET="${CATALOG_BUCKET:-${PROJECT_ID}-image-search-catalog}"  # catalog + checkpoints
+# Control plane reachable only from these networks (your office/VPN); private nodes.
+AUTHORIZED_NETWORKS="${AUTHORIZED_NETWORKS:-203.0.113.0/24}"  # replace: documentation range
+MASTER_CIDR="${MASTER_CIDR:-172.16.0.0/28}"  # k8s/policy/network-policies.yaml allows it
+PG_RANGE="${PG_RANGE:-10.100.0.0/16}"  # Cloud SQL private range; network-policies.yaml too
+NODE_SA="image-search-node@${PROJECT_ID}.iam.gserviceaccount.com"
+sa() { echo "image-search-$1@${PROJECT_ID}.iam.gserviceaccount.com"; }
 
 IFS=, read -r -a ZONES <<< "${NODE_LOCATIONS}"
 if (( ${#ZONES[@]} < 2 )); then
@@ -44,15 +51,29 @@ exists() {  # true if the describe command succeeds (never under DRY_RUN)
 
 run gcloud config set project "${PROJECT_ID}"
 run gcloud services enable container.googleapis.com artifactregistry.googleapis.com \
-  storage.googleapis.com iamcredentials.googleapis.com secretmanager.googleapis.com
+  storage.googleapis.com iamcredentials.googleapis.com secretmanager.googleapis.com \
+  sqladmin.googleapis.com servicenetworking.googleapis.com
 
 exists gcloud artifacts repositories describe "${AR_REPO}" --location "${REGION}" ||
   run gcloud artifacts repositories create "${AR_REPO}" --repository-format docker \
     --location "${REGION}"
 
-exists gcloud storage buckets describe "gs://${BUCKET}" ||
-  run gcloud storage buckets create "gs://${BUCKET}" --location "${REGION}" \
-    --uniform-bucket-level-access
+# Two buckets: artefacts (indexes, logs: steps write) and inputs (catalog, checkpoints: read-only
+# for every pod). Separate buckets, because IAM conditions on prefixes do not cover listing.
+for b in "${BUCKET}" "${CATALOG_BUCKET}"; do
+  exists gcloud storage buckets describe "gs://${b}" ||
+    run gcloud storage buckets create "gs://${b}" --location "${REGION}" \
+      --uniform-bucket-level-access --public-access-prevention
+done
+
+# A minimal node service account (logging, metrics, image pulls), not the default compute one.
+exists gcloud iam service-accounts describe "${NODE_SA}" ||
+  run gcloud iam service-accounts create image-search-node --display-name "image-search nodes"
+for role in roles/logging.logWriter roles/monitoring.metricWriter roles/monitoring.viewer \
+  roles/stackdriver.resourceMetadata.writer; do
+  run gcloud projects add-iam-policy-binding "${PROJECT_ID}" --condition None \
+    --member "serviceAccount:${NODE_SA}" --role "${role}"
+done
 
 # Regional cluster: its control plane and default (CPU) pool span the same zones as the GPUs.
 exists gcloud container clusters describe "${CLUSTER}" --location "${REGION}" ||
@@ -62,6 +83,12 @@ exists gcloud container clusters describe "${CLUSTER}" --location "${REGION}" ||
     --release-channel regular \
     --workload-pool "${PROJECT_ID}.svc.id.goog" \
     --enable-ip-alias \
+    --enable-dataplane-v2 \
+    --enable-private-nodes --master-ipv4-cidr "${MASTER_CIDR}" \
+    --enable-master-authorized-networks --master-authorized-networks "${AUTHORIZED_NETWORKS}" \
+    --enable-shielded-nodes --shielded-secure-boot \
+    --service-account "${NODE_SA}" \
+    --workload-metadata GKE_METADATA \
     --machine-type "${CPU_MACHINE_TYPE}" \
     --num-nodes 1 \
     --enable-autoscaling --total-min-nodes 1 --total-max-nodes "${CPU_MAX_NODES}"
@@ -84,27 +111,63 @@ exists gcloud container node-pools describe "${GPU_POOL}" --cluster "${CLUSTER}"
     --node-taints nvidia.com/gpu=present:NoSchedule \
     --node-labels image-search/pool=gpu \
     --workload-metadata GKE_METADATA \
+    --service-account "${NODE_SA}" \
+    --shielded-secure-boot \
     --disk-size 200 \
     "${spot[@]}"
 
-# Workload Identity: pods running as ${NAMESPACE}/${KSA} act as ${GSA_EMAIL}.
-exists gcloud iam service-accounts describe "${GSA_EMAIL}" ||
-  run gcloud iam service-accounts create "${GSA}" --display-name "image-search platform"
-run gcloud storage buckets add-iam-policy-binding "gs://${BUCKET}" \
-  --member "serviceAccount:${GSA_EMAIL}" --role roles/storage.objectAdmin
-run gcloud iam service-accounts add-iam-policy-binding "${GSA_EMAIL}" \
-  --role roles/iam.workloadIdentityUser \
-  --member "serviceAccount:${PROJECT_ID}.svc.id.goog[${NAMESPACE}/${KSA}]"
+# Private nodes have no public IP: Cloud NAT for egress to image hosts.
+exists gcloud compute routers describe image-search --region "${REGION}" ||
+  run gcloud compute routers create image-search --network default --region "${REGION}"
+exists gcloud compute routers nats describe image-search --router image-search \
+  --region "${REGION}" ||
+  run gcloud compute routers nats create image-search --router image-search --region "${REGION}" \
+    --auto-allocate-nat-external-ips --nat-all-subnet-ip-ranges
 
-# Nodes pull the image with the project's default compute service account.
-if [[ -n "${DRY_RUN:-}" ]]; then
-  project_number=PROJECT_NUMBER
-else
-  project_number="$(gcloud projects describe "${PROJECT_ID}" --format 'value(projectNumber)')"
-fi
+# Workload Identity, one Google account per pod kind (docs/security.md, "Identity"):
+#   control (dagster: webserver, daemon, run workers): compute logs only;
+#   code (dagster-code-server): reads inputs and artefacts;
+#   step (dagster-step): reads inputs, writes artefacts.
+grant() {  # grant ROLE BUCKET KIND
+  run gcloud storage buckets add-iam-policy-binding "gs://$2" \
+    --member "serviceAccount:$(sa "$3")" --role "$1"
+}
+for kind in control code step; do
+  exists gcloud iam service-accounts describe "$(sa "${kind}")" ||
+    run gcloud iam service-accounts create "image-search-${kind}" --display-name "image-search ${kind}"
+done
+grant roles/storage.objectViewer "${CATALOG_BUCKET}" code
+grant roles/storage.objectViewer "${BUCKET}" code
+grant roles/storage.objectViewer "${CATALOG_BUCKET}" step
+grant roles/storage.objectUser "${BUCKET}" step
+# The control account: logs under dagster-compute-logs/ only (an IAM condition on the prefix).
+logs="resource.name.startsWith(\"projects/_/buckets/${BUCKET}/objects/dagster-compute-logs/\")"
+for role in roles/storage.objectViewer roles/storage.objectCreator; do
+  run gcloud storage buckets add-iam-policy-binding "gs://${BUCKET}" \
+    --member "serviceAccount:$(sa control)" --role "${role}" \
+    --condition "expression=${logs},title=compute-logs-only"
+done
+for pair in control:dagster code:dagster-code-server step:dagster-step; do
+  run gcloud iam service-accounts add-iam-policy-binding "$(sa "${pair%%:*}")" \
+    --role roles/iam.workloadIdentityUser \
+    --member "serviceAccount:${PROJECT_ID}.svc.id.goog[${NAMESPACE}/${pair#*:}]"
+done
+
+# Cloud SQL for Postgres on a private IP in PG_RANGE (the chart's bundled Postgres cannot pass
+# the namespace's "restricted" profile). Its password is made once, into Secret Manager.
+exists gcloud compute addresses describe image-search-sql --global ||
+  run gcloud compute addresses create image-search-sql --global --purpose VPC_PEERING \
+    --addresses "${PG_RANGE%/*}" --prefix-length "${PG_RANGE#*/}" --network default
+run gcloud services vpc-peerings connect --service servicenetworking.googleapis.com \
+  --ranges image-search-sql --network default
+exists gcloud sql instances describe image-search ||
+  run gcloud sql instances create image-search --database-version POSTGRES_16 \
+    --region "${REGION}" --tier db-custom-2-7680 --network default --no-assign-ip \
+    --availability-type REGIONAL
+
+# Nodes pull the image with their own minimal account.
 run gcloud artifacts repositories add-iam-policy-binding "${AR_REPO}" --location "${REGION}" \
-  --member "serviceAccount:${project_number}-compute@developer.gserviceaccount.com" \
-  --role roles/artifactregistry.reader
+  --member "serviceAccount:${NODE_SA}" --role roles/artifactregistry.reader
 
 # The Dagster Postgres password lives in Secret Manager, not in any file.
 if ! exists gcloud secrets describe dagster-pg-password; then
@@ -118,6 +181,11 @@ fi
 
 run gcloud container clusters get-credentials "${CLUSTER}" --location "${REGION}"
 if [[ -z "${DRY_RUN:-}" ]]; then
-  kubectl create namespace "${NAMESPACE}" --dry-run=client -o yaml | kubectl apply -f -
+  # The namespace with its Pod Security labels, then the Postgres password as a Kubernetes
+  # Secret (read by every pod through a secretKeyRef; never a --set-string or plain env).
+  kubectl apply -f "$(dirname "$0")/policy/namespace.yaml"
+  gcloud secrets versions access latest --secret dagster-pg-password |
+    kubectl -n "${NAMESPACE}" create secret generic dagster-postgresql-secret \
+      --from-file=postgresql-password=/dev/stdin --dry-run=client -o yaml | kubectl apply -f -
 fi
 echo "Cluster ${CLUSTER} is ready in ${REGION} (${NODE_LOCATIONS}); bucket gs://${BUCKET}."

@@ -35,12 +35,16 @@ class ModelsResource(dg.ConfigurableResource):
     score_threshold: float = 0.5
     detector_precision: str = "auto"  # autocast: auto | fp32 | fp16 | bf16 (engine precision.py)
     detector_compile: bool = False
+    detector_sha256: str | None = None
+    detector_allow_torchscript: bool = False
     embedder_arch: str
     embedder_weights: str = "random"
     embedder_input_size: int = 128
     embedder_batch_size: int = 64
     embedder_precision: str = "auto"
     embedder_compile: bool = False
+    embedder_sha256: str | None = None
+    embedder_allow_torchscript: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ModelsResource":
@@ -55,16 +59,29 @@ class ModelsResource(dg.ConfigurableResource):
             score_threshold=d.score_threshold,
             detector_precision=d.precision,
             detector_compile=d.compile,
+            detector_sha256=d.sha256,
+            detector_allow_torchscript=d.allow_torchscript,
             embedder_arch=e.arch,
             embedder_weights=e.weights,
             embedder_input_size=e.input_size,
             embedder_batch_size=e.batch_size,
             embedder_precision=e.precision,
             embedder_compile=e.compile,
+            embedder_sha256=e.sha256,
+            embedder_allow_torchscript=e.allow_torchscript,
+        )
+
+    def _embedder_spec(self) -> ModelSpec:
+        return ModelSpec(
+            self.embedder_arch,
+            self.embedder_weights,
+            self.embedder_input_size,
+            sha256=self.embedder_sha256,
+            allow_torchscript=self.embedder_allow_torchscript,
         )
 
     def embedder(self, read_gs=None) -> LoadedModel:
-        spec = ModelSpec(self.embedder_arch, self.embedder_weights, self.embedder_input_size)
+        spec = self._embedder_spec()
         return load_embedder(spec, self.device, _reader_for(spec.weights, read_gs))
 
     def devices(self, gpus: int) -> tuple[torch.device, ...]:
@@ -78,14 +95,19 @@ class ModelsResource(dg.ConfigurableResource):
 
     def detector_replicas(self, num_classes: int, gpus: int, read_gs=None) -> Replicas:
         spec = ModelSpec(
-            self.detector_arch, self.detector_weights, self.detector_input_size, num_classes
+            self.detector_arch,
+            self.detector_weights,
+            self.detector_input_size,
+            num_classes,
+            sha256=self.detector_sha256,
+            allow_torchscript=self.detector_allow_torchscript,
         )
         reader = _reader_for(spec.weights, read_gs)
         options = engine_options(self.detector_precision, self.detector_compile)
         return Replicas(lambda d: load_detector(spec, str(d), reader), self.devices(gpus), options)
 
     def embedder_replicas(self, gpus: int, read_gs=None) -> Replicas:
-        spec = ModelSpec(self.embedder_arch, self.embedder_weights, self.embedder_input_size)
+        spec = self._embedder_spec()
         reader = _reader_for(spec.weights, read_gs)
         options = engine_options(self.embedder_precision, self.embedder_compile)
         return Replicas(lambda d: load_embedder(spec, str(d), reader), self.devices(gpus), options)

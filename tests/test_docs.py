@@ -32,7 +32,7 @@ def _candidates(text: str) -> set[str]:
     out = set()
     for token in found:
         token = token.strip("()[]'\"").rstrip(".,;:")
-        if "://" in token or any(c in token for c in "<>*{}=$|") or token.startswith("-"):
+        if "://" in token or any(c in token for c in "<>*{}=$|") or token.startswith(("-", "/")):
             continue
         # A bare file name (`values.yaml`) is a mention, not a path: only paths are checked.
         if "/" in token and (token.endswith(EXTENSIONS) or token.endswith("/")):

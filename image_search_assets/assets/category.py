@@ -1,20 +1,24 @@
 """One factory builds every category's detections → embeddings → annoy_index chain."""
 
 import json
+from typing import Any, cast
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from image_search_assets.assets.retrying import crash_retry_policy, failure_policy, resume_scope
 from image_search_assets.core.index import annoy_index as annoy
+from image_search_assets.core.index import live_set, retention
 from image_search_assets.core.inference.chunks import work_prefix
 from image_search_assets.core.inference.stages import (
     StageResult,
     detect_items,
     embed_items,
-    vectors_of,
 )
 from image_search_assets.core.progress import Progress
+from image_search_assets.core.records import removals_key
+from image_search_assets.core.storage import Storage
 from image_search_assets.k8s.job_config import k8s_op_tags
 from image_search_assets.settings import Category, Settings
 from image_search_assets.tags import detector_class_ids, gpu_pool, gpu_tags, step_gpus
@@ -34,9 +38,9 @@ def _planned_gpus(context: dg.AssetExecutionContext, category: Category) -> int:
     return step_gpus(context.run.tags, gpu_tags(category))
 
 
-def _run_metadata(result: StageResult) -> dict[str, object]:
+def _run_metadata(result: StageResult) -> dict[str, Any]:
     """Chunks computed vs reused, and what the engine did for the computed ones."""
-    meta: dict[str, object] = {}
+    meta: dict[str, Any] = {}
     if result.chunks is not None:
         meta |= {
             "chunks_computed": len(result.chunks.computed),
@@ -63,13 +67,22 @@ def _precision_text(precision: str, calibration: dict[str, float]) -> str:
     return f"{precision} (calibrated against fp32: {tried})"
 
 
+def _removed_ids(context: dg.AssetExecutionContext, store: Storage, day: str) -> set[str]:
+    """The day's catalog removals (new_products records them for every category)."""
+    key = removals_key(day)
+    if not store.exists(key):
+        context.log.warning(f"no removals record for {day} ({store.uri(key)}): none applied")
+        return set()
+    return set(store.read_parquet(key)["product_id"].astype(str))
+
+
 def category_assets(
     category: Category, *, partitions: dg.PartitionsDefinition, settings: Settings
 ) -> list[dg.AssetsDefinition]:
     name = category.name
     class_ids = detector_class_ids(settings, category)
     num_classes = len(settings.categories) + 1
-    common = {
+    common: dict[str, Any] = {
         "partitions_def": partitions,
         "group_name": name,
         "io_manager_key": "storage_io",
@@ -95,7 +108,7 @@ def category_assets(
         with failure_policy(context, settings.retry):
             gpus = _planned_gpus(context, category)
             detector = models.detector_replicas(num_classes, gpus, storage.read_gs)
-            todo = product_images[product_images["category"] == name]
+            todo = cast(pd.DataFrame, product_images[product_images["category"] == name])
             result = detect_items(
                 todo,
                 storage.open(),
@@ -187,35 +200,58 @@ def category_assets(
         previous: pd.DataFrame | None,
         storage: StorageResource,
     ) -> dg.Output[pd.DataFrame]:
-        """Every item of this category to date, published as a verified Annoy index."""
-        to_date = annoy.merge_vectors(previous, embeddings.assign(added_on=context.partition_key))
-        vectors = vectors_of(to_date)
-        if len(to_date) == 0:
+        """The live set of this category to date, published as a verified Annoy index.
+
+        The value names which stored embedding rows are live; the vectors stay in the daily
+        embeddings partitions (core/index/live_set.py)."""
+        day = context.partition_key
+        store = storage.open()
+        try:
+            live_set.require_one_model(previous, embeddings, category=name, day=day)
+        except live_set.ModelChangeError as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from e
+        removed = _removed_ids(context, store, day)
+        live = live_set.advance(previous, embeddings, day, removed)
+        before = set() if previous is None else set(previous["product_id"])
+        counts = {
+            "count": len(live),
+            "new_items": len(embeddings),
+            "previous_count": len(before),
+            "removed": len(before & (removed - set(embeddings["product_id"]))),
+        }
+        served_dim = annoy.current_dim(store, name)
+        if len(live) == 0 and served_dim is None:
             context.log.warning(f"{name}: no items to date; nothing to publish")
-            return dg.Output(to_date, metadata={"count": 0, "new_items": 0})
+            return dg.Output(live, metadata=counts)
         with failure_policy(context, settings.retry):
+            if len(live):
+                vectors = live_set.load_vectors(store, name, live, loaded={day: embeddings})
+            else:  # every product removed: an empty index replaces the served one
+                vectors = np.zeros((0, served_dim or 0), np.float32)
             manifest = annoy.publish(
-                storage.open(),
+                store,
                 name,
-                context.partition_key,
-                to_date["product_id"].tolist(),
+                day,
+                live["product_id"].tolist(),
                 vectors,
                 metric=settings.index.metric,
                 n_trees=settings.index.n_trees,
-                models={"embedders": sorted(to_date["embedder"].unique().tolist())},
+                models={"embedders": live_set.embedders(live)},
                 recall_sample=settings.index.recall_sample,
                 retention=settings.index.retention,
             )
+            pruned = retention.prune_category(store, name, day, keep_days=settings.index.keep_days)
         return dg.Output(
-            to_date,
+            live,
             metadata={
-                "count": manifest["count"],
-                "new_items": len(embeddings),
-                "previous_count": 0 if previous is None else len(previous),
+                **counts,
                 "version": manifest["version"],
                 "recall_at_10": manifest["recall_at_10"],
                 "build_seconds": manifest["build_seconds"],
+                **pruned.as_metadata(),
             },
         )
 
-    return [detections, embeddings, annoy_index]
+    # `dg.asset(**common)` matches dg.asset's compute_fn overload for a type checker, which then
+    # sees plain functions; at run time these are AssetsDefinitions.
+    return cast(list[dg.AssetsDefinition], [detections, embeddings, annoy_index])

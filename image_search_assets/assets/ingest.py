@@ -1,5 +1,7 @@
 """The day's catalog rows and product images, shared by every category."""
 
+from typing import Any, cast
+
 import dagster as dg
 import pandas as pd
 
@@ -7,7 +9,7 @@ from image_search_assets.assets.retrying import crash_retry_policy, failure_poli
 from image_search_assets.core.inference.stages import fetch_images
 from image_search_assets.core.planning.retry import BackoffPolicy
 from image_search_assets.core.progress import Progress
-from image_search_assets.core.records import quarantine_key
+from image_search_assets.core.records import quarantine_key, removals_key
 from image_search_assets.k8s.job_config import k8s_op_tags
 from image_search_assets.partitions import partition_date
 from resources import CatalogResource, ImageFetchResource, StorageResource
@@ -40,7 +42,7 @@ def ingest_assets(
     *,
     retry: BackoffPolicy,
 ) -> list[dg.AssetsDefinition]:
-    common = {
+    common: dict[str, Any] = {
         "partitions_def": partitions,
         "group_name": "ingest",
         "io_manager_key": "storage_io",
@@ -57,6 +59,8 @@ def ingest_assets(
         with failure_policy(context, retry):
             day = catalog.day(partition_date(context), categories)
             _record_quarantine(context, storage, "catalog", day.quarantined, "catalog row(s)")
+            # Every category's annoy_index drops these; the report counts them.
+            storage.open().write_parquet(removals_key(context.partition_key), day.removed)
         return dg.Output(
             day.products,
             metadata={
@@ -64,6 +68,7 @@ def ingest_assets(
                 "per_category": _per_category(day.products),
                 "quarantined_rows": len(day.quarantined),
                 "quarantine_reasons": _reasons(day.quarantined),
+                "removed_products": len(day.removed),
             },
         )
 
@@ -97,4 +102,6 @@ def ingest_assets(
             },
         )
 
-    return [new_products, product_images]
+    # `dg.asset(**common)` matches dg.asset's compute_fn overload for a type checker, which then
+    # sees plain functions; at run time these are AssetsDefinitions.
+    return cast(list[dg.AssetsDefinition], [new_products, product_images])

@@ -1,8 +1,10 @@
-"""Asset checks on every category's annoy_index, from one factory: recall, vectors, accounting
-and reach. They never block the day (blocking=False): a failed check is a visible signal."""
+"""Asset checks on every category's annoy_index, from one factory: recall, vectors, accounting,
+reach and removals. They never block the day (blocking=False): a failed check is a visible
+signal."""
 
 import warnings
 from datetime import date
+from typing import cast
 
 import dagster as dg
 import pandas as pd
@@ -15,12 +17,18 @@ from image_search_assets.core.index.checks import (
     reach_outcome,
     recall_curve,
     recall_outcome,
+    removed_outcome,
     vectors_outcome,
 )
-from image_search_assets.core.inference.stages import vectors_of
+from image_search_assets.core.index.live_set import load_vectors
 from image_search_assets.core.planning.daily_gate import previous_day
 from image_search_assets.core.plots import line_chart_png, markdown_image
-from image_search_assets.core.records import asset_value_key, day_report
+from image_search_assets.core.records import (
+    asset_value_key,
+    day_report,
+    removals_key,
+    removed_to_date,
+)
 from image_search_assets.partitions import daily_partitions
 from image_search_assets.settings import Category, Settings
 from resources import StorageResource
@@ -48,7 +56,8 @@ def _published_version(context: dg.AssetCheckExecutionContext, key: dg.AssetKey)
     ).records
     if not found:
         return None
-    version = found[0].asset_materialization.metadata.get("version")
+    materialization = found[0].asset_materialization
+    version = materialization.metadata.get("version") if materialization else None
     return None if version is None else str(version.value)
 
 
@@ -58,9 +67,9 @@ def _count_history(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> 
     records = context.instance.fetch_materializations(key, limit=HISTORY_DAYS * 2).records
     for record in records:  # newest first: the first one seen per partition wins
         mat = record.asset_materialization
-        count = mat.metadata.get("count")
-        if mat.partition and count is not None and mat.partition not in latest:
-            latest[mat.partition] = int(count.value)
+        count = mat.metadata.get("count") if mat else None
+        if mat and mat.partition and count is not None and mat.partition not in latest:
+            latest[mat.partition] = int(cast(int, count.value))
     return sorted(latest.items())[-HISTORY_DAYS:]
 
 
@@ -84,9 +93,8 @@ def index_checks(category: Category, *, settings: Settings) -> list[dg.AssetChec
             storage.open(), f"{annoy.category_prefix(name)}/versions/{version}"
         )
         try:
-            vectors = aligned_vectors(
-                served.ids, index_table["product_id"].tolist(), vectors_of(index_table)
-            )
+            table_vectors = load_vectors(storage.open(), name, index_table)
+            vectors = aligned_vectors(served.ids, index_table["product_id"].tolist(), table_vectors)
         except ValueError as e:
             return dg.AssetCheckResult(passed=False, description=f"index and table disagree: {e}")
         sample = settings.index.recall_sample
@@ -107,9 +115,9 @@ def index_checks(category: Category, *, settings: Settings) -> list[dg.AssetChec
         )
 
     @dg.asset_check(name="vectors_finite_unit_norm", **common)
-    def vectors(index_table: pd.DataFrame) -> dg.AssetCheckResult:
+    def vectors(index_table: pd.DataFrame, storage: StorageResource) -> dg.AssetCheckResult:
         """Every indexed vector is finite and unit-norm."""
-        return _result(vectors_outcome(vectors_of(index_table)))
+        return _result(vectors_outcome(load_vectors(storage.open(), name, index_table)))
 
     @dg.asset_check(name="every_new_product_accounted", **common)
     def accounting(
@@ -130,7 +138,7 @@ def index_checks(category: Category, *, settings: Settings) -> list[dg.AssetChec
         embeddings: pd.DataFrame,
         storage: StorageResource,
     ) -> dg.AssetCheckResult:
-        """Index count = previous day's count + today's new items - re-sent product ids."""
+        """Index count = previous + new - re-sent - removed; no removed product is served."""
         store = storage.open()
         prev = previous_day(date.fromisoformat(context.partition_key), first)
         previous_ids: list[str] = []
@@ -142,15 +150,26 @@ def index_checks(category: Category, *, settings: Settings) -> list[dg.AssetChec
                 )
             previous_ids = store.read_parquet(prev_key)["product_id"].tolist()
         version = _published_version(context, key)
-        published = 0
+        published, served_ids = 0, []
         if version is not None:
-            manifest = f"{annoy.category_prefix(name)}/versions/{version}/manifest.json"
-            published = int(store.read_json(manifest)["count"])
+            vdir = f"{annoy.category_prefix(name)}/versions/{version}"
+            published = int(store.read_json(f"{vdir}/manifest.json")["count"])
+            served_ids = store.read_parquet(f"{vdir}/ids.parquet")["product_id"].tolist()
+        removed_key = removals_key(context.partition_key)
+        removed = store.read_parquet(removed_key) if store.exists(removed_key) else None
         outcome = reach_outcome(
             previous_ids,
             embeddings["product_id"].tolist(),
             index_table["product_id"].tolist(),
             published,
+            [] if removed is None else removed["product_id"].astype(str).tolist(),
+        )
+        # Independently of the live set: every removal to date, from the daily records.
+        served = removed_outcome(served_ids, removed_to_date(store, context.partition_key))
+        outcome = CheckOutcome(
+            outcome.passed and served.passed,
+            f"{outcome.description}; {served.description}",
+            {**outcome.metadata, **served.metadata},
         )
         history = _count_history(context, key)
         extra = {}

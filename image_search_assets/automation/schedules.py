@@ -4,6 +4,7 @@ import json
 import os
 from collections.abc import Sequence
 from datetime import date
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -19,6 +20,10 @@ from image_search_assets.core.planning.gpu_plan import StageRate, measured_throu
 from image_search_assets.settings import Settings
 from image_search_assets.tags import GPU_PLAN_TAG
 from resources import CatalogResource
+
+if TYPE_CHECKING:
+    # Type-only: dagster exports no name for what define_asset_job returns (this union).
+    from dagster._core.definitions.target import ExecutableDefinition  # noqa: TID251
 
 SCHEDULE_NAME = "daily_index_schedule"
 DEFAULT_CRON = "0 6 * * *"
@@ -79,17 +84,24 @@ def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> lis
             if "engine_images_per_second" not in meta:
                 continue  # never materialised, or every chunk was reused
             devices = str(meta["devices"].value) if "devices" in meta else ""
+            per_second = meta["engine_images_per_second"].value
+            if not isinstance(per_second, int | float):
+                raise TypeError(
+                    f"{category}/{stage} engine_images_per_second is {per_second!r}, not a number"
+                )
             rates.append(
                 StageRate(
                     stage,
-                    float(meta["engine_images_per_second"].value),
+                    float(per_second),
                     len([d for d in devices.split(",") if d.strip()]) or 1,
                 )
             )
     return rates
 
 
-def build_daily_schedule(settings: Settings, job: object, cron: str) -> dg.ScheduleDefinition:
+def build_daily_schedule(
+    settings: Settings, job: "ExecutableDefinition", cron: str
+) -> dg.ScheduleDefinition:
     first = date.fromisoformat(settings.start_date)
     names = list(settings.category_names)
     hand_set = {c.name: c.gpus for c in settings.categories}
@@ -138,6 +150,6 @@ def build_daily_schedule(settings: Settings, job: object, cron: str) -> dg.Sched
     return daily_index_schedule
 
 
-def build_schedules(settings: Settings, job: object) -> list[dg.ScheduleDefinition]:
+def build_schedules(settings: Settings, job: "ExecutableDefinition") -> list[dg.ScheduleDefinition]:
     cron = os.environ.get(CRON_ENV) or DEFAULT_CRON
     return [build_daily_schedule(settings, job, cron)]

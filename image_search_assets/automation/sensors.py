@@ -1,9 +1,15 @@
 """Sensors: a run-failure alert posted to the webhook in `alerts.webhook_url`."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from image_search_assets.core.alerts import failure_payload, post_json
 from image_search_assets.settings import AlertsConfig, Settings
+
+if TYPE_CHECKING:
+    # Type-only: dagster exports no name for what define_asset_job returns (this union).
+    from dagster._core.definitions.target import ExecutableDefinition  # noqa: TID251
 
 PARTITION_TAG = "dagster/partition"
 
@@ -11,12 +17,13 @@ PARTITION_TAG = "dagster/partition"
 def _failed_steps(context: dg.RunFailureSensorContext) -> list[dict[str, str]]:
     steps = []
     for event in context.get_step_failure_events():
-        error = event.event_specific_data.error if event.event_specific_data else None
+        # STEP_FAILURE events, so step_failure_data is their event_specific_data.
+        error = event.step_failure_data.error if event.event_specific_data else None
         steps.append({"step": str(event.step_key), "error": error.message if error else ""})
     return steps
 
 
-def failure_alert_sensor(alerts: AlertsConfig, job: object) -> dg.SensorDefinition:
+def failure_alert_sensor(alerts: AlertsConfig, job: "ExecutableDefinition") -> dg.SensorDefinition:
     """Posts each failed run of `job` to the webhook; without a URL it only records a skip."""
 
     @dg.run_failure_sensor(
@@ -45,5 +52,5 @@ def failure_alert_sensor(alerts: AlertsConfig, job: object) -> dg.SensorDefiniti
     return run_failure_alert
 
 
-def build_sensors(settings: Settings, job: object) -> list[dg.SensorDefinition]:
+def build_sensors(settings: Settings, job: "ExecutableDefinition") -> list[dg.SensorDefinition]:
     return [failure_alert_sensor(settings.alerts, job)]

@@ -21,8 +21,35 @@ def quarantine_key(day: str, stage: str) -> str:
     return f"quarantine/{day}/{stage}.parquet"
 
 
+def removals_key(day: str) -> str:
+    """The day's catalog removals (product_id, category, removed_at), written by new_products."""
+    return f"removals/{day}.parquet"
+
+
 def _read(storage: Storage, key: str) -> pd.DataFrame | None:
     return storage.read_parquet(key) if storage.exists(key) else None
+
+
+def removed_to_date(storage: Storage, day: str) -> set[str]:
+    """Products whose latest catalog event up to `day` is a removal (not added again since).
+
+    Rebuilt from the daily records (removals, new_products) alone, independently of the
+    index's own live sets, so that a check can hold one against the other.
+    """
+    days = sorted(
+        k.removeprefix("removals/").removesuffix(".parquet")
+        for k in storage.list("removals/")
+        if k.endswith(".parquet")
+    )
+    removed: set[str] = set()
+    for d in (d for d in days if d <= day):
+        gone = _read(storage, removals_key(d))
+        added = _read(storage, asset_value_key(["new_products"], d))
+        if gone is not None:
+            removed |= set(gone["product_id"].astype(str))
+        if added is not None:
+            removed -= set(added["product_id"].astype(str))
+    return removed
 
 
 def day_report(storage: Storage, day: str, categories: Sequence[str]) -> dict[str, Any]:
@@ -37,25 +64,29 @@ def day_report(storage: Storage, day: str, categories: Sequence[str]) -> dict[st
     images_q = (
         quarantined["image"]
         if quarantined["image"] is not None
-        else pd.DataFrame(columns=["product_id", "category", "reason", "detail", "image_url"])
+        else pd.DataFrame(
+            columns=pd.Index(["product_id", "category", "reason", "detail", "image_url"])
+        )
     )
+    removals = _read(storage, removals_key(day))
     per_category: dict[str, Any] = {}
     for cat in categories:
         new_ids = set(products.loc[products["category"] == cat, "product_id"])
         emb = _read(storage, asset_value_key([cat, "embeddings"], day))
         indexed = set() if emb is None else set(emb["product_id"])
-        q = images_q[images_q["category"] == cat]
+        q = pd.DataFrame(images_q[images_q["category"] == cat])
         index_count = _read(storage, asset_value_key([cat, "annoy_index"], day))
         per_category[cat] = {
             "new": len(new_ids),
             "indexed": len(indexed & new_ids),
             "quarantined": len(q),
             "reasons": {str(k): int(v) for k, v in q["reason"].value_counts().items()},
-            "quarantined_items": q[["product_id", "image_url", "reason", "detail"]].to_dict(
-                "records"
-            ),
+            "quarantined_items": pd.DataFrame(
+                q[["product_id", "image_url", "reason", "detail"]]
+            ).to_dict("records"),
             "unaccounted": sorted(new_ids - indexed - set(q["product_id"])),
             "index_count_to_date": None if index_count is None else len(index_count),
+            "removed": 0 if removals is None else int((removals["category"] == cat).sum()),
         }
     rows_q = quarantined["catalog"]
     catalog_rows = [] if rows_q is None else rows_q.to_dict("records")
@@ -65,13 +96,15 @@ def day_report(storage: Storage, day: str, categories: Sequence[str]) -> dict[st
 def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"Report for {report['date']}",
-        f"{'category':<12}{'new':>6}{'indexed':>9}{'quarant.':>10}{'to date':>9}  reasons",
+        f"{'category':<12}{'new':>6}{'indexed':>9}{'quarant.':>10}{'removed':>9}{'to date':>9}"
+        "  reasons",
     ]
     for cat, r in report["categories"].items():
         reasons = ", ".join(f"{k}={v}" for k, v in r["reasons"].items())
         to_date = "-" if r["index_count_to_date"] is None else r["index_count_to_date"]
         lines.append(
-            f"{cat:<12}{r['new']:>6}{r['indexed']:>9}{r['quarantined']:>10}{to_date:>9}  {reasons}"
+            f"{cat:<12}{r['new']:>6}{r['indexed']:>9}{r['quarantined']:>10}"
+            f"{r.get('removed', 0):>9}{to_date:>9}  {reasons}"
         )
         for item in r["quarantined_items"]:
             lines.append(f"    - {item['product_id']}: {item['reason']} ({item['image_url']})")

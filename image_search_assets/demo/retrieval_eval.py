@@ -75,11 +75,11 @@ def precision_at_k(
     category. Items whose group has fewer than k + 1 members are left out: they cannot fill k.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
-    labels = np.asarray([str(x) for x in labels])
+    label_arr = np.asarray([str(x) for x in labels])
     groups_arr = np.asarray(
-        [str(g) for g in (groups if groups is not None else [""] * len(labels))]
+        [str(g) for g in (groups if groups is not None else [""] * len(label_arr))]
     )
-    if not (len(vectors) == len(labels) == len(groups_arr)):
+    if not (len(vectors) == len(label_arr) == len(groups_arr)):
         raise ValueError("vectors, labels and groups must have one row per item")
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     hits: list[float] = []
@@ -90,7 +90,7 @@ def precision_at_k(
         sims = unit[idx] @ unit[idx].T
         np.fill_diagonal(sims, -np.inf)
         nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        hits.extend((labels[idx][nearest] == labels[idx][:, None]).mean(axis=1))
+        hits.extend((label_arr[idx][nearest] == label_arr[idx][:, None]).mean(axis=1))
     if not hits:
         raise ValueError(f"no group has more than k={k} items")
     return float(np.mean(hits))

@@ -266,7 +266,7 @@ def generate_catalog(
 
     csv_path = out / "catalog.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer: csv.DictWriter[str] = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
             fields = asdict(row)

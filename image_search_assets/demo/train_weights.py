@@ -28,7 +28,7 @@ ARCH = {"detector": "ssdlite320_mobilenet_v3_large", "embedder": "mobilenet_v3_s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--only", choices=sorted(ARCH), help="train one model only")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--detector-steps", type=int, default=700)

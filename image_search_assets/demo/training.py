@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from image_search_assets.core.inference.naive import normalise_crops, to_float_tensor
 from image_search_assets.demo.synthetic import PALETTE, PATTERNS, draw_product_with_box
@@ -68,9 +69,14 @@ def build_detector(arch: str, n_categories: int, input_size: int) -> nn.Module:
     model = torchvision.models.get_model(
         arch, weights=None, weights_backbone=None, num_classes=n_categories + 1
     )
-    model.transform.min_size, model.transform.max_size = (input_size,), input_size
-    if getattr(model.transform, "fixed_size", None) is not None:
-        model.transform.fixed_size = (input_size, input_size)
+    transform = model.transform
+    if not isinstance(transform, GeneralizedRCNNTransform):
+        raise TypeError(f"{arch}: expected a torchvision detector with a GeneralizedRCNNTransform")
+    # torchvision annotates min_size as its int argument, but the transform holds a tuple.
+    transform.min_size = (input_size,)  # pyright: ignore[reportAttributeAccessIssue]
+    transform.max_size = input_size
+    if getattr(transform, "fixed_size", None) is not None:
+        transform.fixed_size = (input_size, input_size)
     for m in model.modules():
         # SSDlite's BatchNorm momentum (0.03) suits long schedules; a short one needs the
         # running statistics to catch up faster.
@@ -154,6 +160,8 @@ def train_detector(
         ]
         losses = model(images, targets)
         loss = sum(losses.values())
+        if not isinstance(loss, torch.Tensor):
+            raise RuntimeError(f"{arch} returned no losses in train mode")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)

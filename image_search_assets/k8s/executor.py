@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from dagster import Field, IntSource, Noneable, StringSource, executor
 from dagster import _check as check
@@ -35,6 +35,7 @@ from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.executor import _K8S_EXECUTOR_CONFIG_SCHEMA, K8sStepHandler
 from dagster_k8s.job import UserDefinedDagsterK8sConfig
 from dagster_k8s.launcher import K8sRunLauncher
+from kubernetes.client import CoreV1Event, CoreV1EventList, V1Job
 from kubernetes.client.rest import ApiException
 
 from image_search_assets.core.planning.retry import BackoffPolicy
@@ -142,7 +143,8 @@ class PendingAwareK8sStepHandler(K8sStepHandler):
 
     def _scheduling_verdict(self, job_name: str, namespace: str) -> ScheduleVerdict | None:
         try:
-            job = self._api_client.batch_api.read_namespaced_job(job_name, namespace)
+            # Synchronous call (no async_req): the client's return type also covers async results.
+            job = cast(V1Job, self._api_client.batch_api.read_namespaced_job(job_name, namespace))
         except ApiException as e:
             if e.status == 404:  # the stock check reports a missing Job on its next pass
                 return None
@@ -156,14 +158,21 @@ class PendingAwareK8sStepHandler(K8sStepHandler):
         verdict = diagnose(job, pods, [], now, timeout)
         if not verdict.timed_out:
             return verdict
-        events = [
+        events: list[CoreV1Event] = [
             event
             for obj in (job, *pods)
-            for event in self._api_client.core_api.list_namespaced_event(
-                namespace, field_selector=f"involvedObject.uid={obj.metadata.uid}"
-            ).items
+            for event in self._list_events(namespace, check.not_none(obj.metadata).uid)
         ]
         return diagnose(job, pods, events, now, timeout)
+
+    def _list_events(self, namespace: str, uid: str) -> list[CoreV1Event]:
+        event_list = cast(
+            CoreV1EventList,
+            self._api_client.core_api.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.uid={uid}"
+            ),
+        )
+        return event_list.items or []
 
     def _delete_job(self, job_name: str, namespace: str) -> None:
         # Background propagation: the Job name is free at once (a resumed run worker relaunches
@@ -248,7 +257,8 @@ def image_search_k8s_executor(
     init_context: InitExecutorContext,
 ) -> PendingAwareStepDelegatingExecutor:
     """dagster-k8s's `k8s_job_executor` with a scheduling timeout and capped-backoff retries."""
-    cfg = init_context.executor_config
+    # The config was validated against _CONFIG_SCHEMA; dagster types its values as `object`.
+    cfg = cast(Mapping[str, Any], init_context.executor_config)
     launcher = init_context.instance.run_launcher
     run_launcher = launcher if isinstance(launcher, K8sRunLauncher) else None
     container_context = K8sContainerContext(

@@ -4,10 +4,18 @@ An asset's `op_tags` carry a `dagster-k8s/config` block that dagster-k8s merges 
 Job. A GPU step asks for its category's GPUs (`nvidia.com/gpu` limit), lands on GKE nodes with
 that accelerator (node selector + the GPU taint's toleration) and gets CPU and memory in
 proportion to its GPUs. CPU-only steps get requests and no GPU.
+
+Every step pod meets the Pod Security Standard "restricted" (docs/security.md): non-root,
+no privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root
+filesystem, and no Kubernetes API token (a step decodes untrusted images; it never needs the
+API). It runs as its own service account, which has no Role. The writable /tmp and HOME
+emptyDirs come from the code location (k8s/helm/values.yaml), which the chart passes to every
+run and step pod.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +30,23 @@ ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 APP_UID = 1000  # the non-root user of k8s/Dockerfile
 SHM_VOLUME = "dshm"
+# The Kubernetes service account of step pods (k8s/policy/rbac.yaml): no Role, no API token;
+# Workload Identity maps it to the step's own Google service account.
+STEP_SERVICE_ACCOUNT = "dagster-step"
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "run_as_non_root": True,
+    "run_as_user": APP_UID,
+    "run_as_group": APP_UID,
+    "fs_group": APP_UID,
+    "seccomp_profile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allow_privilege_escalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "read_only_root_filesystem": True,
+    "run_as_non_root": True,
+    "seccomp_profile": {"type": "RuntimeDefault"},
+}
 
 
 @dataclass(frozen=True)
@@ -52,7 +77,8 @@ def step_resources(gpus: int) -> dict[str, Any]:
             "memory": memory,
             "ephemeral-storage": f"{size.ephemeral_gib * n}Gi",
         },
-        "limits": {"memory": memory},
+        # An ephemeral-storage limit too: a step that fills /tmp is evicted, not the node.
+        "limits": {"memory": memory, "ephemeral-storage": f"{size.ephemeral_gib * n}Gi"},
     }
     if gpus:
         resources["limits"][GPU_RESOURCE] = str(gpus)
@@ -70,13 +96,9 @@ def step_k8s_config(gpus: int, gpu_type: str | None = None) -> dict[str, Any]:
                 "empty_dir": {"medium": "Memory", "size_limit": f"{size.shm_gib * n}Gi"},
             }
         ],
-        "security_context": {
-            "run_as_non_root": True,
-            "run_as_user": APP_UID,
-            "run_as_group": APP_UID,
-            "fs_group": APP_UID,
-            "seccomp_profile": {"type": "RuntimeDefault"},
-        },
+        "security_context": copy.deepcopy(POD_SECURITY_CONTEXT),
+        "service_account_name": STEP_SERVICE_ACCOUNT,
+        "automount_service_account_token": False,
     }
     if gpus:
         if not gpu_type:
@@ -87,10 +109,7 @@ def step_k8s_config(gpus: int, gpu_type: str | None = None) -> dict[str, Any]:
         "container_config": {
             "resources": step_resources(gpus),
             "volume_mounts": [{"name": SHM_VOLUME, "mount_path": "/dev/shm"}],
-            "security_context": {
-                "allow_privilege_escalation": False,
-                "capabilities": {"drop": ["ALL"]},
-            },
+            "security_context": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
         },
         "pod_spec_config": pod_spec,
     }
@@ -126,10 +145,15 @@ def planned_gpus(run_tags: Mapping[str, str], step_tags: Mapping[str, str]) -> i
 def planned_step_override(
     run_tags: Mapping[str, str], step_tags: Mapping[str, str]
 ) -> dict[str, Any] | None:
-    """The run's GPU plan as a k8s config override for this step, or None.
+    """The k8s config the executor adds to this step's own op tags, or None.
 
-    Only the resources change: lists (volumes, tolerations) would be appended, not replaced.
+    A step whose op tags carry no k8s config (an asset check's step) gets a CPU step's whole
+    config, so no pod leaves the platform without its security context and limits. A GPU step
+    that the run's GPU plan resizes gets its new resources only: lists (volumes, tolerations)
+    would be appended, not replaced.
     """
+    if K8S_CONFIG_TAG not in step_tags:
+        return step_k8s_config(0)
     gpus = planned_gpus(run_tags, step_tags)
     if gpus is None:
         return None

@@ -53,7 +53,10 @@ def is_scheduled(pod: V1Pod) -> bool:
 
 def waiting_since(job: V1Job) -> datetime:
     """When the wait started: the Job's creation (a quota can stop its pod from ever existing)."""
-    return job.metadata.creation_timestamp
+    created = job.metadata.creation_timestamp if job.metadata is not None else None
+    if created is None:
+        raise ValueError("Kubernetes Job has no metadata.creation_timestamp: not read from the API")
+    return created
 
 
 def _when(event: CoreV1Event) -> float:

@@ -24,7 +24,7 @@ def gpu_pool_limits(settings: Settings) -> dict[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="print the limits only")
     args = parser.parse_args(argv)
     limits = gpu_pool_limits(load_settings())

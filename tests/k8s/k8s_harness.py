@@ -1,9 +1,17 @@
-"""The daily job's step Jobs as the k8s executor's step handler renders them, offline."""
+"""The daily job's step Jobs and run worker as dagster-k8s renders them, offline.
+
+Both get what the Helm chart gives them on the cluster (k8s/helm/values.yaml): the run
+launcher's `runK8sConfig`, and the code location's container context, which the chart builds
+from the code server's env, volumes and resources (its `k8sContainerContext` helper) and
+which every run and step inherits.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import yaml
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.execution.api import create_execution_plan
 from dagster._core.execution.context.system import PlanData, PlanOrchestrationContext
@@ -11,9 +19,11 @@ from dagster._core.execution.context_creation_job import create_context_free_log
 from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.execution.retries import RetryMode
 from dagster._core.executor.step_delegating.step_handler.base import StepHandlerContext
+from dagster._core.launcher import LaunchRunContext
 from dagster._core.test_utils import create_run_for_test
 from dagster._grpc.types import ExecuteStepArgs
 from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.launcher import K8sRunLauncher
 from k8s_fakes import FakeBatchApi, FakeCoreApi
 
 from image_search_assets.definitions import DAILY_JOB
@@ -21,6 +31,32 @@ from image_search_assets.k8s.executor import PendingAwareK8sStepHandler
 
 NAMESPACE = "dagster"
 IMAGE = "asia-east1-docker.pkg.dev/my-project/image-search/user-code:test"
+VALUES = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "k8s" / "helm" / "values.yaml").read_text()
+)
+
+
+def launcher_run_k8s_config(values: dict = VALUES) -> dict[str, Any]:
+    """`run_k8s_config` as the chart writes it from runLauncher...runK8sConfig."""
+    run_k8s = values["runLauncher"]["config"]["k8sRunLauncher"].get("runK8sConfig", {})
+    keys = {"containerConfig": "container_config", "podSpecConfig": "pod_spec_config"}
+    return {keys[k]: v for k, v in run_k8s.items()}
+
+
+def code_location_container_context(values: dict = VALUES) -> dict[str, Any]:
+    """The container context the chart passes from the code server to its runs and steps."""
+    (server,) = values["dagster-user-deployments"]["deployments"]
+    k8s = {
+        "image_pull_policy": server["image"]["pullPolicy"],
+        "env_config_maps": [f"dagster-{server['name']}-user-env"],
+        "volume_mounts": server.get("volumeMounts", []),
+        "volumes": server.get("volumes", []),
+        "resources": server.get("resources", {}),
+        "namespace": NAMESPACE,
+        "service_account_name": values["global"]["serviceAccountName"],
+        "env": server.get("env", []),
+    }
+    return {"k8s": {key: value for key, value in k8s.items() if value}}
 
 
 def k8s_launcher_config(kubeconfig: str, **extra) -> dict:
@@ -29,7 +65,7 @@ def k8s_launcher_config(kubeconfig: str, **extra) -> dict:
         "module": "dagster_k8s",
         "class": "K8sRunLauncher",
         "config": {
-            "service_account_name": "dagster",
+            "service_account_name": VALUES["global"]["serviceAccountName"],
             "instance_config_map": "dagster-instance",
             "postgres_password_secret": "dagster-postgresql-secret",
             "dagster_home": "/opt/dagster/dagster_home",
@@ -37,6 +73,7 @@ def k8s_launcher_config(kubeconfig: str, **extra) -> dict:
             "job_namespace": NAMESPACE,
             "load_incluster_config": False,
             "kubeconfig_file": kubeconfig,
+            "run_k8s_config": launcher_run_k8s_config(),
             **extra,
         },
     }
@@ -52,10 +89,16 @@ class StepJobs:
         self.job = repo.get_reconstructable_job(DAILY_JOB)
         self.plan = create_execution_plan(self.job)
         self.instance = instance
+        origin = self.job.get_python_origin()
+        self.origin = origin._replace(
+            repository_origin=origin.repository_origin._replace(
+                container_context=code_location_container_context()
+            )
+        )
         self.run = create_run_for_test(
             instance,
             job_name=DAILY_JOB,
-            job_code_origin=self.job.get_python_origin(),
+            job_code_origin=self.origin,
             tags=run_tags or {},
         )
         self.batch, self.core = FakeBatchApi(), FakeCoreApi()
@@ -94,7 +137,7 @@ class StepJobs:
             plan_context=self.plan_context,
             steps=[self.plan.get_step_by_key(step_key)],
             execute_step_args=ExecuteStepArgs(
-                self.job.get_python_origin(),
+                self.origin,
                 self.run.run_id,
                 [step_key],
                 known_state=known,
@@ -106,3 +149,13 @@ class StepJobs:
         """Launches the step; returns the V1Job the handler sent to the API."""
         list(self.handler.launch_step(self.context(step_key, attempts)))
         return self.batch.created[-1]
+
+
+def render_run_worker(instance, kubeconfig: str, run) -> Any:
+    """The run worker's V1Job, as the chart's K8sRunLauncher creates it for `run`."""
+    config = k8s_launcher_config(kubeconfig)["config"]
+    batch = FakeBatchApi()
+    launcher = K8sRunLauncher(**config, k8s_client_batch_api=batch)
+    launcher.register_instance(instance)
+    launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    return batch.created[-1]

@@ -82,6 +82,7 @@ def test_a_day_of_bad_inputs_quarantines_each_with_its_reason(tmp_path, server, 
         max_pixels=4_000_000,
         workers=8,
         allow_private_hosts=("127.0.0.1",),
+        local_mode=True,  # the server is plain http on 127.0.0.1
     )
     settings = fast_settings(str(tmp_path / "storage"), str(tmp_path / "catalog.csv"), fetch=fetch)
     store = StorageResource(root=settings.storage_root).open()

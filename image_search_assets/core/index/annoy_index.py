@@ -51,7 +51,7 @@ def category_prefix(category: str) -> str:
 
 def build_index(vectors: np.ndarray, *, metric: str, n_trees: int, seed: int = 42) -> AnnoyIndex:
     """An Annoy index over dense ids 0..n-1, built on every core."""
-    index = AnnoyIndex(int(vectors.shape[1]), metric)
+    index = AnnoyIndex(int(vectors.shape[1]), metric)  # type: ignore[arg-type]  # checked by Annoy
     index.set_seed(seed)
     for i, v in enumerate(vectors):
         index.add_item(i, v.tolist())
@@ -216,9 +216,12 @@ def prune(storage: Storage, category: str, *, keep: int) -> list[str]:
     return doomed
 
 
-def merge_vectors(previous: pd.DataFrame | None, today: pd.DataFrame) -> pd.DataFrame:
-    """Every item to date: today's rows replace earlier rows of the same product id."""
-    if previous is None or previous.empty:
-        return today.reset_index(drop=True)
-    kept = previous[~previous["product_id"].isin(today["product_id"])]
-    return pd.concat([kept, today], ignore_index=True)
+def current_dim(storage: Storage, category: str) -> int | None:
+    """The dimension of the version CURRENT points at; None if the category has none yet."""
+    pointer_key = f"{category_prefix(category)}/CURRENT.json"
+    if not storage.exists(pointer_key):
+        return None
+    version = storage.read_json(pointer_key)["version"]
+    return int(
+        storage.read_json(f"{category_prefix(category)}/versions/{version}/manifest.json")["dim"]
+    )

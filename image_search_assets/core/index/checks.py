@@ -114,29 +114,53 @@ def reach_outcome(
     new_ids: Sequence[str],
     indexed_ids: Sequence[str],
     published_count: int,
+    removed_ids: Sequence[str] = (),
 ) -> CheckOutcome:
-    """index count = previous count + today's new items - re-sent ids, each product once."""
+    """index count = previous + today's new - re-sent - removed, each product once."""
     previous, new, indexed = set(previous_ids), set(new_ids), list(indexed_ids)
+    removed = (set(removed_ids) & previous) - new
     resent = len(previous & new)
-    expected = len(previous) + len(new) - resent
+    expected = len(previous) + len(new) - resent - len(removed)
     duplicates = len(indexed) - len(set(indexed))
-    lost = sorted((previous | new) - set(indexed))[:10]
-    passed = len(indexed) == expected == published_count and not duplicates and not lost
+    lost = sorted((previous | new) - removed - set(indexed))[:10]
+    kept_removed = sorted(removed & set(indexed))[:10]
+    passed = (
+        len(indexed) == expected == published_count
+        and not duplicates
+        and not lost
+        and not kept_removed
+    )
+    formula = (
+        f"{len(previous)} previous + {len(new)} new - {resent} re-sent - {len(removed)} removed"
+    )
     return CheckOutcome(
         passed,
-        f"{len(indexed)} = {len(previous)} previous + {len(new)} new - {resent} re-sent"
+        f"{len(indexed)} = {formula}"
         if passed
         else (
-            f"expected {expected} (= {len(previous)} + {len(new)} - {resent}), table holds "
-            f"{len(indexed)}, published index {published_count}; duplicates {duplicates}, "
-            f"lost {lost}"
+            f"expected {expected} (= {formula}), table holds {len(indexed)}, published index "
+            f"{published_count}; duplicates {duplicates}, lost {lost}, removed but kept "
+            f"{kept_removed}"
         ),
         {
             "count": len(indexed),
             "previous_count": len(previous),
             "new_items": len(new),
             "resent": resent,
+            "removed": len(removed),
             "expected": expected,
             "published_count": published_count,
         },
+    )
+
+
+def removed_outcome(served_ids: Sequence[str], removed_ids: set[str]) -> CheckOutcome:
+    """No product the catalog has removed (and not added again since) is served."""
+    served = sorted(set(served_ids) & removed_ids)
+    return CheckOutcome(
+        not served,
+        f"none of the {len(removed_ids)} removed product(s) is served"
+        if not served
+        else f"{len(served)} removed product(s) still served: {served[:10]}",
+        {"removed_to_date": len(removed_ids), "removed_but_served": len(served)},
     )

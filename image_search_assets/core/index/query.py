@@ -1,4 +1,8 @@
-"""Nearest-neighbour queries against the served indexes, as an HTML page and a PNG sheet."""
+"""Nearest neighbours rendered as an HTML page and a PNG contact sheet.
+
+The neighbours themselves come from image_search_assets.serving.IndexReader (`image-search
+query`); nothing here imports torch.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from image_search_assets.core.index import contact_sheet
 from image_search_assets.core.index.annoy_index import ServedIndex, load_current
-from image_search_assets.core.inference.stages import image_key
-from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import Storage
 
 
@@ -26,6 +26,7 @@ class Neighbour:
 
 
 def served_indexes(storage: Storage, categories: Sequence[str]) -> dict[str, ServedIndex]:
+    """A private in-memory copy of every category's CURRENT index (offline evaluation)."""
     served = {}
     for cat in categories:
         try:
@@ -33,43 +34,6 @@ def served_indexes(storage: Storage, categories: Sequence[str]) -> dict[str, Ser
         except FileNotFoundError:
             continue
     return served
-
-
-def _image_keys(storage: Storage, category: str, day: str) -> dict[str, str]:
-    """product id -> stored image key, from the category's items-to-date table."""
-    key = asset_value_key([category, "annoy_index"], day)
-    if not storage.exists(key):
-        return {}
-    table = storage.read_parquet(key)
-    return {
-        pid: image_key(added, pid)
-        for pid, added in zip(table["product_id"], table["added_on"], strict=True)
-    }
-
-
-def find_product(served: dict[str, ServedIndex], product_id: str) -> tuple[str, np.ndarray]:
-    for cat, s in served.items():
-        if product_id in s.ids:
-            return cat, np.asarray(s.index.get_item_vector(s.ids.index(product_id)), np.float32)
-    raise KeyError(f"product {product_id!r} is in no served index")
-
-
-def neighbours(
-    storage: Storage,
-    served: dict[str, ServedIndex],
-    vector: np.ndarray,
-    categories: Sequence[str],
-    k: int,
-) -> list[Neighbour]:
-    """The k nearest items across `categories`, nearest first."""
-    found: list[Neighbour] = []
-    for cat in categories:
-        if cat not in served:
-            continue
-        keys = _image_keys(storage, cat, served[cat].manifest["date"])
-        for pid, dist in served[cat].query_vector(vector, k):
-            found.append(Neighbour(pid, cat, dist, keys.get(pid)))
-    return sorted(found, key=lambda n: n.distance)[:k]
 
 
 def _data_uri(data: bytes | None) -> str:

@@ -2,7 +2,9 @@
 
 Weights are one of:
 - `DEFAULT`: torchvision's pretrained weights (downloads once; needs internet);
-- a local path or gs:// URI of a checkpoint (a state_dict or a TorchScript file);
+- a local path or gs:// URI of a checkpoint: a state_dict, loaded with
+  `torch.load(weights_only=True)`, or a TorchScript file, which carries code and so loads only
+  with `allow_torchscript`. With `sha256` pinned, any other bytes are refused before loading;
 - `demo`: the small weights committed in `image_search_assets/weights/`, trained on the synthetic
   catalog by `scripts/train_demo_weights.py` (they know the demo's drawings, nothing else);
 - `random`: a seeded random initialisation, for tests and the offline demo only. It is never
@@ -42,6 +44,15 @@ class ModelSpec:
     weights: str = "random"
     input_size: int = 224
     num_classes: int | None = None  # detectors only: categories + background
+    sha256: str | None = None  # pinned checkpoint digest: other bytes are refused
+    allow_torchscript: bool = False  # TorchScript runs its own code: an explicit opt-in
+
+
+class CheckpointRefused(ValueError):
+    """The checkpoint must not be loaded (wrong digest, or TorchScript without opt-in).
+
+    Permanent: a retry reads the same bytes. A ValueError, so core/failures.py never retries it.
+    """
 
 
 @dataclass(frozen=True)
@@ -133,8 +144,20 @@ def _load_module(
             spec.arch,
         )
     path = _read_checkpoint(uri, read_bytes)
-    identity["sha256"] = _sha256(path)
+    identity["sha256"] = digest = _sha256(path)
+    if spec.sha256 is not None and digest != spec.sha256.lower():
+        raise CheckpointRefused(
+            f"checkpoint {uri} has sha256 {digest}, but the config pins {spec.sha256}: the file "
+            "changed or the pin is stale. Fix: restore the checkpoint or update models.<model>."
+            "sha256 after verifying the new file; it is not retried"
+        )
     if _is_torchscript(path):
+        if not spec.allow_torchscript:
+            raise CheckpointRefused(
+                f"checkpoint {uri} is TorchScript, which runs code of its own when loaded. Fix: "
+                "save a state_dict instead, or set models.<model>.allow_torchscript: true if "
+                "you trust its source"
+            )
         return torch.jit.load(str(path), map_location="cpu"), identity | {"format": "torchscript"}
     module = _construct(spec, detector=detector, weights=None)
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import numpy as np
@@ -75,7 +75,12 @@ def fetch_images(
                 progress.advance()
 
     def store_one(pid: str) -> dict[str, object]:
-        img = decode_image(fetch_bytes(urls[pid], policy, gcs_read=gcs_read), max_pixels=max_pixels)
+        img = decode_image(
+            fetch_bytes(urls[pid], policy, gcs_read=gcs_read),
+            max_pixels=max_pixels,
+            max_decode_bytes=policy.max_decode_bytes,
+            budget=policy.decode_budget,
+        )
         data = to_jpeg_bytes(img)
         key = image_key(day, pid)
         storage.write_bytes(key, data)
@@ -91,10 +96,10 @@ def fetch_images(
         progress.finish()
     rows = [
         {**row, **good[row["product_id"]]}
-        for row in products[["product_id", "category", "image_url"]].to_dict("records")
+        for row in _columns(products, ["product_id", "category", "image_url"]).to_dict("records")
         if row["product_id"] in good
     ]
-    table = pd.DataFrame(rows, columns=IMAGE_COLUMNS)
+    table = pd.DataFrame(rows, columns=pd.Index(IMAGE_COLUMNS))
     bad = [
         {
             "product_id": pid,
@@ -205,12 +210,12 @@ def detect_items(
             batch_size=batch,
             **models.options,
         )
-        table = part[["product_id", "image_key"]].reset_index(drop=True)
+        table = _columns(part, ["product_id", "image_key"]).reset_index(drop=True)
         # Carried along so the embeddings' chunk fingerprints see the image content.
         table["image_sha256"] = part["sha256"].to_numpy()
         for column in BOX_COLUMNS:
             table[column] = [getattr(box, column) for box in boxes]
-        return table[DETECTION_COLUMNS]
+        return _columns(table, DETECTION_COLUMNS)
 
     salt = salt_of(
         scope=run_scope,
@@ -264,7 +269,7 @@ def embed_items(
             batch_size=batch,
             **models.options,
         )
-        table = part[["product_id", "box_source", "score"]].reset_index(drop=True)
+        table = _columns(part, ["product_id", "box_source", "score"]).reset_index(drop=True)
         table["vector"] = list(vectors.astype(np.float32))
         return table
 
@@ -286,4 +291,9 @@ def vectors_of(table: pd.DataFrame) -> np.ndarray:
     """The `vector` column as an (n, d) float32 matrix."""
     if table.empty:
         return np.zeros((0, 0), np.float32)
-    return np.stack(table["vector"].to_numpy()).astype(np.float32)
+    return np.stack(table["vector"].tolist()).astype(np.float32)
+
+
+def _columns(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    # A list of names selects a DataFrame; pandas' unannotated __getitem__ infers a union.
+    return cast(pd.DataFrame, table[columns])

@@ -1,20 +1,20 @@
 """Fetch image bytes from http(s), gs:// or local paths, refusing anything unsafe or oversized.
 
-Every failure is an ItemRejected with a stable reason code: bad_url, blocked_address, unreachable,
-timeout, too_large, redirect_loop, too_many_redirects, http_<status>, connection_error, tls_error,
-gcs_not_found, gcs_error, file_not_found, not_a_file, file_error.
+Every failure is an ItemRejected with a stable reason code: scheme_not_allowed (url_rules.py),
+bad_url, blocked_address, unreachable, timeout, too_large, redirect_loop, too_many_redirects,
+http_<status>, connection_error, tls_error, gcs_not_found, gcs_error, file_not_found, not_a_file,
+file_error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
-import os
 import re
 import socket
 import ssl
-import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,10 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
-from image_search_assets.core.ingest.images import ItemRejected
+from image_search_assets.core.ingest.images import MAX_DECODE_BYTES, ItemRejected, MemoryBudget
+from image_search_assets.core.ingest.reads import read_blob, read_file
+from image_search_assets.core.ingest.url_rules import UrlRules
+from image_search_assets.core.storage import split_gs_uri
 
 T = TypeVar("T")
 
@@ -49,6 +52,12 @@ class FetchPolicy:
     retry_backoff_s: float = 0.5
     allow_private_hosts: tuple[str, ...] = ()  # hostnames or IPs allowed even if private/loopback
     resolver: Callable[[str, int], list[str]] | None = None  # (host, port) -> IP strings
+    rules: UrlRules = UrlRules()  # the URL kinds and gs:// prefixes fetched at all
+    # (bucket, name) -> a google-cloud-storage Blob: its size is read before any content.
+    gcs_blob: Callable[[str, str], Any] | None = None
+    # Decoding (images.decode_image), set here so one policy carries a step's whole item limits.
+    max_decode_bytes: int | None = MAX_DECODE_BYTES
+    decode_budget: MemoryBudget | None = None
 
 
 class _Retryable(ItemRejected):
@@ -69,19 +78,21 @@ def fetch_bytes(
         parts = urlsplit(uri)
     except ValueError as exc:
         raise ItemRejected.from_exc("bad_url", exc) from exc
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "https"):
+    kind = policy.rules.check(uri, parts)  # before any read: no oracle for what exists
+    if kind in ("http", "https"):
         return _fetch_http(uri, policy)
-    if scheme == "gs" and parts.netloc and parts.path.strip("/"):
-        return _fetch_gcs(uri, policy, gcs_read)
-    if scheme == "file":
+    if kind == "gs":
+        bucket, name = split_gs_uri("gs://" + uri[len("gs://") :])  # any case of "gs"
+        if not name:
+            raise ItemRejected("bad_url", "gs:// URI needs a bucket and an object name")
+        policy.rules.check_gcs(bucket, name)
+        return _fetch_gcs(uri, bucket, name, policy, gcs_read)
+    if parts.scheme.lower() == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ItemRejected("bad_url", "file URI must be file:///absolute/path")
-        return _read_file(Path(unquote(parts.path)), policy)
-    if "://" in uri:
-        raise ItemRejected("bad_url", f"unsupported or incomplete {scheme}:// URI")
+        return read_file(Path(unquote(parts.path)), policy.max_bytes)
     path = Path(uri)
-    return _read_file(path if path.is_absolute() else Path(base_dir or ".") / path, policy)
+    return read_file(path if path.is_absolute() else Path(base_dir or ".") / path, policy.max_bytes)
 
 
 def fetch_many(
@@ -125,6 +136,7 @@ def _fetch_http(url: str, policy: FetchPolicy) -> bytes:
             if urlsplit(url).scheme.lower() not in ("http", "https"):
                 # Following a redirect to file:// or gs:// would let a remote server read our data.
                 raise ValueError("redirect to a non-http URL")
+            policy.rules.check(url, urlsplit(url))  # no https -> http downgrade unless allowed
         except ValueError as exc:
             raise ItemRejected.from_exc("bad_url", exc) from exc
         if url in seen:
@@ -254,15 +266,28 @@ def _abort(conn: HTTPConnection) -> None:
         conn.sock.shutdown(socket.SHUT_RDWR)
 
 
-def _fetch_gcs(uri: str, policy: FetchPolicy, gcs_read: Callable[[str], bytes] | None) -> bytes:
-    if gcs_read is None:
+def _fetch_gcs(
+    uri: str,
+    bucket: str,
+    name: str,
+    policy: FetchPolicy,
+    gcs_read: Callable[[str], bytes] | None,
+) -> bytes:
+    if policy.gcs_blob is not None:
+        gcs_blob = policy.gcs_blob
+        read = lambda: read_blob(gcs_blob(bucket, name), policy.max_bytes)  # noqa: E731
+    elif gcs_read is not None:
+        # A plain reader downloads the whole object: callers that fetch untrusted rows set
+        # policy.gcs_blob instead (resources/catalog.py does).
+        read = functools.partial(gcs_read, uri)
+    else:
         # A wiring mistake, not a bad item: fail loudly rather than quarantine the whole day.
         raise ValueError("gs:// URI given but no gcs_read was configured")
     from google.api_core import exceptions as gexc  # only needed once GCS is actually used
 
     def attempt() -> bytes:
         try:
-            data = gcs_read(uri)
+            data = read()
         except gexc.NotFound as exc:
             raise ItemRejected("gcs_not_found", str(exc)[:200]) from exc
         # OSError covers the transport's connection errors and socket timeouts.
@@ -275,21 +300,3 @@ def _fetch_gcs(uri: str, policy: FetchPolicy, gcs_read: Callable[[str], bytes] |
         return data
 
     return _with_retries(policy, attempt)
-
-
-def _read_file(path: Path, policy: FetchPolicy) -> bytes:
-    try:
-        # stat first: opening a FIFO blocks until a writer shows up; /dev/zero never ends.
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ItemRejected("not_a_file", str(path)[:200])
-        with open(path, "rb") as fh:
-            data = fh.read(policy.max_bytes + 1)
-    except FileNotFoundError as exc:
-        raise ItemRejected("file_not_found", str(path)[:200]) from exc
-    except ValueError as exc:  # e.g. an embedded NUL byte in the path
-        raise ItemRejected.from_exc("bad_url", exc) from exc
-    except OSError as exc:
-        raise ItemRejected.from_exc("file_error", exc) from exc
-    if len(data) > policy.max_bytes:
-        raise ItemRejected("too_large", f"file exceeds {policy.max_bytes} bytes")
-    return data

@@ -2,13 +2,21 @@
 
 Reason codes: empty, not_an_image, truncated, decompression_bomb, bad_dimensions,
 unsupported_mode. PIL global settings are never changed here.
+
+Memory is judged from the header before any pixel is decoded: a pixel cap alone lets a small
+float TIFF (4 bytes a sample, plus the conversion's working arrays) cost several times an 8-bit
+photo of the same size, so decode_cost() counts bytes per pixel for the mode, and a MemoryBudget
+shared by the fetch workers bounds the decodes in flight together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import struct
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,6 +29,7 @@ _WANTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 _DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 
 _WHITE = (255, 255, 255)
+_ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
 
 # Leading bytes of the formats above: bytes that start like an image but cannot be opened were
 # cut short (a broken download), which the catalog team fixes differently from a wrong URL.
@@ -74,10 +83,78 @@ def _formats() -> tuple[str, ...]:
     return tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
 
 
+class MemoryBudget:
+    """Bytes of decode memory shared by concurrent decodes: each waits until its estimate fits."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"a memory budget needs capacity >= 1, got {capacity}")
+        self.capacity = capacity
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @property
+    def in_use(self) -> int:
+        with self._cond:
+            return self._used
+
+    @contextlib.contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        if nbytes > self.capacity:  # would wait forever
+            raise ItemRejected(
+                "decompression_bomb", f"needs {nbytes} bytes to decode, budget {self.capacity}"
+            )
+        with self._cond:
+            self._cond.wait_for(lambda: self._used + nbytes <= self.capacity)
+            self._used += nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= nbytes
+                self._cond.notify_all()
+
+
+_RGB_BPP = 4  # PIL keeps RGB in 32-bit pixels
+MAX_DECODE_BYTES = 512_000_000  # fits a 40 Mpx 8-bit RGB photo (12 B/px), not a float one
+
+
+def _raster_bpp(mode: str) -> int:
+    """Bytes per pixel of PIL's decoded raster for `mode`."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4  # every other mode (I, F, RGB, RGBA, LA, CMYK, YCbCr, ...) uses 32-bit pixels
+
+
+def decode_cost(mode: str, size: tuple[int, int]) -> int:
+    """Peak bytes decode_image may hold for an image of this mode and size, from its header:
+    the raster, its orientation copy, the conversion's working arrays and the RGB result."""
+    raster = _raster_bpp(mode)
+    if mode.startswith("I") or mode == "F":
+        work = raster + 4 + 1 + 1  # numpy copy of the raster, float32, uint8, 8-bit grey
+    elif mode in _ALPHA_MODES:
+        work = 3 * 4  # RGBA, the white background, the composite
+    else:
+        work = 0
+    return size[0] * size[1] * (2 * raster + work + _RGB_BPP)
+
+
 def decode_image(
-    data: bytes, *, max_pixels: int = 40_000_000, max_side: int = 20_000, min_side: int = 8
+    data: bytes,
+    *,
+    max_pixels: int = 40_000_000,
+    max_side: int = 20_000,
+    min_side: int = 8,
+    max_decode_bytes: int | None = MAX_DECODE_BYTES,
+    budget: MemoryBudget | None = None,
 ) -> Image.Image:
-    """Fully decodes `data` to RGB with EXIF orientation applied; raises ItemRejected."""
+    """Fully decodes `data` to RGB with EXIF orientation applied; raises ItemRejected.
+
+    An image whose decode_cost() exceeds `max_decode_bytes` is refused before decoding; with a
+    `budget`, the decode waits until its cost fits beside the other decodes in flight.
+    """
     if not data:
         raise ItemRejected("empty", "zero bytes")
     try:
@@ -92,13 +169,21 @@ def decode_image(
         raise _unopenable(data, exc) from exc
     with im:
         _check_size(im.size, max_pixels=max_pixels, max_side=max_side, min_side=min_side)
-        try:
-            im.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ItemRejected("decompression_bomb", str(exc)[:200]) from exc
-        except _DECODER_ERRORS as exc:
-            raise ItemRejected.from_exc("truncated", exc) from exc
-        return _to_rgb(_apply_orientation(im))
+        cost = decode_cost(im.mode, im.size)
+        if max_decode_bytes is not None and cost > max_decode_bytes:
+            width, height = im.size
+            raise ItemRejected(
+                "decompression_bomb",
+                f"{width}x{height} {im.mode} needs ~{cost} bytes decoded, over {max_decode_bytes}",
+            )
+        with budget.reserve(cost) if budget is not None else contextlib.nullcontext():
+            try:
+                im.load()
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise ItemRejected("decompression_bomb", str(exc)[:200]) from exc
+            except _DECODER_ERRORS as exc:
+                raise ItemRejected.from_exc("truncated", exc) from exc
+            return _to_rgb(_apply_orientation(im))
 
 
 def _check_size(size: tuple[int, int], *, max_pixels: int, max_side: int, min_side: int) -> None:
@@ -127,7 +212,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
             return im.copy()
         if mode.startswith("I") or mode == "F":
             return _high_depth_to_rgb(im)
-        if mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in im.info:
+        if mode in _ALPHA_MODES or "transparency" in im.info:
             return _flatten_on_white(im.convert("RGBA"))
         return im.convert("RGB")
     except ValueError as exc:
@@ -143,21 +228,29 @@ def _flatten_on_white(rgba: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_rgb(im: Image.Image) -> Image.Image:
-    """Scales 16-bit / 32-bit integer and float greyscale to 8 bits instead of clipping."""
-    arr = np.asarray(im)
-    if im.mode.startswith("I;16"):
-        scaled = arr.astype(np.float64) / 257.0
-    elif im.mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+    """Scales 16-bit / 32-bit integer and float greyscale to 8 bits instead of clipping.
+
+    Works in one float32 array, in place: float64 temporaries made a 40 Mpx float image cost
+    over 1.5 GB here (decode_cost() counts what this keeps)."""
+    data = np.asarray(im).astype(np.float32)
+    if im.mode.startswith("I;16") or (
+        im.mode == "I" and data.size and data.min() >= 0 and data.max() <= 65535
+    ):
         # Mode I from PNG/PGM holds 16-bit samples; assume that range rather than stretching,
         # so a dark 16-bit photo stays dark.
-        scaled = arr.astype(np.float64) / 257.0
+        data /= 257.0
     else:
         # Float or out-of-range 32-bit data has no standard white point: stretch min..max.
-        data = np.nan_to_num(arr.astype(np.float64))
+        np.nan_to_num(data, copy=False)
         low, high = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
-        scaled = (data - low) * (255.0 / (high - low)) if high > low else np.zeros_like(data)
-    grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey).convert("RGB")
+        if high > low:
+            data -= low
+            data *= 255.0 / (high - low)
+        else:
+            data.fill(0.0)
+    np.rint(data, out=data)
+    np.clip(data, 0, 255, out=data)
+    return Image.fromarray(data.astype(np.uint8)).convert("RGB")
 
 
 def to_jpeg_bytes(img: Image.Image, quality: int = 92) -> bytes:

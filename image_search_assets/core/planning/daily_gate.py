@@ -78,7 +78,7 @@ def decide_daily_run(
 
 def count_per_category(products: pd.DataFrame, categories: Sequence[str]) -> dict[str, int]:
     """The day's valid catalog rows per category (0 for a category with none)."""
-    counts = products["category"].value_counts()
+    counts = products["category"].value_counts().to_dict()
     return {c: int(counts.get(c, 0)) for c in categories}
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import median
+from typing import Any
 
 from image_search_assets.studies.capacity.sim import MonthResult
 from image_search_assets.studies.capacity.study import (
@@ -41,7 +43,7 @@ def _row(result: MonthResult) -> str:
     )
 
 
-def _defaults(fn) -> dict[str, object]:
+def _defaults(fn) -> dict[str, Any]:
     import inspect
 
     return {
@@ -85,9 +87,17 @@ def _window_min(result: MonthResult) -> float:
     return ((b.max_retries + 1) * p.startup_timeout_s + waits) / 60
 
 
-def _span(values: list[float], fmt: str = "{:.0f}") -> str:
+def _span(values: Sequence[float], fmt: str = "{:.0f}") -> str:
     lo, hi = min(values), max(values)
     return fmt.format(lo) if lo == hi else f"{fmt.format(lo)} to {fmt.format(hi)}"
+
+
+def _budgets(result: MonthResult, days: list[int]) -> list[int]:
+    budgets = [result.days[i].budget for i in days]
+    sized = [b for b in budgets if b is not None]
+    if len(sized) != len(budgets):
+        raise ValueError("a setup with per-day sizing left a day without a GPU budget")
+    return sized
 
 
 def render(study: Study, sample: int, sweep_rows: dict[str, list[float]]) -> str:
@@ -104,7 +114,7 @@ def render(study: Study, sample: int, sweep_rows: dict[str, list[float]]) -> str
     worse = [i for i in hit_days if p.days[i].makespan_s > 1.05 * ref.days[i].makespan_s]
     gh = {k: (gpu_hours(p, k), gpu_hours(ref, k)) for k in (False, True, None)}
     mix_peak = max(p.days[i].peak_gpus for i in mix)
-    budgets = [p.days[i].budget for i in mix]
+    budgets = _budgets(p, mix)
     s, sd, dd = sweep_rows, _defaults(make_supply), _defaults(daily_items)
     out = [
         "# GPU capacity under zone stock-outs: a simulated month",

@@ -167,6 +167,8 @@ class _Day:
         self.hit.update(
             i for i, e in enumerate(self.supply.episodes) if e.zone == "a" and e.covers(now)
         )
+        if step.first_launch is None:
+            raise RuntimeError(f"{step.category}: timed out without ever being launched")
         policy = self.policy
         if policy.backoff.should_retry(step.retry, now - step.first_launch):
             self.bump("retries")

@@ -1,7 +1,6 @@
 """Annoy publish: versioned, verified, pointer moved last, pruned; merge keeps ids unique."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from image_search_assets.core.index import annoy_index as annoy
@@ -60,15 +59,6 @@ def test_recall_is_exact_for_brute_force_sized_search():
     index = annoy.build_index(vectors, metric="angular", n_trees=4)
     assert annoy.recall_at_k(index, vectors, search_k=200 * 10 * 4) == pytest.approx(1.0)
     assert annoy.recall_at_k(index, vectors, search_k=20) < 1.0
-
-
-def test_merge_replaces_resent_products_and_keeps_the_rest():
-    prev = pd.DataFrame({"product_id": ["a", "b"], "added_on": ["d1", "d1"]})
-    today = pd.DataFrame({"product_id": ["b", "c"], "added_on": ["d2", "d2"]})
-    merged = annoy.merge_vectors(prev, today)
-    assert merged["product_id"].tolist() == ["a", "b", "c"]
-    assert merged.set_index("product_id").loc["b", "added_on"] == "d2"
-    assert annoy.merge_vectors(None, today).equals(today)
 
 
 def test_current_lists_what_it_replaced_and_prune_keeps_those_not_orphans(tmp_path, monkeypatch):

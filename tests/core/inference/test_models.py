@@ -1,13 +1,22 @@
 """Model loading paths: random (recorded), state_dict and TorchScript checkpoints; naive."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 import torchvision
 from PIL import Image
 
+from image_search_assets.core.failures import classify
 from image_search_assets.core.inference import naive
-from image_search_assets.core.inference.models import ModelSpec, load_detector, load_embedder
+from image_search_assets.core.inference.models import (
+    CheckpointRefused,
+    ModelSpec,
+    load_detector,
+    load_embedder,
+)
+from image_search_assets.settings import ConfigError, parse_settings
 
 EMBEDDER = ModelSpec("resnet18", "random", 64)
 
@@ -69,8 +78,38 @@ def test_torchscript_checkpoint_loads(tmp_path):
     )
     path = tmp_path / "emb.ts"
     torch.jit.script(net).save(str(path))
-    model = load_embedder(ModelSpec("resnet18", str(path), 32), "cpu")
+    with pytest.raises(CheckpointRefused, match="allow_torchscript"):  # code: opt-in only
+        load_embedder(ModelSpec("resnet18", str(path), 32), "cpu")
+    model = load_embedder(ModelSpec("resnet18", str(path), 32, allow_torchscript=True), "cpu")
     assert model.identity["format"] == "torchscript" and model.identity["dim"] == 8
+
+
+def test_a_pinned_sha256_admits_only_those_bytes_and_a_mismatch_is_never_retried(tmp_path):
+    path = tmp_path / "emb.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    model = load_embedder(ModelSpec("resnet18", str(path), 40, sha256=digest), "cpu")
+    assert model.identity["sha256"] == digest
+    wrong = "0" * 64
+    with pytest.raises(CheckpointRefused, match=f"pins {wrong}") as info:
+        load_embedder(ModelSpec("resnet18", str(path), 40, sha256=wrong), "cpu")
+    assert classify(info.value).retryable is False
+    assert f"sha256 {digest}" in classify(info.value).message
+    with pytest.raises(ConfigError, match="sha256"):  # a malformed pin fails at config load
+        parse_settings(
+            {
+                "categories": [{"name": "t"}],
+                "models": {"embedder": {"arch": "resnet18", "sha256": "abc"}},
+            }
+        )
+
+
+def test_a_pinned_torchscript_checkpoint_is_refused_by_digest_before_it_is_opened(tmp_path):
+    path = tmp_path / "emb.ts"
+    torch.jit.script(torch.nn.Flatten()).save(str(path))
+    spec = ModelSpec("resnet18", str(path), 44, sha256="1" * 64, allow_torchscript=True)
+    with pytest.raises(CheckpointRefused, match="pins"):
+        load_embedder(spec, "cpu")
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

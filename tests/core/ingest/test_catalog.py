@@ -92,3 +92,44 @@ def test_resolve_url_is_relative_to_the_catalog():
     assert resolve_url("img/a.jpg", "gs://b/cat/catalog.csv") == "gs://b/cat/img/a.jpg"
     assert resolve_url("https://x/a.jpg", "/d/c.csv") == "https://x/a.jpg"
     assert resolve_url("img/a.jpg", "/d/c.csv") == "/d/img/a.jpg"
+
+
+def _with_removals(rows):
+    columns = ["product_id", "category", "image_url", "added_at", "removed_at"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_removed_at_is_bucketed_like_added_at_and_the_later_of_add_and_removal_wins():
+    catalog = _with_removals(
+        [
+            ("a", "tops", "a.jpg", "2026-11-01", "2026-11-02T15:30:00+00:00"),  # 03 in Tokyo
+            ("b", "tops", "b.jpg", "2026-11-01", "2026-11-03 08:00:00"),
+            ("b", "tops", "b2.jpg", "2026-11-03T09:00:00+09:00", ""),  # re-added later that day
+            ("c", "hats", "c.jpg", "2026-11-03T09:00:00+09:00", "2026-11-03T10:00:00+09:00"),
+            ("d", "tops", "d.jpg", "2026-11-01", "2026-11-04"),
+            ("e", "tops", "e.jpg", "2026-11-03", "soon"),
+        ]
+    )
+    day = select_day(
+        catalog, date(2026, 11, 3), tz=TOKYO, categories=["tops", "hats"], catalog_uri="/c.csv"
+    )
+    assert day.products["product_id"].tolist() == ["b"]
+    assert sorted(day.removed["product_id"]) == ["a", "c"]
+    assert day.removed.set_index("product_id").loc["c", "category"] == "hats"
+    assert day.quarantined["reason"].tolist() == ["unparseable_removed_at"]
+    later = select_day(
+        catalog, date(2026, 11, 4), tz=TOKYO, categories=["tops", "hats"], catalog_uri="/c.csv"
+    )
+    assert later.products.empty and later.removed["product_id"].tolist() == ["d"]
+
+
+def test_a_catalog_without_removed_at_removes_nothing():
+    day = select_day(
+        _catalog([("a", "tops", "a.jpg", "2026-11-01")]),
+        date(2026, 11, 1),
+        tz=TOKYO,
+        categories=["tops"],
+        catalog_uri="/c.csv",
+    )
+    assert day.products["product_id"].tolist() == ["a"] and day.removed.empty
+    assert list(day.removed.columns) == ["product_id", "category", "removed_at"]

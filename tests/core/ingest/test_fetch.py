@@ -15,14 +15,17 @@ from google.api_core import exceptions as gexc
 
 from image_search_assets.core.ingest.fetch import FetchPolicy, fetch_bytes, fetch_many
 from image_search_assets.core.ingest.images import ItemRejected
+from image_search_assets.core.ingest.url_rules import LOCAL_KINDS, UrlRules
 
 # No connection or name lookup may leave 127.0.0.0/8 (tests/net_guard.py).
 pytestmark = pytest.mark.usefixtures("connects")
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg-payload\xff\xd9"
 LOCAL = ("127.0.0.1",)
-FAST = FetchPolicy(timeout_s=2.0, retry_backoff_s=0.01, allow_private_hosts=LOCAL)
-CAP = FetchPolicy(max_bytes=1000, retries=0, allow_private_hosts=LOCAL)
+# Local mode's URL kinds (the demo's and these tests'); FetchPolicy's default is a deployment's.
+RULES = UrlRules(LOCAL_KINDS, gcs_prefixes=("bucket",))
+FAST = FetchPolicy(timeout_s=2.0, retry_backoff_s=0.01, allow_private_hosts=LOCAL, rules=RULES)
+CAP = FetchPolicy(max_bytes=1000, retries=0, allow_private_hosts=LOCAL, rules=RULES)
 
 
 def _raw(status: int, body: bytes = b"", **headers: str | None) -> bytes:
@@ -134,7 +137,7 @@ def test_successful_fetches(server, connects) -> None:
 
 
 def test_loopback_refused_without_allowlist(server, connects) -> None:
-    assert _reason(_url(server, "/ok.jpg"), FetchPolicy()) == "blocked_address"
+    assert _reason(_url(server, "/ok.jpg"), FetchPolicy(rules=RULES)) == "blocked_address"
     assert connects == [] and server.counts == {}
 
 
@@ -148,7 +151,7 @@ def test_http_status_errors(server, status: int) -> None:
 @pytest.mark.parametrize("path", ["/slow", "/slow-headers"])
 def test_trickling_server_hits_the_total_deadline(server, path: str) -> None:
     started = time.monotonic()
-    policy = FetchPolicy(timeout_s=1.0, retries=0, allow_private_hosts=LOCAL)
+    policy = FetchPolicy(timeout_s=1.0, retries=0, allow_private_hosts=LOCAL, rules=RULES)
     assert _reason(_url(server, path), policy) == "timeout"
     assert time.monotonic() - started < 1.8
 
@@ -159,7 +162,7 @@ def test_other_http_failures(server) -> None:
     assert _reason(_url(server, "/short")) == "connection_error"  # body cut short, retried
     assert server.counts["/short"] == 3
     assert _reason(_url(server, "/loop-a")) == "redirect_loop"
-    two_hops = FetchPolicy(max_redirects=2, allow_private_hosts=LOCAL)
+    two_hops = FetchPolicy(max_redirects=2, allow_private_hosts=LOCAL, rules=RULES)
     assert _reason(_url(server, "/countdown/3"), two_hops) == "too_many_redirects"
     assert _reason(_url(server, "/redirect-to-file")) == "bad_url"
     assert _reason(_url(server, "/ok.jpg", scheme="https")) == "tls_error"  # plain-http server
@@ -184,7 +187,7 @@ def test_private_and_special_addresses_are_blocked(connects) -> None:
         "meta.example": ["169.254.169.254"],
         "mixed.example": ["93.184.216.34", "10.0.0.5"],  # one public address is not enough
     }
-    policy = FetchPolicy(resolver=_resolver(table, calls=[]))
+    policy = FetchPolicy(resolver=_resolver(table, calls=[]), rules=RULES)
     for host in [*table, *LITERALS.split()]:
         for scheme in ("http", "https"):
             assert _reason(f"{scheme}://{host}/a.jpg", policy) == "blocked_address", host
@@ -194,7 +197,7 @@ def test_private_and_special_addresses_are_blocked(connects) -> None:
 def test_allowlisted_name_connects_to_the_checked_ip_with_original_host(server, connects) -> None:
     calls: list[str] = []
     resolver = _resolver({"imgs.internal": ["127.0.0.1"]}, calls)
-    policy = FetchPolicy(resolver=resolver, allow_private_hosts=("imgs.internal",))
+    policy = FetchPolicy(resolver=resolver, allow_private_hosts=("imgs.internal",), rules=RULES)
     body = fetch_bytes(f"http://imgs.internal:{server.server_port}/echo-host", policy)
     assert body == f"imgs.internal:{server.server_port}".encode()
     assert calls == ["imgs.internal"] and connects == ["127.0.0.1"]  # resolved once, pinned
@@ -202,13 +205,13 @@ def test_allowlisted_name_connects_to_the_checked_ip_with_original_host(server, 
 
 def test_unknown_host_is_unreachable_without_retrying() -> None:
     calls: list[str] = []
-    policy = FetchPolicy(resolver=_resolver({}, calls), retry_backoff_s=0.01)
+    policy = FetchPolicy(resolver=_resolver({}, calls), retry_backoff_s=0.01, rules=RULES)
     assert _reason("http://nowhere.invalid/a.jpg", policy) == "unreachable"
     assert calls == ["nowhere.invalid"]
 
 
 def test_bad_urls(connects) -> None:
-    malformed = ["ftp://x/a.jpg", "http://", "https:///a", "", "http://[::1", "http://h:99999/"]
+    malformed = ["http://", "https:///a", "", "http://[::1", "http://h:99999/"]
     malformed += ["http://exa mple.com/", "http://a,b/", "http://" + "a" * 70 + ".com/"]
     for uri in malformed:  # all refused before any DNS lookup or connect
         assert _reason(uri) == "bad_url", uri
@@ -226,7 +229,10 @@ def test_local_files(tmp_path) -> None:
     assert _reason("img/missing.jpg", base_dir=tmp_path) == "file_not_found"
     assert _reason((tmp_path / "nope.jpg").as_uri()) == "file_not_found"
     assert _reason("img", base_dir=tmp_path) == "not_a_file"
-    assert _reason("img/a.jpg", FetchPolicy(max_bytes=5), base_dir=tmp_path) == "too_large"
+    assert (
+        _reason("img/a.jpg", FetchPolicy(max_bytes=5, rules=RULES), base_dir=tmp_path)
+        == "too_large"
+    )
 
 
 def test_gcs() -> None:
@@ -260,7 +266,7 @@ def test_fetch_many(server, tmp_path) -> None:
     ok, rejected = fetch_many(items, lambda u: len(fetch_bytes(u, FAST, base_dir=tmp_path)), 3)
     assert ok == {"local": len(JPEG), "http": len(JPEG)}
     reasons = {k: v.reason for k, v in rejected.items()}
-    assert reasons == {"gone": "http_410", "missing": "file_not_found", "bad": "bad_url"}
+    assert reasons == {"gone": "http_410", "missing": "file_not_found", "bad": "scheme_not_allowed"}
     assert fetch_many([], len) == ({}, {})
     with pytest.raises(ValueError):
         fetch_many([("a", "x"), ("a", "y")], len)  # duplicate ids

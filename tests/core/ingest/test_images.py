@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
+import subprocess
+import sys
+import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from image_search_assets.core.ingest.images import ItemRejected, decode_image, to_jpeg_bytes
+from image_search_assets.core.ingest.images import (
+    ItemRejected,
+    MemoryBudget,
+    decode_cost,
+    decode_image,
+    to_jpeg_bytes,
+)
 
 
 def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -163,3 +175,79 @@ def test_item_rejected_carries_reason_and_detail() -> None:
     exc = ItemRejected("http_404", "Not Found")
     assert (exc.reason, exc.detail, str(exc)) == ("http_404", "Not Found", "http_404: Not Found")
     assert ItemRejected("empty").detail == ""
+
+
+def float_tiff(width: int, height: int) -> bytes:
+    """A deflated all-zero float32 TIFF: a few hundred kB that decode to width x height x 4 B."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((height, width), np.float32), "F").save(
+        buf, "TIFF", compression="tiff_deflate"
+    )
+    return buf.getvalue()
+
+
+def test_decode_cost_counts_bytes_per_pixel() -> None:
+    size = (100, 100)
+    costs = {mode: decode_cost(mode, size) for mode in ("L", "RGB", "I;16", "F", "RGBA")}
+    assert costs["L"] < costs["RGB"] < costs["I;16"] < costs["F"] <= costs["RGBA"]
+    assert costs["RGB"] == 100 * 100 * 12  # raster, orientation copy, RGB result: 4 B each
+    assert costs["F"] == 100 * 100 * 22  # + numpy copy, float32, uint8, grey
+
+
+def test_a_float_image_over_the_byte_budget_is_refused_where_8_bit_rgb_passes() -> None:
+    budget = decode_cost("RGB", (200, 200))
+    assert decode_image(_encode(Image.new("RGB", (200, 200)), "PNG"), max_decode_bytes=budget)
+    small_float = _encode(Image.new("F", (200, 200)), "TIFF")
+    with pytest.raises(ItemRejected, match="decoded") as info:
+        decode_image(small_float, max_decode_bytes=budget)
+    assert info.value.reason == "decompression_bomb"
+
+
+def test_the_memory_budget_bounds_decodes_in_flight() -> None:
+    budget = MemoryBudget(decode_cost("RGB", (64, 64)) * 2)
+    data = _encode(Image.new("RGB", (64, 64), (5, 6, 7)), "PNG")
+    peak, lock = [0], threading.Lock()
+    real_reserve = budget.reserve
+
+    @contextlib.contextmanager
+    def watched(nbytes: int):
+        with real_reserve(nbytes):
+            with lock:
+                peak[0] = max(peak[0], budget.in_use)
+            time.sleep(0.01)
+            yield
+
+    budget.reserve = watched  # type: ignore[method-assign]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: decode_image(data, budget=budget), range(16)))
+    assert len(results) == 16 and peak[0] == budget.capacity and budget.in_use == 0
+    with pytest.raises(ItemRejected, match="budget"):  # can never fit: refused, not a hang
+        decode_image(_encode(Image.new("RGB", (200, 200)), "PNG"), budget=budget)
+
+
+RSS_PROBE = """
+import resource, sys
+from image_search_assets.core.ingest.images import ItemRejected, decode_image
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    decode_image(data)
+    print("decoded")
+except ItemRejected as exc:
+    print(exc.reason)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_a_float_tiff_bomb_is_refused_without_allocating_its_pixels(tmp_path) -> None:
+    # 6000 x 6600 is under max_pixels (40 M), ~0.2 MB deflated, 158 MB as a float raster and
+    # over 1.5 GB through float64 conversion; the header alone decides.
+    bomb = tmp_path / "bomb.tif"
+    bomb.write_bytes(float_tiff(6000, 6600))
+    assert bomb.stat().st_size < 1_000_000
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(bomb)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    reason, grown_mib = out[0], int(out[1])
+    assert reason == "decompression_bomb"
+    assert grown_mib < 32  # peak RSS growth while judging it (the raster alone is 151 MiB)

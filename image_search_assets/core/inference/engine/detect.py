@@ -13,6 +13,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,9 @@ def _resize(transform: GeneralizedRCNNTransform, batch: Tensor) -> Tensor:
         size = [transform.fixed_size[1], transform.fixed_size[0]]
         return F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
     h, w = batch.shape[-2:]
-    scale = min(transform.min_size[-1] / min(h, w), transform.max_size / max(h, w))
+    # torchvision stores min_size as a tuple; its attribute is annotated as the int argument.
+    min_size = cast(tuple[int, ...], transform.min_size)
+    scale = min(min_size[-1] / min(h, w), transform.max_size / max(h, w))
     return F.interpolate(
         batch, scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
     )
@@ -108,8 +111,11 @@ class VectorisedDetector:
     """Backbone + head on batched tensors, anchors cached per input shape, vectorised post."""
 
     def __init__(self, detector: LoadedModel, dtype: torch.dtype | None, compile: bool) -> None:
-        self.model = detector.module
-        self.kind = vectorised_kind(self.model)
+        model = detector.module
+        if not isinstance(model, SSD | RetinaNet):
+            raise TypeError(f"no vectorised path for {type(model).__name__}: SSD or RetinaNet")
+        self.model = model
+        self.kind = vectorised_kind(model)
         self.device = detector.device
         self.dtype = dtype
         parts = (self.model.backbone, self.model.head)
@@ -230,9 +236,10 @@ def detect_boxes(
     """
     stats = stats if stats is not None else EngineStats()
     device = detector.device
-    amp = precision.resolve(device, amp)
-    calibrating = isinstance(amp, tuple)
-    fixed = None if calibrating else amp
+    resolved = precision.resolve(device, amp)
+    # A tuple: calibrate among these dtypes on the first batch, then run in the chosen one.
+    candidates = resolved if isinstance(resolved, tuple) else None
+    fixed = None if isinstance(resolved, tuple) else resolved
     run, stats.detect_path, stats.precision = _runner(detector, fixed, compile)
     stats.batch_norms_folded = getattr(run, "batch_norms_folded", 0)
     started = time.perf_counter()
@@ -257,17 +264,17 @@ def detect_boxes(
     chosen: list[ChosenBox] = []
     for images in prefetched(chunks, load, prefetch):
         with timed(stats, "detect_seconds"):
-            if calibrating:
+            if candidates is not None:
                 dtype = precision.calibrate(
                     detector.module,
                     sample_in(images),
-                    amp,
+                    candidates,
                     functools.partial(precision.box_agreement, threshold=score_threshold),
                     precision.DETECT_TOLERANCE,
                     stats.calibration,
                 )
                 run, _, stats.precision = _runner(detector, dtype, compile)
-                calibrating = False
+                candidates = None
             for part in adaptive.map(
                 lambda s, e, imgs=images, run=run: run(imgs[s:e], *args), len(images)
             ):

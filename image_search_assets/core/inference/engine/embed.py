@@ -103,9 +103,10 @@ def embed_crops(
         raise ValueError(f"{len(blobs)} images but {len(boxes)} boxes")
     stats = stats if stats is not None else EngineStats()
     device = embedder.device
-    amp = precision.resolve(device, amp)
-    calibrating = isinstance(amp, tuple)
-    dtype = None if calibrating else amp
+    resolved = precision.resolve(device, amp)
+    # A tuple: calibrate among these dtypes on the first batch, then run in the chosen one.
+    candidates = resolved if isinstance(resolved, tuple) else None
+    dtype = None if isinstance(resolved, tuple) else resolved
     eager = folded(embedder.module)
     stats.batch_norms_folded = folded_away(embedder.module)
     net, compiled = maybe_compiled(eager, compile)
@@ -136,19 +137,19 @@ def embed_crops(
     for chunk, images in prefetched(chunks, load, prefetch):
         chunk_boxes = [boxes[i] for i in chunk]
         with timed(stats, "embed_seconds"):
-            if calibrating:
+            if candidates is not None:
                 k = precision.CALIBRATION_IMAGES
                 sample = images[:k], chunk_boxes[:k]
                 dtype = precision.calibrate(
                     embedder.module,
                     lambda dt, sample=sample: embed(*sample, dt, eager),
-                    amp,
+                    candidates,
                     precision.cosine_agreement,
                     precision.EMBED_TOLERANCE,
                     stats.calibration,
                 )
                 stats.precision = precision_name(dtype, compiled)
-                calibrating = False
+                candidates = None
             rows.append(embed(images, chunk_boxes, dtype, net))
     stats.images += len(blobs)
     stats.wall_seconds += time.perf_counter() - started

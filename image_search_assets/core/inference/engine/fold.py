@@ -74,11 +74,13 @@ def _thaw_frozen_norms(module: nn.Module) -> None:
 
 
 def _as_batch_norm(frozen: FrozenBatchNorm2d) -> nn.BatchNorm2d:
-    weight = frozen.weight
+    # Buffers (all four in FrozenBatchNorm2d, the running stats in BatchNorm2d): get_buffer
+    # returns them typed as tensors, where attribute access is typed Tensor | Module.
+    weight = frozen.get_buffer("weight")
     norm = nn.BatchNorm2d(weight.shape[0], eps=frozen.eps, device=weight.device)
     with torch.no_grad():
         norm.weight.copy_(weight)
-        norm.bias.copy_(frozen.bias)
-        norm.running_mean.copy_(frozen.running_mean)
-        norm.running_var.copy_(frozen.running_var)
+        norm.bias.copy_(frozen.get_buffer("bias"))
+        norm.get_buffer("running_mean").copy_(frozen.get_buffer("running_mean"))
+        norm.get_buffer("running_var").copy_(frozen.get_buffer("running_var"))
     return norm.eval()

@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import torch
 from PIL import Image
@@ -57,9 +57,16 @@ def _byte_tensor(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def _decode_jpeg(data: bytes | list[torch.Tensor], device: str | torch.device):
+@overload
+def _decode_jpeg(data: bytes, device: str | torch.device) -> torch.Tensor: ...
+@overload
+def _decode_jpeg(data: list[torch.Tensor], device: str | torch.device) -> list[torch.Tensor]: ...
+def _decode_jpeg(
+    data: bytes | list[torch.Tensor], device: str | torch.device
+) -> torch.Tensor | list[torch.Tensor]:
     # torchvision 0.29 deprecates its decoders for torchcodec (a DeprecationWarning, silent
     # outside tests); they still work, and catch_warnings would not be thread-safe here.
+    # decode_jpeg returns one tensor for one input and a list for a list.
     src = _byte_tensor(data) if isinstance(data, bytes) else data
     return decode_jpeg(src, mode=ImageReadMode.RGB, device=device)
 

@@ -1,0 +1,279 @@
+"""Load test of `image-search serve`: real HTTP clients against 2 x 100k-item indexes.
+
+    .venv/bin/python benchmarks/serve_load.py --json benchmarks/results/serving_cpu.json
+
+Builds two categories of synthetic unit vectors with the platform's publish, starts the
+service as its own process on 127.0.0.1, and drives it from a separate load-generator process
+(asyncio + aiohttp, keep-alive connections): closed-loop at several concurrencies, then an
+open-loop run at a fixed rate during which a new version of one category is swapped in. The
+baseline is the same queries as bare in-process Annoy calls on the same index, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from image_search_assets.core.index.annoy_index import publish
+from image_search_assets.core.storage import LocalStorage, Storage
+
+CATEGORIES = ("tops", "pants")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ids_of(category: str, n: int) -> list[str]:
+    return [f"{category}-{i:06d}" for i in range(n)]
+
+
+def build(storage: Storage, category: str, day: str, n: int, dim: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    manifest = publish(
+        storage, category, day, ids_of(category, n), vectors,
+        metric="angular", n_trees=16, models={"embedder": "synthetic"}, recall_sample=100,
+    )  # fmt: skip
+    return manifest["version"]
+
+
+def percentiles(latencies_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(latencies_s) * 1000
+    if not len(ms):
+        return {}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "p99_9_ms": round(float(np.percentile(ms, 99.9)), 3),
+        "max_ms": round(float(ms.max()), 3),
+    }
+
+
+def bare(storage: Storage, n: int, queries: int, k: int) -> dict[str, Any]:
+    """The same product queries as direct calls on the reader's loaded Annoy index."""
+    from image_search_assets.serving import IndexReader
+
+    with IndexReader(storage, CATEGORIES, cache_dir=tempfile.mkdtemp()) as reader:
+        reader_lat, annoy_lat = [], []
+        held = reader.state("tops").served
+        assert held is not None
+        rows = np.random.default_rng(1).integers(0, n, queries)
+        for row in rows:
+            t = time.perf_counter()
+            held.index.get_nns_by_item(int(row), k + 1, include_distances=True)
+            annoy_lat.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            reader.similar_to_product(f"tops-{int(row):06d}", k)
+            reader_lat.append(time.perf_counter() - t)
+    return {
+        "annoy_get_nns_by_item": {**percentiles(annoy_lat), "qps_1_thread": _qps(annoy_lat)},
+        "reader_similar_to_product": {**percentiles(reader_lat), "qps_1_thread": _qps(reader_lat)},
+    }
+
+
+def _qps(latencies: list[float]) -> float:
+    return round(len(latencies) / sum(latencies), 1)
+
+
+# -- the load generator (its own process) ------------------------------------------------------
+async def _closed(url: str, n: int, concurrency: int, seconds: float, k: int) -> dict[str, Any]:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client(seed: int) -> None:
+            nonlocal errors
+            rng = np.random.default_rng(seed)
+            while time.perf_counter() < deadline:
+                cat = CATEGORIES[int(rng.integers(2))]
+                path = f"{url}/v1/similar/{cat}-{int(rng.integers(n)):06d}?k={k}"
+                t = time.perf_counter()
+                async with session.get(path) as r:
+                    await r.read()
+                    errors += r.status != 200
+                lat.append(time.perf_counter() - t)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(concurrency)))
+        wall = time.perf_counter() - started
+    return {"concurrency": concurrency, "requests": len(lat), "errors": errors,
+            "qps": round(len(lat) / wall, 1), **percentiles(lat)}  # fmt: skip
+
+
+async def _open(url: str, n: int, rate: float, seconds: float, k: int) -> dict[str, Any]:
+    """Requests started on a fixed schedule (no coordinated omission); latency per start."""
+    import aiohttp
+
+    starts: list[tuple[float, float, int]] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+        rng = np.random.default_rng(7)
+        origin = time.perf_counter()
+
+        async def one(i: int, due: float) -> None:
+            cat = CATEGORIES[i % 2]
+            path = f"{url}/v1/similar/{cat}-{int(rng.integers(n)):06d}?k={k}"
+            async with session.get(path) as r:
+                await r.read()
+                starts.append((due - origin, time.perf_counter() - due, r.status))
+
+        tasks = []
+        for i in range(int(rate * seconds)):
+            due = origin + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
+    lat = [s[1] for s in starts]
+    return {"rate": rate, "requests": len(lat), "errors": sum(s[2] != 200 for s in starts),
+            **percentiles(lat), "timeline": sorted((round(a, 4), round(b * 1000, 3))
+                                                   for a, b, _ in starts)}  # fmt: skip
+
+
+def _loadgen(kind: str, args: tuple, out: Any) -> None:
+    fn = _closed if kind == "closed" else _open
+    out.put(asyncio.run(fn(*args)))
+
+
+def run_loadgen(kind: str, *args: Any) -> Any:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_loadgen, args=(kind, args, out))
+    proc.start()
+    return proc, out
+
+
+# -- the service -------------------------------------------------------------------------------
+def start_service(root: Path, port: int) -> subprocess.Popen:
+    config = {"storage_root": str(root / "storage"), "catalog": str(root / "c.csv"),
+              "categories": [{"name": c} for c in CATEGORIES]}  # fmt: skip
+    (root / "platform.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "IMAGE_SEARCH_CONFIG": str(root / "platform.yaml")}
+    argv = [str(Path(sys.executable).parent / "image-search"), "serve", "--port", str(port)]
+    argv += ["--poll-interval", "1", "--cache-dir", str(root / "cache")]
+    log = (root / "serve.log").open("wb")
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def wait_ready(url: str, timeout: float = 300) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("the service did not become ready")
+
+
+def served_version(url: str, category: str) -> str | None:
+    import requests
+
+    return requests.get(f"{url}/readyz", timeout=5).json()["categories"][category]["version"]
+
+
+def swap_under_load(url: str, storage: Storage, staged: Storage, args: Any) -> dict[str, Any]:
+    """A fixed-rate load; midway a pre-built version is copied in and CURRENT moved to it."""
+    proc, out = run_loadgen("open", url, args.items, args.swap_rate, args.swap_seconds, args.k)
+    time.sleep(args.swap_seconds / 3)
+    pointer = staged.read_json("indexes/tops/CURRENT.json")
+    vdir = f"indexes/tops/versions/{pointer['version']}"
+    for key in staged.list(vdir):
+        storage.write_bytes(key, staged.read_bytes(key))
+    generation = storage.generation("indexes/tops/CURRENT.json")
+    moved_at = time.perf_counter()
+    storage.write_bytes_if_generation(
+        "indexes/tops/CURRENT.json", staged.read_bytes("indexes/tops/CURRENT.json"), generation
+    )
+    while served_version(url, "tops") != pointer["version"]:
+        time.sleep(0.05)
+    swapped_after_s = time.perf_counter() - moved_at
+    result = out.get()
+    proc.join()
+    timeline = result.pop("timeline")
+    return {**result, "swap_seen_after_s": round(swapped_after_s, 2),
+            "worst_10_ms": sorted(b for _, b in timeline)[-10:]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--rates", type=float, nargs="+", default=[200, 1000])
+    parser.add_argument("--swap-rate", type=float, default=200)
+    parser.add_argument("--swap-seconds", type=float, default=30)
+    parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    storage, staged = LocalStorage(root / "storage"), LocalStorage(root / "staged")
+    t = time.perf_counter()
+    for seed, category in enumerate(CATEGORIES):
+        build(storage, category, "2026-11-01", args.items, args.dim, seed)
+    build(staged, "tops", "2026-11-02", args.items, args.dim, 99)
+    print(f"built 3 x {args.items} items (dim {args.dim}) in {time.perf_counter() - t:.0f} s")
+    baseline = bare(storage, args.items, 5000, args.k)
+    print("bare in-process:", json.dumps(baseline))
+    url = f"http://127.0.0.1:{args.port}"
+    service = start_service(root, args.port)
+    try:
+        wait_ready(url)
+        warm, warm_out = run_loadgen("closed", url, args.items, 1, 2.0, args.k)
+        warm_out.get()  # the queue must outlive the child's start
+        warm.join()
+        closed = []
+        for c in args.concurrency:
+            proc, out = run_loadgen("closed", url, args.items, c, args.seconds, args.k)
+            closed.append(out.get())
+            proc.join()
+            print("closed loop:", json.dumps(closed[-1]))
+        fixed = []
+        for rate in args.rates:
+            proc, out = run_loadgen("open", url, args.items, rate, args.seconds, args.k)
+            fixed.append({k: v for k, v in out.get().items() if k != "timeline"})
+            proc.join()
+            print("fixed rate:", json.dumps(fixed[-1]))
+        swap = swap_under_load(url, storage, staged, args)
+        print("swap under load:", json.dumps(swap))
+    finally:
+        service.terminate()
+        service.wait(30)
+    result = {
+        "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+        "hardware": f"{platform.machine()} {platform.processor() or 'cpu'}, "
+        f"{os.cpu_count()} cores (server and load generator share them), "
+        f"load average at end {os.getloadavg()[0]:.1f}",
+        "items_per_category": args.items, "dim": args.dim, "k": args.k, "n_trees": 16,
+        "bare_in_process": baseline, "http_closed_loop": closed, "http_fixed_rate": fixed,
+        "swap_under_load": swap,
+        "http_over_bare_p50": round(closed[0]["p50_ms"]
+                                    / baseline["annoy_get_nns_by_item"]["p50_ms"], 1),
+    }  # fmt: skip
+    print(json.dumps({k: v for k, v in result.items() if k != "bare_in_process"}, indent=2))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Prometheus metrics of the service: request latency, and each category's served index."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from image_search_assets.serving.reader import IndexReader
+
+# Sub-millisecond to a second: a product query is ~1 ms, an image query a few hundred.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ReaderCollector(Collector):
+    """Reads the reader's state at scrape time, so the figures are never stale."""
+
+    def __init__(self, reader: IndexReader) -> None:
+        self.reader = reader
+
+    def collect(self) -> Iterator[Any]:
+        info = GaugeMetricFamily(
+            "image_search_index_info",
+            "The served index version (1)",
+            labels=["category", "version", "day"],
+        )
+        age = GaugeMetricFamily(
+            "image_search_index_age_seconds", "Seconds since the served version was loaded",
+            labels=["category"],
+        )  # fmt: skip
+        items = GaugeMetricFamily(
+            "image_search_index_items", "Items in the served version", labels=["category"]
+        )
+        swaps = CounterMetricFamily(
+            "image_search_index_swaps", "Swaps to a newer verified version", labels=["category"]
+        )
+        failed = CounterMetricFamily(
+            "image_search_index_failed_loads",
+            "Versions refused because they failed verification",
+            labels=["category"],
+        )
+        ready = GaugeMetricFamily("image_search_ready", "1 when every category serves an index")
+        now = time.time()
+        for category in self.reader.categories:
+            state = self.reader.state(category)
+            served = state.served
+            if served is not None:
+                info.add_metric([category, served.version, served.day], 1)
+                age.add_metric([category], now - served.loaded_at)
+                items.add_metric([category], len(served.ids))
+            swaps.add_metric([category], state.swaps)
+            failed.add_metric([category], state.failed_loads)
+        ready.add_metric([], float(self.reader.ready()))
+        yield from (info, age, items, swaps, failed, ready)
+
+
+def build_registry(reader: IndexReader) -> tuple[CollectorRegistry, Histogram]:
+    registry = CollectorRegistry()
+    registry.register(ReaderCollector(reader))
+    latency = Histogram(
+        "image_search_request_seconds",
+        "HTTP request latency by route and status",
+        ["method", "route", "status"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    return registry, latency

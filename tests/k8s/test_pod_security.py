@@ -1,0 +1,183 @@
+"""Every pod the platform creates passes the Pod Security Standard "restricted".
+
+The rules checked are named in tests/k8s/pod_security.py: the baseline rules (host
+namespaces, privileged, baseline capabilities, hostPath, hostPort, procMount, seccomp not
+Unconfined, sysctls, AppArmor, SELinux) and the restricted ones (volume types, privilege
+escalation, runAsNonRoot, runAsUser != 0, seccomp RuntimeDefault/Localhost, drop ALL
+capabilities), plus a read-only root filesystem and ephemeral-storage limits.
+
+The pods: every step Job of the daily job (assets and asset checks) and the run worker, both
+rendered by dagster-k8s from the real `defs` with the chart's config (k8s_harness), and the
+webserver, daemon and code server pods, built from k8s/helm/values.yaml the way the chart's
+templates place each value. The namespace enforces the same profile (k8s/policy/).
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster._core.test_utils import instance_for_test
+from k8s_fakes import write_kubeconfig
+from k8s_harness import VALUES, StepJobs, k8s_launcher_config, render_run_worker
+from k8s_schemas import as_manifest, validate_strict
+from pod_security import RULES, violations
+
+from image_search_assets.k8s.job_config import K8S_CONFIG_TAG, STEP_SERVICE_ACCOUNT
+
+POLICY_DIR = Path(__file__).resolve().parents[2] / "k8s" / "policy"
+WRITABLE = {"/tmp", "/home/app", "/dev/shm"}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """({step key: Job manifest}, run worker Job manifest, {step key: op tags})."""
+    kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("kube") / "config")
+    with instance_for_test(overrides={"run_launcher": k8s_launcher_config(kubeconfig)}) as inst:
+        jobs = StepJobs(inst, kubeconfig)
+        steps = {key: as_manifest(jobs.launch(key)) for key in jobs.step_keys}
+        tags = {s.key: s.tags for s in jobs.plan.steps}
+        yield steps, as_manifest(render_run_worker(inst, kubeconfig, jobs.run)), tags
+
+
+def pod_of(job: dict) -> dict:
+    return job["spec"]["template"]["spec"]
+
+
+def test_every_step_job_assets_and_checks_passes_restricted(rendered):
+    steps, _, tags = rendered
+    checks = [key for key in steps if K8S_CONFIG_TAG not in tags[key]]
+    assert checks, "the asset checks' steps carry no k8s op tags: they are what this guards"
+    failing = {key: violations(pod_of(job)) for key, job in steps.items()}
+    assert {key: v for key, v in failing.items() if v} == {}
+    for job in steps.values():
+        validate_strict(job)
+
+
+def test_step_pods_have_no_api_token_and_their_own_account(rendered):
+    steps, _, _ = rendered
+    for key, job in steps.items():
+        pod = pod_of(job)
+        assert pod["automountServiceAccountToken"] is False, key
+        assert pod["serviceAccountName"] == STEP_SERVICE_ACCOUNT, key
+        (container,) = pod["containers"]
+        assert {m["mountPath"] for m in container["volumeMounts"]} == WRITABLE, key
+
+
+def test_run_worker_passes_restricted_and_keeps_its_token(rendered):
+    _, run_worker, _ = rendered
+    pod = pod_of(run_worker)
+    assert violations(pod) == []
+    assert pod["serviceAccountName"] == VALUES["global"]["serviceAccountName"]
+    assert pod.get("automountServiceAccountToken", True) is True  # it creates its steps' Jobs
+    validate_strict(run_worker)
+
+
+def chart_pods(values: dict) -> dict[str, dict]:
+    """The webserver, daemon and code server pod specs, as the chart's templates fill them."""
+    pods = {}
+    (server,) = values["dagster-user-deployments"]["deployments"]
+    instance = [{"name": "dagster-instance", "configMap": {"name": "dagster-instance"}}]
+    instance.append({"name": "dagster-workspace-yaml", "configMap": {"name": "dagster-workspace"}})
+    for kind, part in (("webserver", "dagsterWebserver"), ("daemon", "dagsterDaemon")):
+        v = values[part]
+        init = [
+            {"name": "check-db-ready", "image": "postgres:14.6", "command": ["pg_isready"]},
+            {"name": f"init-user-deployment-{server['name']}", "image": "busybox:1.28"},
+        ]
+        pods[kind] = {
+            "serviceAccountName": values["global"]["serviceAccountName"],
+            "automountServiceAccountToken": True,
+            "securityContext": v["podSecurityContext"],
+            "initContainers": [
+                {**c, "securityContext": v["securityContext"],
+                 "resources": v["initContainerResources"]}
+                for c in init
+            ],
+            "containers": [
+                {
+                    "name": "dagster",
+                    "image": "user-code",
+                    "securityContext": v["securityContext"],
+                    "resources": v["resources"],
+                    "volumeMounts": [
+                        {"name": "dagster-instance", "subPath": "dagster.yaml",
+                         "mountPath": "/opt/dagster/dagster_home/dagster.yaml"},
+                        {"name": "dagster-workspace-yaml", "mountPath": "/dagster-workspace/"},
+                        *v["volumeMounts"],
+                    ],
+                }
+            ],
+            "volumes": [*instance, *v["volumes"]],
+        }  # fmt: skip
+    pods["code-server"] = {
+        "serviceAccountName": server["serviceAccount"]["name"],
+        "automountServiceAccountToken": True,
+        "securityContext": server["podSecurityContext"],
+        "containers": [
+            {
+                "name": "dagster",
+                "image": "user-code",
+                "securityContext": server["securityContext"],
+                "resources": server["resources"],
+                "env": server["env"],
+                "volumeMounts": server["volumeMounts"],
+            }
+        ],
+        "volumes": server["volumes"],
+    }
+    return pods
+
+
+@pytest.mark.parametrize("kind", ["webserver", "daemon", "code-server"])
+def test_chart_pods_pass_restricted(kind):
+    pod = chart_pods(VALUES)[kind]
+    assert violations(pod) == []
+    validate_strict({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": kind}, "spec": pod})
+
+
+def test_only_the_launching_account_has_a_role():
+    docs = [d for p in sorted(POLICY_DIR.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
+    bindings = [d for d in docs if d and d["kind"] in {"RoleBinding", "ClusterRoleBinding"}]
+    subjects = {s["name"] for b in bindings for s in b["subjects"]}
+    assert subjects == {VALUES["global"]["serviceAccountName"]}
+    (role,) = [d for d in docs if d and d["kind"] == "Role"]
+    verbs = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
+    assert ("jobs", "create") in verbs and ("jobs", "delete") in verbs
+    assert not {(res, v) for res, v in verbs if res != "jobs" and v not in {"get", "list", "watch"}}
+    accounts = {d["metadata"]["name"]: d for d in docs if d and d["kind"] == "ServiceAccount"}
+    assert accounts[STEP_SERVICE_ACCOUNT]["automountServiceAccountToken"] is False
+
+
+def test_namespace_enforces_restricted():
+    (ns,) = [d for d in yaml.safe_load_all((POLICY_DIR / "namespace.yaml").read_text()) if d]
+    labels = ns["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+
+
+def test_the_checker_catches_each_restricted_rule():
+    # Guards the guard: a pod that breaks every rule must be reported under every rule name.
+    pod = {
+        "hostNetwork": True,
+        "securityContext": {
+            "runAsUser": 0,
+            "sysctls": [{"name": "kernel.msgmax", "value": "1"}],
+            "seLinuxOptions": {"user": "x"},
+            "appArmorProfile": {"type": "Unconfined"},
+        },
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+        "containers": [
+            {
+                "name": "c",
+                "ports": [{"containerPort": 80, "hostPort": 80}],
+                "securityContext": {
+                    "privileged": True,
+                    "capabilities": {"add": ["SYS_ADMIN"]},
+                    "procMount": "Unmasked",
+                    "seccompProfile": {"type": "Unconfined"},
+                },
+            }
+        ],
+    }
+    reported = {v.split(":")[0] for v in violations(pod)}
+    assert reported == set(RULES)
