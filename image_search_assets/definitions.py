@@ -29,7 +29,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "catalog": CatalogResource(
             uri=settings.catalog, timezone=settings.timezone, storage=storage
         ),
-        "fetcher": ImageFetchResource.from_config(settings.fetch),
+        "fetcher": ImageFetchResource.from_config(settings.fetch, settings.gcp_project),
         "models": ModelsResource.from_settings(settings),
     }
 

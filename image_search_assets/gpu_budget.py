@@ -5,10 +5,10 @@ count is the GPU budget, and a step holds as many slot rows as it needs GPUs: th
 UI's pool page shows, that `free_concurrency_slot_for_step` releases when the step ends and that
 run monitoring (`free_slots_after_run_end_seconds`) returns when a run crashes.
 
-This is the only module that reaches into Dagster internals (the concurrency tables and the
-storage classes). tests/test_gpu_budget_internals.py pins every internal it uses, so a Dagster
-upgrade that moves them fails loudly. If Dagster gains native weighted slots, swap these storage
-classes for the stock ones and keep `decide`.
+It reaches into Dagster internals (the concurrency tables and the storage classes), one of the
+few modules pyproject.toml allows to. tests/gpu_budget/test_recovery_and_internals.py pins every
+internal it uses, so a Dagster upgrade that moves them fails loudly. If Dagster gains native
+weighted slots, swap these storage classes for the stock ones and keep `decide`.
 
 Enable it in dagster.yaml:
     event_log_storage:

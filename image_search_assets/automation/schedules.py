@@ -23,7 +23,7 @@ from resources import CatalogResource
 
 if TYPE_CHECKING:
     # Type-only: dagster exports no name for what define_asset_job returns (this union).
-    from dagster._core.definitions.target import ExecutableDefinition  # noqa: TID251
+    from dagster._core.definitions.target import ExecutableDefinition
 
 SCHEDULE_NAME = "daily_index_schedule"
 DEFAULT_CRON = "0 6 * * *"

@@ -9,7 +9,7 @@ from image_search_assets.settings import AlertsConfig, Settings
 
 if TYPE_CHECKING:
     # Type-only: dagster exports no name for what define_asset_job returns (this union).
-    from dagster._core.definitions.target import ExecutableDefinition  # noqa: TID251
+    from dagster._core.definitions.target import ExecutableDefinition
 
 PARTITION_TAG = "dagster/partition"
 

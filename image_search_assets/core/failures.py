@@ -1,4 +1,4 @@
-"""The failure taxonomy of ARCHITECTURE.md as code: is a step's error worth a retry? (Dagster-free)
+"""The failure taxonomy as code: is a step's error worth a retry? (Dagster-free)
 
 Retryable: preemption or eviction (SIGTERM), transient network and GCS errors (429, 5xx,
 timeouts, resets) and CUDA OOM (the next attempt halves the batch, see core/chunks.py).

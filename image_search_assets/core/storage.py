@@ -16,10 +16,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    # pandas costs half a second to import; readers that never touch a table skip it.
+    import pandas as pd
+
+
+# Streaming copies move large files (Annoy indexes) in pieces this big, never whole.
+COPY_CHUNK = 8 << 20
 
 
 class PreconditionFailed(RuntimeError):
@@ -68,6 +75,8 @@ class Storage(ABC):
         self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
 
     def read_parquet(self, key: str) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
 
     def write_parquet(self, key: str, df: pd.DataFrame) -> None:
@@ -87,12 +96,20 @@ class Storage(ABC):
         for key in self.list(prefix):
             self.delete(key)
 
+    def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Writes a local file's content as the object; backends override it to stream."""
+        self.write_bytes(key, Path(path).read_bytes())
+
+    def download_to(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Writes the object into a local file; backends override it to stream."""
+        Path(path).write_bytes(self.read_bytes(key))
+
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         """A local file holding the object, for libraries that need a path (Annoy)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(key).name
-            path.write_bytes(self.read_bytes(key))
+            self.download_to(key, path)
             yield path
 
 
@@ -118,6 +135,19 @@ class LocalStorage(Storage):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+    def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as f, open(path, "rb") as src:
+            shutil.copyfileobj(src, f, COPY_CHUNK)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def download_to(self, key: str, path: str | os.PathLike[str]) -> None:
+        shutil.copyfile(self._path(key), path)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -184,6 +214,12 @@ class GCSStorage(Storage):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.bucket.blob(self._name(key)).upload_from_string(data)
+
+    def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        self.bucket.blob(self._name(key)).upload_from_filename(str(path))
+
+    def download_to(self, key: str, path: str | os.PathLike[str]) -> None:
+        self.bucket.blob(self._name(key)).download_to_filename(str(path))
 
     def exists(self, key: str) -> bool:
         return self.bucket.blob(self._name(key)).exists()

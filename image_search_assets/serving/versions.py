@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 from annoy import AnnoyIndex
 
 from image_search_assets.core.index.annoy_index import category_prefix
-from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import LocalStorage, Storage
 
 _CHUNK = 1 << 20
@@ -125,9 +124,15 @@ def _annoy_path(storage: Storage, key: str, want_sha: str, cache: Path) -> tuple
     return path, downloaded
 
 
+def items_key(category: str, day: str) -> str:
+    """The category's items-to-date table: core.records.asset_value_key, which imports pandas
+    (a test pins that the two agree)."""
+    return f"assets/{category}/annoy_index/{day}.parquet"
+
+
 def _added_on(storage: Storage, category: str, day: str) -> dict[str, str]:
     """product id -> day its image was stored, from the category's items-to-date table."""
-    key = asset_value_key([category, "annoy_index"], day)
+    key = items_key(category, day)
     if not storage.exists(key):
         return {}
     table = pq.read_table(io.BytesIO(storage.read_bytes(key)), columns=["product_id", "added_on"])

@@ -160,6 +160,16 @@ def test_image_key_agrees_with_ingestion():
         assert image_key("2026-11-01", pid) == ingested("2026-11-01", pid)
 
 
+def test_items_key_agrees_with_the_io_manager():
+    from image_search_assets.core.records import asset_value_key
+    from image_search_assets.serving.versions import items_key
+
+    for category in ("tops", "long-sleeve_tee"):
+        assert items_key(category, "2026-11-01") == asset_value_key(
+            [category, "annoy_index"], "2026-11-01"
+        )
+
+
 def test_a_product_query_imports_neither_torch_nor_dagster(tmp_path):
     from image_search_assets.core.storage import LocalStorage
 

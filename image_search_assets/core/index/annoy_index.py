@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from annoy import AnnoyIndex
 
 from image_search_assets.core.storage import Storage
@@ -125,6 +124,8 @@ def publish(
         index.save(str(ann_path))
         ann_bytes = ann_path.read_bytes()
         recall = recall_at_k(index, vectors, sample=recall_sample)
+    import pandas as pd  # here, not at the top: readers of this module skip its import cost
+
     ids_frame = pd.DataFrame({"annoy_id": np.arange(len(ids)), "product_id": ids})
     manifest = {
         "category": category,

@@ -13,10 +13,15 @@ from image_search_assets.settings import Settings
 def embed_image_file(settings: Settings, data: bytes) -> np.ndarray:
     """Detects the main item of any category, crops it and returns its unit vector."""
     d, e = settings.detector, settings.embedder
-    detector = load_detector(
-        ModelSpec(d.arch, d.weights, d.input_size, len(settings.categories) + 1), settings.device
+    # The same pins and opt-ins as the daily steps: a query never loads bytes a step would refuse.
+    detector_spec = ModelSpec(
+        d.arch, d.weights, d.input_size, len(settings.categories) + 1, d.sha256, d.allow_torchscript
     )
-    embedder = load_embedder(ModelSpec(e.arch, e.weights, e.input_size), settings.device)
+    embedder_spec = ModelSpec(
+        e.arch, e.weights, e.input_size, sha256=e.sha256, allow_torchscript=e.allow_torchscript
+    )
+    detector = load_detector(detector_spec, settings.device)
+    embedder = load_embedder(embedder_spec, settings.device)
     img = decode_image(data)
     det = naive.detect(detector, [img], 1)[0]
     box = naive.choose_box(

@@ -1,4 +1,4 @@
-"""Catalog reading, validation and day bucketing (the data contract in ARCHITECTURE.md)."""
+"""Catalog reading, validation and day bucketing (the contract: docs/configuration.md)."""
 
 from __future__ import annotations
 

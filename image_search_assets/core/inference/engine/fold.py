@@ -2,8 +2,8 @@
 
 In eval mode a BatchNorm is a per-channel scale and shift, so it can be folded into the weights
 and bias of the Conv2d whose output it normalises: one kernel instead of two, and one pass over
-the activations fewer. On an H100 the eager RetinaNet v2 + ResNet-50 engine pass spent 22.6% of
-its CUDA time in cudnn_batch_norm (benchmarks/results/gpu/profiles.txt).
+the activations fewer. Unfolded batch norms are a large share of an eager detector pass's CUDA
+time (benchmarks/results/gpu/profiles.txt).
 
 torch.fx traces the module and folds only a Conv2d -> BatchNorm2d pair whose convolution output
 has no other user (torch.fx.experimental.optimization.fuse). A module fx cannot trace (a head

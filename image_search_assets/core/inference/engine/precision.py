@@ -39,7 +39,7 @@ T = TypeVar("T")
 AUTO = "auto"
 CALIBRATE = "calibrate"
 # fp16 first: 10 mantissa bits against bf16's 7, so it is the closer of the two to fp32 wherever
-# its range suffices; on H100 tensor cores both run at the same rate.
+# its range suffices; on current tensor cores both run at the same rate.
 AUTO_CANDIDATES = (torch.float16, torch.bfloat16)
 AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -104,7 +104,7 @@ def decode_batch(blobs: Sequence[bytes], device: torch.device) -> list[torch.Ten
     outputs without waiting for work queued on the allocating stream, and PyTorch's caching
     allocator hands out a block as soon as it is freed on that stream, so decoding next to the
     compute could overwrite tensors that queued kernels have yet to read (pytorch/vision#9606,
-    meta-pytorch/torchcodec#1634: 134 of 200 iterations corrupted on an H100). The decode
+    meta-pytorch/torchcodec#1634; measured by benchmarks/decode_race.py). The decode
     stream's pool only holds blocks of earlier decoded images, whose uses on the compute stream
     are recorded (record_stream), so none is reused before those kernels are done.
     """

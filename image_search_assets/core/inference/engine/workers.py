@@ -7,10 +7,8 @@ tests exercise it. Each worker gets a model replica loaded before any work start
 Worker threads live as long as the process, one per (device, slot), and every call reuses them.
 PyTorch keeps its cuDNN convolution plans in thread_local caches (aten/src/ATen/native/cudnn/
 Conv_v8.cpp: plans are not thread-safe across engines), so a fresh thread plans every
-convolution again. Measured on an H100 (benchmarks/results/gpu/workers_diag_cudnn.log): the
-demo models over 512 images took 2.7 s + 1.4 s on a thread's first call, 0.10 s + 0.06 s on its
-next ones; with a new pool per call, two workers ran at 67-73 images/s against one worker's
-2,300-2,970 in the main thread.
+convolution again: a new pool per call made two workers many times slower than one
+(benchmarks/results/gpu/workers_diag_cudnn.log).
 """
 
 from __future__ import annotations
