@@ -4,8 +4,9 @@
 
 Builds two categories of synthetic unit vectors with the platform's publish, starts the
 service as its own process on 127.0.0.1, and drives it from a separate load-generator process
-(asyncio + aiohttp, keep-alive connections): closed-loop at several concurrencies, then an
-open-loop run at a fixed rate during which a new version of one category is swapped in. The
+(keep-alive connections): closed-loop at several concurrencies with wrk (C, one thread) when it
+is installed, else asyncio + aiohttp; then open-loop runs at fixed rates (aiohttp, since wrk
+has no fixed-rate mode), the last one while a new version of one category is swapped in. The
 baseline is the same queries as bare in-process Annoy calls on the same index, in the same run.
 """
 
@@ -17,6 +18,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,6 +146,36 @@ async def _open(url: str, n: int, rate: float, seconds: float, k: int) -> dict[s
                                                    for a, b, _ in starts)}  # fmt: skip
 
 
+WRK_SCRIPT = """
+local cats = {"tops", "pants"}
+request = function()
+  local path = string.format("/v1/similar/%s-%06d?k=@K", cats[math.random(2)], math.random(0, @N))
+  return wrk.format("GET", path)
+end
+done = function(s, lat)
+  local e = s.errors
+  io.write(string.format("WRK %d %d %d %.3f %.3f %.3f %.3f\\n", s.requests, s.duration,
+    e.connect + e.read + e.write + e.status + e.timeout, lat:percentile(50) / 1000,
+    lat:percentile(99) / 1000, lat:percentile(99.9) / 1000, lat.max / 1000))
+end
+"""
+
+
+def wrk_closed(url: str, n: int, concurrency: int, seconds: float, k: int) -> dict[str, Any]:
+    """wrk's closed loop: `concurrency` keep-alive connections on one thread, random products."""
+    script = Path(tempfile.mkdtemp()) / "similar.lua"
+    script.write_text(WRK_SCRIPT.replace("@K", str(k)).replace("@N", str(n - 1)))
+    duration = f"-d{max(1, round(seconds))}s"
+    argv = ["wrk", "-t1", f"-c{concurrency}", duration, "-s", str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRK "))
+    req, dur_us, errors, *ms = line.split()[1:]
+    stats = dict(zip(("p50_ms", "p99_ms", "p99_9_ms", "max_ms"), map(float, ms), strict=True))
+    qps = round(int(req) / (int(dur_us) / 1e6), 1)
+    return {"concurrency": concurrency, "generator": "wrk", "requests": int(req),
+            "errors": int(errors), "qps": qps, **stats}  # fmt: skip
+
+
 def _loadgen(kind: str, args: tuple, out: Any) -> None:
     fn = _closed if kind == "closed" else _open
     out.put(asyncio.run(fn(*args)))
@@ -224,6 +256,7 @@ def main() -> None:
     parser.add_argument("--swap-seconds", type=float, default=30)
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--json")
+    parser.add_argument("--aiohttp-only", action="store_true", help="closed loop without wrk")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="serve-load-"))
     storage, staged = LocalStorage(root / "storage"), LocalStorage(root / "staged")
@@ -238,14 +271,18 @@ def main() -> None:
     service = start_service(root, args.port)
     try:
         wait_ready(url)
-        warm, warm_out = run_loadgen("closed", url, args.items, 1, 2.0, args.k)
-        warm_out.get()  # the queue must outlive the child's start
+        # Warm-up: the first requests fault the mapped index pages in and start the workers.
+        warm, warm_out = run_loadgen("closed", url, args.items, 4, 5.0, args.k)
+        print("warm-up:", json.dumps(warm_out.get()))  # read before join: the queue feeds it
         warm.join()
         closed = []
         for c in args.concurrency:
-            proc, out = run_loadgen("closed", url, args.items, c, args.seconds, args.k)
-            closed.append(out.get())
-            proc.join()
+            if shutil.which("wrk") and not args.aiohttp_only:
+                closed.append(wrk_closed(url, args.items, c, args.seconds, args.k))
+            else:
+                proc, out = run_loadgen("closed", url, args.items, c, args.seconds, args.k)
+                closed.append({**out.get(), "generator": "aiohttp"})
+                proc.join()
             print("closed loop:", json.dumps(closed[-1]))
         fixed = []
         for rate in args.rates:

@@ -41,8 +41,11 @@ class Category:
     name: str
     gpus: int = 1
     gpu_type: str = "nvidia-tesla-t4"
-    # Detector label ids that count as this category; empty means "any label".
+    # Which detector labels count as this category (tags.detector_class_ids): explicit label
+    # ids, else the labels with these names, else the label named like the category; a
+    # category that matches none takes the best box of any label.
     class_ids: tuple[int, ...] = ()
+    labels: tuple[str, ...] = ()
 
 
 # The engine's choices (core/engine/precision.py), spelled out so that config needs no torch;
@@ -194,6 +197,7 @@ def _categories(raw: list[dict[str, Any]], default_gpu_type: str) -> tuple[Categ
     for entry in raw:
         entry = {"gpu_type": default_gpu_type, **entry}
         entry["class_ids"] = tuple(entry.get("class_ids", ()))
+        entry["labels"] = tuple(entry.get("labels", ()))
         cat = Category(**entry)
         if not cat.name.isidentifier() or cat.name != cat.name.lower():
             raise ConfigError(f"category name {cat.name!r} must be a lower-case identifier")

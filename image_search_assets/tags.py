@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from image_search_assets.settings import Category, Settings
+from image_search_assets.settings import Category, ConfigError
 
 PRIORITY_TAG = "dagster/priority"
 GPUS_TAG = "image_search/gpus"
@@ -46,15 +46,29 @@ def step_gpus(run_tags: Mapping[str, str], step_tags: Mapping[str, str]) -> int:
     return int(step_tags.get(GPUS_TAG, 1))
 
 
-def detector_class_ids(settings: Settings, category: Category) -> tuple[int, ...]:
-    """Labels that count as `category`.
+def label_key(name: str) -> str:
+    """How a label's name compares with a category's: COCO's "teddy bear" is `teddy_bear`."""
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
 
-    Explicit `class_ids` win. Otherwise a detector trained on our categories (random or a
-    checkpoint) uses label i+1 for the i-th category, and torchvision's DEFAULT (COCO) weights
-    accept any label, because COCO has no fashion categories.
+
+def detector_class_ids(category: Category, labels: Sequence[str] | None) -> tuple[int, ...]:
+    """The detector labels that count as `category`; () means the best box of any label.
+
+    `labels` are the detector's label names (label 0 is background), None for an unnamed
+    (random) detector. Explicit `class_ids` win; otherwise labels match by name (the
+    category's `labels`, else its own name), never by position, so the config's order and
+    length never change which boxes a category gets.
     """
     if category.class_ids:
+        if labels is not None:
+            bad = [i for i in category.class_ids if not 0 < i < len(labels)]
+            if bad:
+                raise ConfigError(
+                    f"category {category.name!r}: class_ids {bad} are not labels of the "
+                    f"detector, whose labels are 1..{len(labels) - 1} (0 is background)"
+                )
         return category.class_ids
-    if settings.detector.weights.upper() == "DEFAULT":
+    if labels is None:
         return ()
-    return (settings.category_names.index(category.name) + 1,)
+    wanted = {label_key(n) for n in category.labels or (category.name,)}
+    return tuple(i for i, name in enumerate(labels) if i > 0 and label_key(name) in wanted)

@@ -166,3 +166,16 @@ def test_every_directly_imported_package_is_declared(dirs, groups):
         dist: sorted(files)[:3] for dist, files in used.items() if dist not in _declared(*groups)
     }
     assert missing == {}
+
+
+MAX_LINES = 320  # STYLE.md's "about 300"
+
+
+def test_every_python_file_stays_under_the_size_a_reader_can_hold():
+    files = [p for d in (*PACKAGES, "tests", "benchmarks") for p in (ROOT / d).rglob("*.py")]
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in files
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}

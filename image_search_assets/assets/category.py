@@ -11,6 +11,7 @@ from image_search_assets.assets.retrying import crash_retry_policy, failure_poli
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set, retention
 from image_search_assets.core.inference.chunks import work_prefix
+from image_search_assets.core.inference.models import LoadedModel
 from image_search_assets.core.inference.stages import (
     StageResult,
     detect_items,
@@ -31,6 +32,22 @@ def _model_metadata(context: dg.AssetExecutionContext, identity: dict) -> dict[s
     if identity["weights"] == "random":
         context.log.warning(f"{identity['arch']} runs with RANDOM weights: demo/test only")
     return {f"model_{k}": str(v) for k, v in identity.items()}
+
+
+def _category_labels(
+    context: dg.AssetExecutionContext, category: Category, detector: LoadedModel
+) -> tuple[int, ...]:
+    """The detector labels of `category`, by name; warns when the detector has none of them."""
+    class_ids = detector_class_ids(category, detector.labels)
+    if not class_ids and detector.labels is not None:
+        wanted = ", ".join(category.labels or (category.name,))
+        context.log.warning(
+            f"{category.name}: the detector ({detector.identity['weights']}) has no label named "
+            f"{wanted} and the category sets no class_ids, so its items get the best box of any "
+            "label (the full image when none clears score_threshold). Fix: train the detector "
+            "on it, or set labels or class_ids on the category in platform.yaml"
+        )
+    return class_ids
 
 
 def _planned_gpus(context: dg.AssetExecutionContext, category: Category) -> int:
@@ -80,8 +97,8 @@ def category_assets(
     category: Category, *, partitions: dg.PartitionsDefinition, settings: Settings
 ) -> list[dg.AssetsDefinition]:
     name = category.name
-    class_ids = detector_class_ids(settings, category)
-    num_classes = len(settings.categories) + 1
+    # Sizes a random detector's head only: a checkpoint's head is sized by its recorded labels.
+    random_head = len(settings.categories) + 1
     common: dict[str, Any] = {
         "partitions_def": partitions,
         "group_name": name,
@@ -107,7 +124,8 @@ def category_assets(
         """The day's items of this category: one detected box per product image."""
         with failure_policy(context, settings.retry):
             gpus = _planned_gpus(context, category)
-            detector = models.detector_replicas(num_classes, gpus, storage.read_gs)
+            detector = models.detector_replicas(random_head, gpus, storage.read_gs)
+            class_ids = _category_labels(context, category, detector.primary)
             todo = cast(pd.DataFrame, product_images[product_images["category"] == name])
             result = detect_items(
                 todo,
@@ -131,6 +149,7 @@ def category_assets(
                 **_run_metadata(result),
                 "devices": ", ".join(map(str, detector.devices)),
                 "gpus": gpus,
+                "class_ids": ", ".join(map(str, class_ids)) or "any",
                 **_model_metadata(context, detector.primary.identity),
             },
         )

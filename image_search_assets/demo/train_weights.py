@@ -1,11 +1,13 @@
 """Trains the demo detector and embedder on the synthetic catalog and writes fp16 checkpoints.
 
-    python scripts/train_demo_weights.py                # both models, GPU if present
-    python scripts/train_demo_weights.py --only embedder --embedder-steps 50   # a quick look
+    python -m image_search_assets.demo.train_weights        # both models, GPU if present
+    python -m image_search_assets.demo.train_weights --only embedder --embedder-steps 50
 
-Writes image_search_assets/weights/demo_{detector,embedder}.pt (the `weights: demo` files) and
-demo_weights.json (how they were made). Categories come from the platform config, in its order,
-because the detector's label i+1 is the i-th category.
+Writes image_search_assets/demo/weights/demo_{detector,embedder}.pt (the `weights: demo` files)
+and demo_weights.json (how they were made). The detector is trained on the platform config's
+categories and its label names are recorded there (`labels`, label 0 background): the platform
+maps categories to labels by those names, so a later change of the config's order or of its
+category list never needs retraining to stay correct.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def main() -> None:
             "batch": batch,
             "seed": args.seed,
             "categories": list(categories),
+            # Label i's name (training's label i+1 is categories[i]); models.known_labels reads it.
+            **({"labels": ["background", *categories]} if role == "detector" else {}),
             "seconds": round(time.monotonic() - started, 1),
             "device": torch.cuda.get_device_name(device)
             if device.type == "cuda"

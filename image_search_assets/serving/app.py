@@ -153,7 +153,7 @@ def create_app(reader: IndexReader, storage: Storage, settings: Settings) -> Fas
         """A sample of served product ids per category (for the page's picker)."""
         check_category(category)
         with reader.hold(None if category is None else [category]) as held:
-            return {c: v.ids[:limit] for c, v in held.items()}
+            return {c: v.ids.head(limit) for c, v in held.items()}
 
     @app.get("/v1/images/{product_id}", responses={200: {"content": {"image/jpeg": {}}}})
     def product_image(product_id: str) -> Response:

@@ -197,10 +197,13 @@ class IndexReader:
     ) -> Answer:
         """The k nearest other items of the product's own category (or `category`'s)."""
         with self.hold(None if category is None else [category]) as held:
-            home = next((v for v in held.values() if product_id in v.rows), None)
-            if home is None:
+            home, row = next(
+                ((v, r) for v in held.values() if (r := v.row(product_id)) is not None),
+                (None, None),
+            )
+            if home is None or row is None:
                 raise UnknownProduct(product_id)
-            found = home.by_item(home.rows[product_id], k + 1)
+            found = home.by_item(row, k + 1)
             found = [(pid, d) for pid, d in found if pid != product_id][:k]
             neighbours = [Neighbour(p, home.category, d, home.version) for p, d in found]
             return Answer(neighbours, {home.category: home.version}, home.category)
@@ -222,8 +225,7 @@ class IndexReader:
         """(category, stored vector) of an indexed product."""
         with self.hold() as held:
             for version in held.values():
-                if product_id in version.rows:
-                    row = version.rows[product_id]
+                if (row := version.row(product_id)) is not None:
                     return version.category, np.asarray(version.index.get_item_vector(row))
         raise UnknownProduct(product_id)
 
@@ -231,8 +233,8 @@ class IndexReader:
         """The storage key of a served product's image, if the items table records its day."""
         with self.hold() as held:
             for version in held.values():
-                if product_id in version.added_on:
-                    return image_key(version.added_on[product_id], product_id)
+                if (day := version.added_on.value(product_id)) is not None:
+                    return image_key(day, product_id)
         return None
 
 

@@ -2,6 +2,10 @@
 
 A version is opened from the published layout (see core/index/annoy_index.py):
     indexes/<category>/versions/<version>/{index.ann, ids.parquet, manifest.json}
+The id maps are numpy arrays searched by bisection, not Python dicts: building them is a few
+vectorised calls, so loading a 100k-item version beside the request threads barely competes
+with them for the GIL. Tables are read with pyarrow alone (pandas would cost half a second of
+import in `image-search query`).
 On local storage the Annoy file is mapped where it lies (a later prune unlinks it, which leaves
 the mapping valid). On gs:// it is downloaded once into `cache_dir/<category>/<version>/` and
 mapped from there, so a restart with the same cache re-downloads nothing whose checksum holds.
@@ -40,6 +44,50 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class IdMap:
+    """Annoy id -> product id, and back by bisection over the sorted ids."""
+
+    def __init__(self, ids: np.ndarray, values: np.ndarray | None = None) -> None:
+        self.ids = ids  # position = Annoy id
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = ids[self._order]
+        self._values = values  # optional per-id payload (the day an image was stored)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, row: int) -> str:
+        return str(self.ids[row])
+
+    def __contains__(self, product_id: str) -> bool:
+        return self.row(product_id) is not None
+
+    def row(self, product_id: str) -> int | None:
+        if len(product_id) > self._sorted.dtype.itemsize // 4:  # wider than every stored id
+            return None
+        # The needle in the array's own dtype: a wider one would make numpy cast (copy) the
+        # whole sorted array on every lookup.
+        needle = np.asarray(product_id, dtype=self._sorted.dtype)
+        i = int(np.searchsorted(self._sorted, needle))
+        if i < len(self._sorted) and self._sorted[i] == product_id:
+            return int(self._order[i])
+        return None
+
+    def value(self, product_id: str) -> str | None:
+        row = self.row(product_id)
+        return None if row is None or self._values is None else str(self._values[row])
+
+    def has_duplicates(self) -> bool:
+        return bool(len(self._sorted) > 1 and (self._sorted[1:] == self._sorted[:-1]).any())
+
+    def head(self, n: int) -> list[str]:
+        return [str(x) for x in self.ids[:n]]
+
+
+def _strings(values: list[Any]) -> np.ndarray:
+    return np.asarray(values, dtype=str)  # fixed-width unicode: str() of each value
+
+
 @dataclass
 class LoadedVersion:
     """A served version. Read-only after load; `holders` counts queries that use it now."""
@@ -48,9 +96,8 @@ class LoadedVersion:
     version: str
     manifest: dict[str, Any]
     index: AnnoyIndex
-    ids: list[str]
-    rows: dict[str, int]  # product id -> Annoy id
-    added_on: dict[str, str]  # product id -> day its image was stored (for /v1/images)
+    ids: IdMap  # Annoy id <-> product id
+    added_on: IdMap  # product id -> day its image was stored (for /v1/images)
     loaded_at: float
     cache_dir: Path | None = None  # removed on release (gs:// downloads only)
     holders: int = 0
@@ -71,23 +118,27 @@ class LoadedVersion:
     def release(self) -> None:
         with self._lock:
             self.holders -= 1
-            done = self.retired and self.holders == 0
+            done = self.retired and self.holders == 0 and self._claim()
         if done:
-            self._free()
+            # The last holder is a request: unmapping and deleting the cache are not its work.
+            threading.Thread(target=self._unmap, name="free-version", daemon=True).start()
 
     def retire(self) -> None:
         """No new query will take it; it is freed once the last holder lets go."""
         with self._lock:
             self.retired = True
-            done = self.holders == 0
+            done = self.holders == 0 and self._claim()
         if done:
-            self._free()
+            self._unmap()
 
-    def _free(self) -> None:
-        with self._lock:
-            if self.released:
-                return
-            self.released = True
+    def _claim(self) -> bool:
+        """Marks the version released (under the lock); True for the one caller that frees it."""
+        if self.released:
+            return False
+        self.released = True
+        return True
+
+    def _unmap(self) -> None:
         self.index.unload()
         if self.cache_dir is not None:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
@@ -95,6 +146,9 @@ class LoadedVersion:
     def by_item(self, row: int, k: int) -> list[tuple[str, float]]:
         found, dists = self.index.get_nns_by_item(row, k, include_distances=True)
         return [(self.ids[i], float(d)) for i, d in zip(found, dists, strict=True)]
+
+    def row(self, product_id: str) -> int | None:
+        return self.ids.row(product_id)
 
     def by_vector(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         found, dists = self.index.get_nns_by_vector(vector.tolist(), k, include_distances=True)
@@ -130,13 +184,20 @@ def items_key(category: str, day: str) -> str:
     return f"assets/{category}/annoy_index/{day}.parquet"
 
 
-def _added_on(storage: Storage, category: str, day: str) -> dict[str, str]:
+def _columns(data: bytes, names: list[str]) -> list[list[Any]]:
+    # ParquetFile.read, not pq.read_table (which goes through pyarrow.dataset), and to_pylist,
+    # not to_numpy: both alternatives import pandas.
+    table = pq.ParquetFile(io.BytesIO(data)).read(columns=names)
+    return [table[name].to_pylist() for name in names]
+
+
+def _added_on(storage: Storage, category: str, day: str) -> IdMap:
     """product id -> day its image was stored, from the category's items-to-date table."""
     key = items_key(category, day)
     if not storage.exists(key):
-        return {}
-    table = pq.read_table(io.BytesIO(storage.read_bytes(key)), columns=["product_id", "added_on"])
-    return dict(zip(table["product_id"].to_pylist(), table["added_on"].to_pylist(), strict=True))
+        return IdMap(np.asarray([], dtype=str))
+    pids, days = _columns(storage.read_bytes(key), ["product_id", "added_on"])
+    return IdMap(_strings(pids), _strings(days))
 
 
 def load_verified(storage: Storage, category: str, version: str, cache_root: Path) -> LoadedVersion:
@@ -149,11 +210,11 @@ def load_verified(storage: Storage, category: str, version: str, cache_root: Pat
         ids_bytes = storage.read_bytes(f"{vdir}/ids.parquet")
         if hashlib.sha256(ids_bytes).hexdigest() != sums["ids.parquet"]:
             raise VersionRefused(f"{vdir}/ids.parquet: checksum does not match the manifest")
-        table = pq.read_table(io.BytesIO(ids_bytes)).sort_by("annoy_id")
-        ids = [str(p) for p in table["product_id"].to_pylist()]
-        annoy_ids = table["annoy_id"].to_pylist()
-        if annoy_ids != list(range(len(ids))):
+        annoy_ids, pids = _columns(ids_bytes, ["annoy_id", "product_id"])
+        order = np.argsort(np.asarray(annoy_ids, dtype=np.int64), kind="stable")
+        if not np.array_equal(np.asarray(annoy_ids, dtype=np.int64)[order], np.arange(len(order))):
             raise VersionRefused(f"{vdir}/ids.parquet: Annoy ids are not dense 0..n-1")
+        ids = IdMap(_strings(pids)[order])
         path, downloaded = _annoy_path(storage, f"{vdir}/index.ann", sums["index.ann"], cache)
         index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
         index.load(str(path))  # mmap: pages come in as queries touch them
@@ -169,7 +230,6 @@ def load_verified(storage: Storage, category: str, version: str, cache_root: Pat
         manifest=manifest,
         index=index,
         ids=ids,
-        rows={pid: i for i, pid in enumerate(ids)},
         added_on=_added_on(storage, category, str(manifest["date"])),
         loaded_at=time.time(),
         cache_dir=cache if downloaded else None,
@@ -185,7 +245,7 @@ def _check(loaded: LoadedVersion) -> str | None:
     count = int(loaded.manifest["count"])
     if loaded.index.get_n_items() != count or len(loaded.ids) != count:
         return f"holds {loaded.index.get_n_items()} items and {len(loaded.ids)} ids, not {count}"
-    if len(loaded.rows) != count:
+    if loaded.ids.has_duplicates():
         return "the id map repeats a product id"
     if count and not loaded.index.get_nns_by_item(0, 1):
         return "a query returned no neighbour"

@@ -38,6 +38,19 @@ def test_round_trips_every_format(store):
     assert store.exists("e/f.npy") and not store.exists("e/missing")
 
 
+def test_files_stream_in_and_out_and_local_copy_holds_the_object(store, tmp_path):
+    payload = np.random.default_rng(0).bytes(300_000)
+    source = tmp_path / "built.ann"
+    source.write_bytes(payload)
+    store.write_file("idx/index.ann", source)
+    assert store.read_bytes("idx/index.ann") == payload
+    store.download_to("idx/index.ann", tmp_path / "back.ann")
+    assert (tmp_path / "back.ann").read_bytes() == payload
+    with store.local_copy("idx/index.ann") as path:
+        assert path.read_bytes() == payload
+    assert store.list("idx") == ["idx/index.ann"]  # no temporary left beside it
+
+
 def test_overwrite_replaces_and_delete_prefix_removes(store):
     store.write_bytes("k/x", b"1")
     store.write_bytes("k/x", b"2")

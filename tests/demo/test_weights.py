@@ -2,9 +2,16 @@
 platform.yaml): the detector finds the product and the embedder's neighbours look alike, which
 random weights of the same architectures do not."""
 
+import json
+
 import pytest
 
-from image_search_assets.core.inference.models import ModelSpec, demo_checkpoint
+from image_search_assets.core.inference.models import (
+    DEMO_RECORD,
+    ModelSpec,
+    demo_checkpoint,
+    known_labels,
+)
 from image_search_assets.demo.retrieval_eval import draw_eval_set, evaluate_weights
 from image_search_assets.settings import load_settings
 
@@ -13,10 +20,18 @@ SETTINGS = load_settings()
 
 def specs(weights: str) -> tuple[ModelSpec, ModelSpec]:
     d, e = SETTINGS.detector, SETTINGS.embedder
-    n_classes = len(SETTINGS.category_names) + 1
-    return ModelSpec(d.arch, weights, d.input_size, n_classes), ModelSpec(
+    random_head = len(SETTINGS.category_names) + 1  # sizes random weights only
+    return ModelSpec(d.arch, weights, d.input_size, random_head), ModelSpec(
         e.arch, weights, e.input_size
     )
+
+
+def test_the_demo_detector_records_a_label_for_every_shipped_category():
+    record = json.loads(DEMO_RECORD.read_text())["detector"]
+    # Label i+1 was trained on categories[i]; label 0 is background.
+    assert record["labels"] == ["background", *record["categories"]]
+    labels = known_labels(specs("demo")[0])
+    assert labels is not None and set(labels[1:]) == set(SETTINGS.category_names)
 
 
 def test_the_packaged_config_uses_the_committed_demo_weights():

@@ -1,7 +1,8 @@
-"""`image-search serve` as a real process on 127.0.0.1 while new versions are published.
+"""`image-search serve` as a real process on 127.0.0.1 while new days are materialised.
 
-A loop of concurrent HTTP clients runs through a swap to a new day and through a corrupt
-version; every response must be whole (one version per answer) and none may fail. The same
+A loop of concurrent HTTP clients runs while the daily Dagster job materialises and publishes
+the next day (tiny catalog, random small models) and then while a corrupt version is put in
+CURRENT; every response must be whole (one version per answer) and none may fail. The same
 runs with the storage root on the in-process GCS emulator.
 """
 
@@ -12,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 import requests
@@ -20,8 +22,11 @@ from PIL import Image
 
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import GCSStorage, LocalStorage, Storage
+from image_search_assets.definitions import DAILY_JOB, build_definitions
+from image_search_assets.demo.synthetic import generate_catalog
 from image_search_assets.serving.reader import image_key
-from tests.e2e.browser import Browser, require_browser
+from resources import StorageResource
+from tests.conftest import START, small_settings
 from tests.e2e.harness import Service, free_port, platform_env, wait_for
 from tests.serving.conftest import day_ids, publish_corrupt, publish_day
 
@@ -84,8 +89,8 @@ class Server:
         return requests.get(f"{self.url}/readyz", timeout=5).json()
 
 
-@pytest.fixture(params=["local", "gcs"])
-def platform(request, tmp_path):
+def storage_root(request, tmp_path) -> tuple[Storage, str]:
+    """A local directory, or a bucket on the in-process GCS emulator: (storage, root URI)."""
     if request.param == "local":
         storage: Storage = LocalStorage(tmp_path / "storage")
         root = str(tmp_path / "storage")
@@ -98,6 +103,13 @@ def platform(request, tmp_path):
             GCSStorage(gcs.Client(project="test"), bucket, "root"),
             f"gs://{bucket}/root",
         )
+    return storage, root
+
+
+@pytest.fixture(params=["local", "gcs"])
+def platform(request, tmp_path):
+    """Indexes published directly (no models): for the error cases."""
+    storage, root = storage_root(request, tmp_path)
     for category, n in zip(CATEGORIES, (60, 40), strict=True):
         ids = day_ids(category, DAY1, n)
         publish_day(storage, category, DAY1, ids)
@@ -108,11 +120,50 @@ def platform(request, tmp_path):
     server.service.stop()
 
 
-class LoadLoop:
-    """Concurrent clients asking for day-one products; every response is checked whole."""
+class DailyPlatform:
+    """Two categories of a tiny synthetic catalog, materialised day by day by the daily job."""
 
-    def __init__(self, url: str, clients: int = 6) -> None:
-        self.url, self.stop = url, threading.Event()
+    def __init__(self, tmp_path: Path, root: str) -> None:
+        catalog = generate_catalog(
+            tmp_path / "catalog", CATEGORIES, START, days=2, image_size=48,
+            mix={"tops": 10, "pants": 8}, include_bad=False,
+        )  # fmt: skip
+        base = small_settings(root, str(catalog))
+        self.settings = base.with_overrides(
+            categories=tuple(base.category(c) for c in CATEGORIES),
+            gcp_project="test" if root.startswith("gs://") else None,
+        )
+        self.storage = StorageResource(root=root, gcp_project=self.settings.gcp_project).open()
+        self.job = build_definitions(self.settings).resolve_job_def(DAILY_JOB)
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        self.instance = dg.DagsterInstance.local_temp(str(home))  # SQLite storage
+
+    def materialise(self, day: str) -> None:
+        result = self.job.execute_in_process(partition_key=day, instance=self.instance)
+        assert result.success
+
+    def current(self, category: str) -> str:
+        return self.storage.read_json(f"indexes/{category}/CURRENT.json")["version"]
+
+
+@pytest.fixture(params=["local", "gcs"])
+def daily(request, tmp_path):
+    """Day one materialised through Dagster, and the service started over it."""
+    _, root = storage_root(request, tmp_path)
+    platform = DailyPlatform(tmp_path, root)
+    platform.materialise(DAY1)
+    server = Server(write_config(tmp_path, root), tmp_path / "cache", tmp_path / "logs")
+    yield platform, server
+    server.service.stop()
+    platform.instance.dispose()
+
+
+class LoadLoop:
+    """Concurrent clients asking for served products; every response is checked whole."""
+
+    def __init__(self, url: str, products: dict[str, list[str]], k: int, clients: int = 6) -> None:
+        self.url, self.stop, self.products, self.k = url, threading.Event(), products, k
         self.ok, self.failures, self.versions = 0, [], {c: set() for c in CATEGORIES}
         self._lock = threading.Lock()
         self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
@@ -131,15 +182,15 @@ class LoadLoop:
         session, i = requests.Session(), seed
         while not self.stop.is_set():
             category = CATEGORIES[i % 2]
-            pid = day_ids(category, DAY1, 40)[i % 40]
+            pid = self.products[category][i % len(self.products[category])]
             i += 1
             try:
-                r = session.get(f"{self.url}/v1/similar/{pid}", params={"k": 5}, timeout=10)
+                r = session.get(f"{self.url}/v1/similar/{pid}", params={"k": self.k}, timeout=10)
                 body = r.json()
                 whole = (
                     r.status_code == 200
                     and body["query_category"] == category
-                    and len(body["neighbours"]) == 5
+                    and len(body["neighbours"]) == self.k
                     and {n["version"] for n in body["neighbours"]} == {body["versions"][category]}
                     and all(n["category"] == category for n in body["neighbours"])
                 )
@@ -153,19 +204,30 @@ class LoadLoop:
                     self.failures.append((pid, body))
 
 
-def test_swaps_under_load_without_a_failed_response_and_refuses_a_corrupt_version(platform):
-    storage, server = platform
-    before = server.readyz()["categories"]
-    with LoadLoop(server.url) as load:
+def served_products(server: Server) -> dict[str, list[str]]:
+    return requests.get(f"{server.url}/v1/products", params={"limit": 1000}, timeout=5).json()
+
+
+def test_swaps_under_load_while_a_day_materialises_and_refuses_a_corrupt_version(daily):
+    platform, server = daily
+    storage, before = platform.storage, server.readyz()["categories"]
+    day_one = served_products(server)
+    assert all(len(day_one[c]) >= 5 for c in CATEGORIES), day_one
+    with LoadLoop(server.url, day_one, k=3) as load:
         wait_for(lambda: load.ok >= 50, 60, "the load loop to get going", every=0.1)
-        new_ids = day_ids("tops", DAY2, 15)
-        manifest = publish_day(storage, "tops", DAY2, day_ids("tops", DAY1, 60) + new_ids)
-
-        def new_day_answers() -> bool:
-            r = requests.get(f"{server.url}/v1/similar/{new_ids[3]}", params={"k": 3}, timeout=5)
-            return r.status_code == 200 and r.json()["versions"]["tops"] == manifest["version"]
-
-        wait_for(new_day_answers, 60, "the new day's products to answer", every=0.1)
+        platform.materialise(DAY2)  # the daily job, publish included, while the clients run
+        new = {c: platform.current(c) for c in CATEGORIES}
+        assert all(new[c] != before[c]["version"] for c in CATEGORIES)
+        wait_for(
+            lambda: all(server.readyz()["categories"][c]["version"] == new[c] for c in CATEGORIES),
+            60, "the service to swap to day two", every=0.1,
+        )  # fmt: skip
+        for category in CATEGORIES:  # the new day's products answer right after the swap
+            fresh = sorted(set(served_products(server)[category]) - set(day_one[category]))
+            assert fresh, f"no {category} products arrived on {DAY2}"
+            r = requests.get(f"{server.url}/v1/similar/{fresh[0]}", params={"k": 3}, timeout=5)
+            assert r.status_code == 200, r.text
+            assert r.json()["versions"] == {category: new[category]}
         served_after_swap = load.ok
         bad = publish_corrupt(storage, "pants", "flip")
         wait_for(
@@ -176,25 +238,45 @@ def test_swaps_under_load_without_a_failed_response_and_refuses_a_corrupt_versio
         wait_for(lambda: load.ok >= ok_at_refusal + 50, 60, "more answers after the refusal", 0.1)
     assert load.failures == [], load.failures[:5]
     assert load.ok > served_after_swap > 50
-    assert load.versions["tops"] == {before["tops"]["version"], manifest["version"]}
-    assert load.versions["pants"] == {before["pants"]["version"]}  # the corrupt one never served
+    for category in CATEGORIES:  # the corrupt one never served
+        assert load.versions[category] == {before[category]["version"], new[category]}
     status = server.readyz()
-    assert (
-        status["ready"] and status["categories"]["pants"]["version"] == before["pants"]["version"]
-    )
+    assert status["ready"] and status["categories"]["pants"]["version"] == new["pants"]
     assert bad in status["categories"]["pants"]["last_error"]
 
     metrics = requests.get(f"{server.url}/metrics", timeout=5).text
     assert 'image_search_index_swaps_total{category="tops"} 1.0' in metrics
     assert 'image_search_index_failed_loads_total{category="pants"} 1.0' in metrics
-    assert (
-        f'image_search_index_info{{category="tops",day="{DAY2}",version="{manifest["version"]}"}}'
-        in metrics
+    assert f'image_search_index_info{{category="tops",day="{DAY2}",version="{new["tops"]}"}}' in (
+        metrics
     )
     assert (
         'image_search_request_seconds_bucket{le="0.01",method="GET",route="/v1/similar/{product_id}",status="200"}'
         in metrics
     )
+
+
+@pytest.mark.parametrize("daily", ["local"], indirect=True)
+def test_an_uploaded_image_is_embedded_and_answered_by_the_served_versions(daily):
+    platform, server = daily
+    versions = {c: v["version"] for c, v in server.readyz()["categories"].items()}
+    pid = served_products(server)["tops"][2]
+    photo = requests.get(f"{server.url}/v1/images/{pid}", timeout=5)
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    r = requests.post(
+        f"{server.url}/v1/similar", data={"k": 4}, files={"image": ("q.jpg", photo.content)},
+        timeout=120,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["versions"] == versions  # every category searched, each on its served version
+    found = body["neighbours"]
+    assert len(found) == 4 and [n["distance"] for n in found] == sorted(
+        n["distance"] for n in found
+    )
+    assert all(n["version"] == versions[n["category"]] for n in found)
+    # The same random-seeded embedder as the daily run: the product finds itself first.
+    assert found[0]["product_id"] == pid and found[0]["distance"] < 1e-3, found
 
 
 def test_clear_json_errors_never_stack_traces(platform):
@@ -219,44 +301,3 @@ def test_clear_json_errors_never_stack_traces(platform):
     spec = requests.get(f"{server.url}/openapi.json", timeout=5).json()
     assert {"/v1/similar/{product_id}", "/v1/similar", "/readyz"} <= set(spec["paths"])
     assert requests.get(f"{server.url}/docs", timeout=5).status_code == 200
-
-
-def test_page_shows_a_products_neighbours_as_pictures(tmp_path):
-    require_browser()
-    storage = LocalStorage(tmp_path / "storage")
-    for category, n in zip(CATEGORIES, (24, 12), strict=True):
-        ids = day_ids(category, DAY1, n)
-        publish_day(storage, category, DAY1, ids)
-        store_images(storage, category, DAY1, ids)
-    config = write_config(tmp_path, str(tmp_path / "storage"))
-    server = Server(config, tmp_path / "cache", tmp_path / "logs")
-    browser = Browser(tmp_path / "logs")
-    try:
-        from selenium.webdriver.common.by import By
-
-        d = browser.driver
-        d.get(server.url + "/")
-        browser.until(lambda dr: dr.find_element(By.ID, "product").get_attribute("value"))
-        field = d.find_element(By.ID, "product")
-        field.clear()
-        field.send_keys("tops-2026-11-01-005")
-        browser.button("Show neighbours").click()
-        loaded = (
-            "return [...document.querySelectorAll('#results img, #query img')]"
-            ".filter(i => i.complete && i.naturalWidth > 0).length"
-        )
-        browser.until(lambda dr: dr.execute_script(loaded) == 9)  # the query + k=8 neighbours
-        captions = [f.text for f in d.find_elements(By.CSS_SELECTOR, "#results figcaption")]
-        assert len(captions) == 8 and all("tops" in c and "distance" in c for c in captions)
-        assert "tops-2026-11-01-005" not in " ".join(captions)
-        assert "8 neighbours from tops" in d.find_element(By.ID, "status").text
-        shot = tmp_path / "serving-page.png"
-        d.save_screenshot(str(shot))
-        print(f"screenshot: {shot}")
-        field.clear()
-        field.send_keys("nobody")
-        browser.button("Show neighbours").click()
-        browser.until(lambda dr: "in no served index" in dr.find_element(By.ID, "status").text)
-    finally:
-        browser.close()
-        server.service.stop()

@@ -68,10 +68,10 @@ def crash_on(monkeypatch, store, method: str, key_suffix: str) -> None:
 @pytest.mark.parametrize(
     "method, key_suffix",
     [
-        ("write_bytes", "index.ann"),  # before anything is written
+        ("write_file", "index.ann"),  # before anything is written (streamed from disk)
         ("write_parquet", "ids.parquet"),  # the index is written, its id map is not
         ("write_json", "manifest.json"),  # all but the manifest
-        ("read_bytes", "index.ann"),  # while verifying the written version
+        ("local_copy", "index.ann"),  # while verifying the written version
         ("write_bytes_if_generation", "CURRENT.json"),  # written and verified; pointer not moved
     ],
 )

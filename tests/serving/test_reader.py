@@ -72,7 +72,7 @@ def test_a_new_version_swaps_in_and_the_old_is_released_only_when_unheld(publish
         assert reader.refresh() == ["tops"]
         assert reader.state("tops").served.version == manifest["version"]  # type: ignore[union-attr]
         assert old.retired and not old.released  # a query in flight still holds it
-        assert old.by_item(old.rows["tops-2026-11-01-001"], 3)  # and it still answers
+        assert old.by_item(1, 3)  # and it still answers (Annoy id 1 is tops-2026-11-01-001)
     assert old.released and old.holders == 0
     answer = reader.similar_to_product("tops-2026-11-02-004", k=3)
     assert answer.versions == {"tops": manifest["version"]}

@@ -5,7 +5,9 @@ Layout under the storage root, per category:
     indexes/<category>/CURRENT.json      -> {"version", "date", "count", "previous": [...]}
 A version is written in full and verified (it loads, its count matches, a query answers)
 before CURRENT moves, with a compare-and-swap write (a generation-match precondition on GCS);
-a crash at any point leaves the previous version serving. CURRENT lists the versions it
+a crash at any point leaves the previous version serving. The .ann file, the one large
+artefact, is never held in memory: it is hashed in chunks, uploaded from disk and verified by
+memory-mapping it. CURRENT lists the versions it
 replaced, newest first, so that pruning keeps the last `retention` served versions (for
 rollback) and deletes the rest, including versions a crashed publish left unserved.
 """
@@ -15,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +30,11 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
-from image_search_assets.core.storage import Storage
+from image_search_assets.core.storage import COPY_CHUNK, Storage
+
+# Exact search compares this many queries at once: a (queries x items) similarity block of
+# 16 x 1M floats is 64 MB, where all 200 sampled queries at once would take 2.4 GB.
+EXACT_QUERY_BLOCK = 16
 
 
 class IndexVerificationError(RuntimeError):
@@ -60,10 +68,13 @@ def build_index(vectors: np.ndarray, *, metric: str, n_trees: int, seed: int = 4
 
 def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Brute-force top-k by cosine (vectors are unit-norm), the recall reference."""
-    sims = queries @ vectors.T
     k = min(k, vectors.shape[0])
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    return np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), 1), 1)
+    blocks = [np.zeros((0, k), np.int64)]
+    for start in range(0, len(queries), EXACT_QUERY_BLOCK):
+        sims = queries[start : start + EXACT_QUERY_BLOCK] @ vectors.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        blocks.append(np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), 1), 1))
+    return np.concatenate(blocks)
 
 
 def recall_at_k(
@@ -92,6 +103,21 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _hash_and_write(storage: Storage, key: str, path: Path) -> str:
+    digest = file_sha256(path)
+    storage.write_file(key, path)
+    return digest
+
+
 def publish(
     storage: Storage,
     category: str,
@@ -117,34 +143,38 @@ def publish(
     version = f"{day}.{stamp}.{uuid.uuid4().hex[:6]}"
     vdir = f"{prefix}/versions/{version}"
     started = time.perf_counter()
+    import pandas as pd  # here, not at the top: readers of this module skip its import cost
+
     with tempfile.TemporaryDirectory() as tmp:
         ann_path = Path(tmp) / "index.ann"
         index = build_index(vectors, metric=metric, n_trees=n_trees)
         build_s = time.perf_counter() - started
-        index.save(str(ann_path))
-        ann_bytes = ann_path.read_bytes()
-        recall = recall_at_k(index, vectors, sample=recall_sample)
-    import pandas as pd  # here, not at the top: readers of this module skip its import cost
-
-    ids_frame = pd.DataFrame({"annoy_id": np.arange(len(ids)), "product_id": ids})
-    manifest = {
-        "category": category,
-        "date": day,
-        "version": version,
-        "count": len(ids),
-        "dim": int(vectors.shape[1]),
-        "metric": metric,
-        "n_trees": n_trees,
-        "models": models,
-        "recall_at_10": recall,
-        "build_seconds": round(build_s, 3),
-        "sha256": {"index.ann": _sha256(ann_bytes)},
-    }
-    storage.write_bytes(f"{vdir}/index.ann", ann_bytes)
-    storage.write_parquet(f"{vdir}/ids.parquet", ids_frame)
-    manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
-    storage.write_json(f"{vdir}/manifest.json", manifest)
-    verify(storage, vdir, manifest, vectors)
+        index.save(str(ann_path))  # Annoy frees its build memory and mmaps the saved file
+        with ThreadPoolExecutor(1) as pool:
+            # Hashing and uploading the file wait on disk or network, recall on the CPU: the
+            # two overlap (both release the GIL). A failed upload raises from result().
+            upload = pool.submit(_hash_and_write, storage, f"{vdir}/index.ann", ann_path)
+            recall = recall_at_k(index, vectors, sample=recall_sample)
+            ann_sha256 = upload.result()
+        index.unload()
+        ids_frame = pd.DataFrame({"annoy_id": np.arange(len(ids)), "product_id": ids})
+        manifest = {
+            "category": category,
+            "date": day,
+            "version": version,
+            "count": len(ids),
+            "dim": int(vectors.shape[1]),
+            "metric": metric,
+            "n_trees": n_trees,
+            "models": models,
+            "recall_at_10": recall,
+            "build_seconds": round(build_s, 3),
+            "sha256": {"index.ann": ann_sha256},
+        }
+        storage.write_parquet(f"{vdir}/ids.parquet", ids_frame)
+        manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
+        storage.write_json(f"{vdir}/manifest.json", manifest)
+        verify(storage, vdir, manifest, vectors, built=ann_path)
     history = [] if served is None else [served["version"], *served.get("previous", [])]
     pointer = {"version": version, "date": day, "count": len(ids), "previous": history}
     pointer["previous"] = history[: retention - 1]  # all that prune will keep
@@ -161,22 +191,40 @@ def load_version(storage: Storage, vdir: str) -> ServedIndex:
     manifest = storage.read_json(f"{vdir}/manifest.json")
     ids = storage.read_parquet(f"{vdir}/ids.parquet").sort_values("annoy_id")
     index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
-    with storage.local_copy(f"{vdir}/index.ann") as path:
-        # Annoy mmaps the file; load from a private copy so a later prune can't pull it away.
-        data = Path(path).read_bytes()
     fd, tmp = tempfile.mkstemp(suffix=".ann")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    os.close(fd)
+    # Annoy mmaps the file; load from a private copy so a later prune can't pull it away.
+    with storage.local_copy(f"{vdir}/index.ann") as path:
+        shutil.copyfile(path, tmp)
     index.load(tmp)
     os.unlink(tmp)  # the mapping stays valid after unlink
     return ServedIndex(index, ids["product_id"].tolist(), manifest)
 
 
-def verify(storage: Storage, vdir: str, manifest: dict[str, Any], vectors: np.ndarray) -> None:
-    """Loads the written version back and checks checksums, count and a real query."""
-    if _sha256(storage.read_bytes(f"{vdir}/index.ann")) != manifest["sha256"]["index.ann"]:
-        raise IndexVerificationError(f"{vdir}: index.ann checksum mismatch after write")
-    served = load_version(storage, vdir)
+def verify(
+    storage: Storage,
+    vdir: str,
+    manifest: dict[str, Any],
+    vectors: np.ndarray,
+    *,
+    built: str | os.PathLike[str] | None = None,
+) -> None:
+    """Checks the written version: checksums, count and a real query.
+
+    The stored index.ann is hashed in chunks. `built` is the local file it was uploaded from:
+    once the checksums agree it holds the same bytes, so it is memory-mapped for the query
+    rather than copied back from storage.
+    """
+    with storage.local_copy(f"{vdir}/index.ann") as stored:
+        if file_sha256(stored) != manifest["sha256"]["index.ann"]:
+            raise IndexVerificationError(f"{vdir}: index.ann checksum mismatch after write")
+    if built is None:
+        served = load_version(storage, vdir)
+    else:
+        index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
+        index.load(str(built))
+        ids = storage.read_parquet(f"{vdir}/ids.parquet")["product_id"].tolist()
+        served = ServedIndex(index, ids, manifest)
     if served.index.get_n_items() != manifest["count"] or len(served.ids) != manifest["count"]:
         raise IndexVerificationError(
             f"{vdir}: holds {served.index.get_n_items()} items, expected {manifest['count']}"

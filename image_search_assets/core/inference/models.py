@@ -5,16 +5,23 @@ Weights are one of:
 - a local path or gs:// URI of a checkpoint: a state_dict, loaded with
   `torch.load(weights_only=True)`, or a TorchScript file, which carries code and so loads only
   with `allow_torchscript`. With `sha256` pinned, any other bytes are refused before loading;
-- `demo`: the small weights committed in `image_search_assets/weights/`, trained on the synthetic
-  catalog by `scripts/train_demo_weights.py` (they know the demo's drawings, nothing else);
+- `demo`: the small weights committed in `image_search_assets/demo/weights/`, trained on the
+  synthetic catalog by `image_search_assets/demo/train_weights.py` (they know the demo's
+  drawings, nothing else);
 - `random`: a seeded random initialisation, for tests and the offline demo only. It is never
   silent: the identity says so, and the assets log it and record it in metadata.
+
+A detector knows its label names (label 0 is background), and its head has one output per
+name: a checkpoint records them (`{"state_dict": ..., "labels": [...]}`; the demo detector's
+are in `demo_weights.json`), torchvision's DEFAULT weights have COCO's. Categories map to them
+by name (tags.py), never by position, so the config never sizes a checkpoint's head.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import tempfile
 import zipfile
@@ -31,11 +38,12 @@ log = logging.getLogger(__name__)
 
 RANDOM_SEED = 0
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "demo" / "weights"
-# The architectures scripts/train_demo_weights.py trains, and the file each one writes.
+# The architectures demo/train_weights.py trains, and the file each one writes.
 DEMO_WEIGHTS = {
     "ssdlite320_mobilenet_v3_large": "demo_detector.pt",
     "mobilenet_v3_small": "demo_embedder.pt",
 }
+DEMO_RECORD = WEIGHTS_DIR / "demo_weights.json"  # how the demo weights were made, labels too
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class ModelSpec:
     arch: str
     weights: str = "random"
     input_size: int = 224
-    num_classes: int | None = None  # detectors only: categories + background
+    num_classes: int | None = None  # random detectors only; a checkpoint's labels size its head
     sha256: str | None = None  # pinned checkpoint digest: other bytes are refused
     allow_torchscript: bool = False  # TorchScript runs its own code: an explicit opt-in
 
@@ -60,6 +68,7 @@ class LoadedModel:
     module: nn.Module
     device: torch.device
     identity: dict[str, Any]  # what produced the vectors: recorded in manifests and metadata
+    labels: tuple[str, ...] | None = None  # detectors: label i's name; None: unnamed (random)
 
     @property
     def is_random(self) -> bool:
@@ -80,12 +89,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _construct(spec: ModelSpec, *, detector: bool, weights: str | None) -> nn.Module:
+def _construct(
+    spec: ModelSpec, *, detector: bool, weights: str | None, num_classes: int | None = None
+) -> nn.Module:
     kwargs: dict[str, Any] = {"weights": weights}
     if detector:
         kwargs["weights_backbone"] = None  # never download a backbone behind the user's back
-        if weights is None and spec.num_classes:
-            kwargs["num_classes"] = spec.num_classes
+        if weights is None and num_classes:
+            kwargs["num_classes"] = num_classes
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         return torchvision.models.get_model(spec.arch, **kwargs)
@@ -109,9 +120,60 @@ def demo_checkpoint(arch: str) -> Path:
     if arch not in DEMO_WEIGHTS:
         raise ValueError(
             f"weights 'demo' exist for {sorted(DEMO_WEIGHTS)} only, not {arch!r}: "
-            "train them with scripts/train_demo_weights.py or choose other weights"
+            "train them with image_search_assets/demo/train_weights.py or choose other weights"
         )
     return WEIGHTS_DIR / DEMO_WEIGHTS[arch]
+
+
+def known_labels(spec: ModelSpec) -> tuple[str, ...] | None:
+    """A detector's label names where they are known without reading its checkpoint: the demo
+    detector's record, torchvision's DEFAULT weights' meta (COCO), none for random weights."""
+    if spec.weights == "demo":
+        record = json.loads(DEMO_RECORD.read_text()).get("detector", {})
+        if record.get("arch") != spec.arch or not record.get("labels"):
+            raise ValueError(f"{DEMO_RECORD} records no detector labels for {spec.arch}")
+        return tuple(record["labels"])
+    if spec.weights.upper() == "DEFAULT":
+        # Every torchvision weights enum has DEFAULT; its stub type does not say so.
+        weights = torchvision.models.get_model_weights(spec.arch).DEFAULT  # pyright: ignore[reportAttributeAccessIssue]
+        return tuple(weights.meta["categories"])
+    return None
+
+
+def _checkpoint_labels(uri: str, payload: Any) -> tuple[str, ...]:
+    labels = payload.get("labels") if isinstance(payload, dict) else None
+    if not labels or not all(isinstance(name, str) for name in labels):
+        raise ValueError(
+            f"detector checkpoint {uri} records no label names. Fix: save it as "
+            "{'state_dict': ..., 'labels': ['background', <label 1>, ...]} so that categories "
+            "map to its labels by name"
+        )
+    return tuple(labels)
+
+
+def _require_fit(module: nn.Module, state: dict[str, Any], uri: str, arch: str, labels) -> None:
+    """Names the file, what it has and what was expected, instead of PyTorch's size-mismatch
+    trace: a head that does not fit means the labels recorded are not the ones trained."""
+    expected = module.state_dict()
+    bad = [
+        (key, tuple(value.shape), tuple(expected[key].shape))
+        for key, value in state.items()
+        if key in expected and value.shape != expected[key].shape
+    ]
+    if not bad:
+        return
+    key, has, want = bad[0]
+    detail = f"{key} has shape {list(has)}, {list(want)} expected"
+    if labels is not None and has[1:] == want[1:] and (has[0] * len(labels)) % want[0] == 0:
+        outputs = has[0] * len(labels) // want[0]  # per-anchor heads repeat the class count
+        detail = (
+            f"its head has {outputs} label outputs, but {len(labels)} labels were expected "
+            f"({', '.join(labels[:4])}{', ...' if len(labels) > 4 else ''}); {detail}"
+        )
+    raise ValueError(
+        f"checkpoint {uri} does not fit {arch}: {detail}. Fix: record the labels the checkpoint "
+        "was trained with, or choose the architecture it was trained for"
+    )
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -125,16 +187,18 @@ def _is_torchscript(path: Path) -> bool:
 
 def _load_module(
     spec: ModelSpec, *, detector: bool, read_bytes: Callable[[str], bytes] | None
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[nn.Module, dict[str, Any], tuple[str, ...] | None]:
     identity: dict[str, Any] = {"arch": spec.arch, "weights": spec.weights}
+    labels = known_labels(spec) if detector else None
     if spec.weights == "random":
         log.warning(
             "%s uses RANDOM weights (seed %d): for tests and demos only", spec.arch, RANDOM_SEED
         )
         identity["seed"] = RANDOM_SEED
-        return _construct(spec, detector=detector, weights=None), identity
+        module = _construct(spec, detector=detector, weights=None, num_classes=spec.num_classes)
+        return module, identity, None
     if spec.weights.upper() == "DEFAULT":
-        return _construct(spec, detector=detector, weights="DEFAULT"), identity
+        return _construct(spec, detector=detector, weights="DEFAULT"), identity, labels
     uri = spec.weights
     if spec.weights == "demo":
         uri = str(demo_checkpoint(spec.arch))
@@ -158,21 +222,26 @@ def _load_module(
                 "save a state_dict instead, or set models.<model>.allow_torchscript: true if "
                 "you trust its source"
             )
-        return torch.jit.load(str(path), map_location="cpu"), identity | {"format": "torchscript"}
-    module = _construct(spec, detector=detector, weights=None)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+        module = torch.jit.load(str(path), map_location="cpu")
+        return module, identity | {"format": "torchscript"}, labels
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
+    if detector and labels is None:
+        labels = _checkpoint_labels(uri, payload)
+    n_labels = None if labels is None else len(labels)
+    module = _construct(spec, detector=detector, weights=None, num_classes=n_labels)
     # Stored fp16 to keep checkpoints small; the model runs in fp32 unless autocast says so.
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     if not detector:
         # An embedder never uses its classifier, so a checkpoint trained with any head fits.
         head = _strip_classifier(module)
         state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+    _require_fit(module, state, uri, spec.arch, labels)
     try:
         module.load_state_dict(state)
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # missing or unexpected keys: another architecture
         raise ValueError(f"checkpoint {uri} does not fit {spec.arch}: {exc}") from exc
-    return module, identity | {"format": "state_dict"}
+    return module, identity | {"format": "state_dict"}, labels
 
 
 def _strip_classifier(module: nn.Module) -> str:
@@ -189,7 +258,7 @@ def load_detector(
     spec: ModelSpec, device: str = "auto", read_bytes: Callable[[str], bytes] | None = None
 ) -> LoadedModel:
     """A torchvision detector in eval mode, resized to `spec.input_size`. Cached per process."""
-    module, identity = _load_module(spec, detector=True, read_bytes=read_bytes)
+    module, identity, labels = _load_module(spec, detector=True, read_bytes=read_bytes)
     transform = getattr(module, "transform", None)
     if transform is not None and hasattr(transform, "min_size"):
         transform.min_size = (spec.input_size,)
@@ -198,7 +267,7 @@ def load_detector(
             transform.fixed_size = (spec.input_size, spec.input_size)
     dev = resolve_device(device)
     identity["input_size"] = spec.input_size
-    return LoadedModel(module.eval().to(dev), dev, identity)
+    return LoadedModel(module.eval().to(dev), dev, identity, labels)
 
 
 @functools.cache
@@ -206,7 +275,7 @@ def load_embedder(
     spec: ModelSpec, device: str = "auto", read_bytes: Callable[[str], bytes] | None = None
 ) -> LoadedModel:
     """A torchvision backbone whose output is the feature vector. Cached per process."""
-    module, identity = _load_module(spec, detector=False, read_bytes=read_bytes)
+    module, identity, _ = _load_module(spec, detector=False, read_bytes=read_bytes)
     if identity.get("format") != "torchscript":
         _strip_classifier(module)
     dev = resolve_device(device)

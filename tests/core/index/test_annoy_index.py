@@ -92,3 +92,54 @@ def test_prune_leaves_versions_newer_than_current_alone(tmp_path):
 def test_retention_must_keep_the_current_version(tmp_path):
     with pytest.raises(ValueError, match="retention"):
         _publish(LocalStorage(tmp_path), "2026-11-01", 10, retention=0)
+
+
+class WholeFileRefused(LocalStorage):
+    """Local storage that refuses to move index.ann as one in-memory bytes object."""
+
+    def read_bytes(self, key):
+        assert not key.endswith("index.ann"), f"{key} read whole into memory"
+        return super().read_bytes(key)
+
+    def write_bytes(self, key, data):
+        assert not key.endswith("index.ann"), f"{key} written from memory"
+        super().write_bytes(key, data)
+
+
+def test_publish_streams_the_index_file_and_its_checksum_is_the_stored_files(tmp_path):
+    store = WholeFileRefused(tmp_path)
+    manifest, vectors = _publish(store, "2026-11-01", 60)
+    stored = store.uri(f"indexes/tops/versions/{manifest['version']}/index.ann")
+    assert annoy.file_sha256(stored) == manifest["sha256"]["index.ann"]
+    served = annoy.load_current(store, "tops")
+    assert served.query_vector(vectors[3], k=1)[0][0] == "p3"
+
+
+def test_an_upload_that_differs_from_the_built_file_is_refused_and_current_stays(
+    tmp_path, monkeypatch
+):
+    store = LocalStorage(tmp_path)
+    old, _ = _publish(store, "2026-11-01", 20)
+    real = store.write_file
+
+    def damaging(key, path):
+        real(key, path)
+        target = tmp_path / key
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+
+    monkeypatch.setattr(store, "write_file", damaging)
+    with pytest.raises(annoy.IndexVerificationError, match="checksum mismatch"):
+        _publish(store, "2026-11-02", 30)
+    assert store.read_json("indexes/tops/CURRENT.json")["version"] == old["version"]
+
+
+def test_exact_neighbours_in_query_blocks_match_one_block():
+    vectors = _unit(300, seed=2)
+    queries = vectors[: annoy.EXACT_QUERY_BLOCK * 2 + 3]
+    got = annoy.exact_neighbours(vectors, queries, 10)
+    sims = queries @ vectors.T
+    want = np.argsort(-sims, axis=1)[:, :10]
+    np.testing.assert_array_equal(got, want)
+    assert annoy.exact_neighbours(vectors, queries[:0], 10).shape == (0, 10)

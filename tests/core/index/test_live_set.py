@@ -1,6 +1,8 @@
 """The live set: a day's index value names stored embedding rows, never copies vectors."""
 
+import contextlib
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,16 @@ class CountingStorage(LocalStorage):
         data = super().read_bytes(key)
         self.read[key] = self.read.get(key, 0) + len(data)
         return data
+
+    def write_file(self, key, path):
+        self.written[key] = self.written.get(key, 0) + os.path.getsize(path)
+        super().write_file(key, path)
+
+    @contextlib.contextmanager
+    def local_copy(self, key):
+        with super().local_copy(key) as path:
+            self.read[key] = self.read.get(key, 0) + os.path.getsize(path)
+            yield path
 
 
 def _embeddings(ids, seed, dim=8, model=MODEL):

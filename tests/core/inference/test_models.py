@@ -1,6 +1,8 @@
-"""Model loading paths: random (recorded), state_dict and TorchScript checkpoints; naive."""
+"""Model loading paths: random (recorded), state_dict and TorchScript checkpoints, detector
+labels and head sizes; naive."""
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -11,8 +13,10 @@ from PIL import Image
 from image_search_assets.core.failures import classify
 from image_search_assets.core.inference import naive
 from image_search_assets.core.inference.models import (
+    DEMO_RECORD,
     CheckpointRefused,
     ModelSpec,
+    known_labels,
     load_detector,
     load_embedder,
 )
@@ -61,7 +65,7 @@ def test_a_checkpoint_for_another_architecture_is_a_clear_error(tmp_path):
 
 
 def test_demo_weights_exist_only_for_the_architectures_they_were_trained_for():
-    with pytest.raises(ValueError, match="scripts/train_demo_weights.py"):
+    with pytest.raises(ValueError, match="demo/train_weights.py"):
         load_embedder(ModelSpec("resnet18", "demo", 64), "cpu")
 
 
@@ -150,3 +154,61 @@ def test_choose_box_prefers_the_category_and_falls_back_to_the_full_frame():
     assert box.candidates == 2  # the 2-pixel box is too small to count
     none = naive.choose_box(det, 100, 80, class_ids=(3,), score_threshold=0.5)
     assert (none.x2, none.y2, none.box_source) == (100, 80, "full_image")
+
+
+SSD = "ssdlite320_mobilenet_v3_large"
+
+
+def _ssd_outputs(model) -> int:
+    """Label outputs of an SSDlite head: its first level's channels over its anchors."""
+    conv = model.module.head.classification_head.module_list[0][-1]
+    return conv.out_channels // model.module.anchor_generator.num_anchors_per_location()[0]
+
+
+def _ssd_checkpoint(path, n_outputs: int, labels=None):
+    """A random SSDlite with `n_outputs` label outputs, saved as the platform expects."""
+    state = torchvision.models.get_model(
+        SSD, weights=None, weights_backbone=None, num_classes=n_outputs
+    ).state_dict()
+    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state if labels is None else {"state_dict": state, "labels": labels}, path)
+    return str(path)
+
+
+def test_a_detector_checkpoint_sizes_its_head_by_its_recorded_labels(tmp_path):
+    labels = ["background", "rings", "necklaces"]
+    path = _ssd_checkpoint(tmp_path / "det.pt", 3, labels)
+    spec = ModelSpec(SSD, path, 96, num_classes=14)  # a config-sized count is not used
+    model = load_detector(spec, "cpu")
+    assert model.labels == tuple(labels)
+    assert _ssd_outputs(model) == 3
+
+
+def test_a_head_that_does_not_fit_its_labels_names_file_outputs_and_expected_labels(tmp_path):
+    path = _ssd_checkpoint(tmp_path / "det.pt", 5, ["background", "a", "b", "c"])
+    with pytest.raises(ValueError) as info:
+        load_detector(ModelSpec(SSD, path, 96), "cpu")
+    message = str(info.value)
+    assert f"checkpoint {path} does not fit {SSD}" in message
+    assert "its head has 5 label outputs, but 4 labels were expected" in message
+    assert "size mismatch" not in message  # not PyTorch's raw trace
+    assert classify(info.value).retryable is False
+
+
+def test_a_detector_checkpoint_without_label_names_is_refused_clearly(tmp_path):
+    path = _ssd_checkpoint(tmp_path / "bare.pt", 4)
+    with pytest.raises(ValueError, match=f"detector checkpoint {path} records no label names"):
+        load_detector(ModelSpec(SSD, path, 96), "cpu")
+
+
+def test_demo_detector_labels_are_the_recorded_names_and_fit_its_head():
+    model = load_detector(ModelSpec(SSD, "demo", 96), "cpu")
+    record = json.loads(DEMO_RECORD.read_text())["detector"]
+    assert model.labels == tuple(record["labels"]) and model.labels[0] == "background"
+    assert _ssd_outputs(model) == len(record["labels"]) == 14
+
+
+def test_default_weights_carry_cocos_names_without_loading_them():
+    labels = known_labels(ModelSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT"))
+    assert labels is not None and labels[1] == "person" and "handbag" in labels
+    assert known_labels(ModelSpec(SSD, "random")) is None

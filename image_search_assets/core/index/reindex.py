@@ -1,0 +1,192 @@
+"""Re-indexing a category with new models, without ever serving a mixed index (Dagster-free).
+
+A model rollout re-detects and re-embeds every live product of a category, up to a day that has
+a live set, from the images ingestion stored (`product_images`), then commits in this order:
+1. the new vectors, as one snapshot table beside the daily embeddings partitions:
+   `assets/<category>/embeddings/<day>.reindex-<model digest>.parquet`. A live set row names it
+   in its `day` column, so load_vectors and retention treat it like any embeddings partition;
+2. a version built from the snapshot alone (one embedder), verified, then CURRENT;
+3. the day's live set rewritten to point at the snapshot, with the new embedder identity. The
+   next daily run builds on it, so its model check passes.
+Until step 2 the old version keeps serving. Detection and embedding run in resumable chunks
+under `work/<day>/<category>/reindex-*`; a retry of the same run recomputes only missing chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from image_search_assets.core.index import annoy_index as annoy
+from image_search_assets.core.index import live_set
+from image_search_assets.core.inference.chunks import work_prefix
+from image_search_assets.core.inference.stages import Replicas, detect_items, embed_items
+from image_search_assets.core.progress import Progress
+from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.storage import Storage
+
+SNAPSHOT_MARK = ".reindex-"
+
+
+class ReindexError(RuntimeError):
+    """The category cannot be re-indexed as asked; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a re-index of `category` up to `day` works on: the live set and its images."""
+
+    category: str
+    day: str
+    live: pd.DataFrame  # the day's live set (live_set.LIVE_COLUMNS)
+    images: pd.DataFrame  # one product_images row per live product, in live-set order
+    later_days: tuple[str, ...]  # days after `day` that have a live set (built on old models)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """The configured models and the parameters the daily detect/embed steps use."""
+
+    detector: Replicas
+    embedder: Replicas
+    class_ids: Sequence[int]
+    score_threshold: float
+    detector_batch_size: int
+    input_size: int
+    embedder_batch_size: int
+    chunk_size: int
+
+
+@dataclass(frozen=True)
+class Result:
+    snapshot: str  # the `day` value the live set's rows now name
+    embedder: str  # the identity (JSON) every vector of the new version comes from
+    count: int
+    previous_embedders: list[str]
+    manifest: dict[str, Any] | None  # None when the live set is empty: nothing to publish
+    chunks_computed: int
+    chunks_reused: int
+
+
+def live_days(storage: Storage, category: str) -> list[str]:
+    """Days that have a live set (`annoy_index` value), oldest first."""
+    prefix = f"assets/{category}/annoy_index/"
+    return sorted(
+        k[len(prefix) :].removesuffix(".parquet")
+        for k in storage.list(prefix)
+        if k.endswith(".parquet") and "/" not in k[len(prefix) :]
+    )
+
+
+def plan(storage: Storage, category: str, day: str | None = None) -> Plan:
+    """The re-index of `category` up to `day` (default: its latest live set)."""
+    days = live_days(storage, category)
+    if not days:
+        raise ReindexError(
+            f"{category} has no index yet: nothing to re-index, run the daily job instead"
+        )
+    day = day or days[-1]
+    if day not in days:
+        raise ReindexError(
+            f"{category} has no live set for {day} (kept: {days[0]} .. {days[-1]}); re-index up "
+            "to a kept day, normally the latest"
+        )
+    live = storage.read_parquet(asset_value_key([category, "annoy_index"], day))
+    live = pd.DataFrame(live[list(live_set.LIVE_COLUMNS)]).astype(str).reset_index(drop=True)
+    parts = []
+    for added_on, rows in live.groupby("added_on", sort=True):
+        key = asset_value_key(["product_images"], str(added_on))
+        if not storage.exists(key):
+            raise ReindexError(
+                f"product_images for {added_on} is gone ({storage.uri(key)}), and {len(rows)} "
+                f"live {category} products have their image there; re-materialise it first"
+            )
+        stored = storage.read_parquet(key).drop_duplicates("product_id", keep="last")
+        found = stored.set_index("product_id").reindex(rows["product_id"])
+        missing = found.index[found["image_key"].isna()].tolist()
+        if missing:
+            raise ReindexError(
+                f"product_images for {added_on} has no image of {missing[:5]} ({len(missing)} "
+                f"live {category} products); re-materialise product_images for {added_on}"
+            )
+        parts.append(found.reset_index().set_axis(rows.index))
+    images = pd.concat(parts).sort_index() if parts else pd.DataFrame()
+    later = tuple(d for d in days if d > day)
+    return Plan(category, day, live, images, later)
+
+
+def snapshot_name(day: str, embedder: str) -> str:
+    """The snapshot's `day` value: the day plus a digest of the model, so a later re-index with
+    another model never overwrites vectors that a committed live set still names."""
+    return f"{day}{SNAPSHOT_MARK}{hashlib.sha256(embedder.encode()).hexdigest()[:12]}"
+
+
+def reindex(
+    storage: Storage,
+    target: Plan,
+    models: Inference,
+    *,
+    run_scope: str,
+    index_options: Mapping[str, Any],
+    log: Callable[[str], object] = print,
+) -> Result:
+    """Re-detects and re-embeds `target`'s live products, then commits (see module doc).
+
+    `index_options` are annoy_index.publish's (metric, n_trees, recall_sample, retention).
+    """
+    name, day = target.category, target.day
+    # The identity as the daily embeddings asset writes it, so the model check compares equals.
+    embedder = json.dumps(models.embedder.primary.identity, sort_keys=True)
+    previous = live_set.embedders(target.live)
+    snapshot = snapshot_name(day, embedder)
+    if target.live.empty:
+        return Result(snapshot, embedder, 0, previous, None, 0, 0)
+    detected = detect_items(
+        target.images,
+        storage,
+        models.detector,
+        class_ids=models.class_ids,
+        score_threshold=models.score_threshold,
+        batch_size=models.detector_batch_size,
+        work_prefix=work_prefix(day, name, "reindex-detections"),
+        chunk_size=models.chunk_size,
+        run_scope=run_scope,
+        progress=Progress(f"{name} re-detect", len(target.images), log, unit="images"),
+    )
+    embedded = embed_items(
+        detected.table,
+        storage,
+        models.embedder,
+        input_size=models.input_size,
+        batch_size=models.embedder_batch_size,
+        work_prefix=work_prefix(day, name, "reindex-embeddings"),
+        chunk_size=models.chunk_size,
+        run_scope=run_scope,
+        progress=Progress(f"{name} re-embed", len(detected.table), log, unit="crops"),
+    )
+    vectors_table = embedded.table.assign(embedder=embedder)
+    if set(vectors_table["product_id"]) != set(target.live["product_id"]):
+        raise ReindexError(f"{name}: re-embedding lost products; nothing was committed")
+    storage.write_parquet(asset_value_key([name, "embeddings"], snapshot), vectors_table)
+    live = target.live.assign(day=snapshot, embedder=embedder)
+    vectors = live_set.load_vectors(storage, name, live, loaded={snapshot: vectors_table})
+    ids = live["product_id"].tolist()
+    manifest = annoy.publish(
+        storage, name, day, ids, vectors, models={"embedders": [embedder]}, **index_options
+    )
+    storage.write_parquet(asset_value_key([name, "annoy_index"], day), live)
+    runs = [r.chunks for r in (detected, embedded) if r.chunks is not None]
+    return Result(
+        snapshot,
+        embedder,
+        len(live),
+        previous,
+        manifest,
+        sum(len(r.computed) for r in runs),
+        sum(len(r.reused) for r in runs),
+    )

@@ -1,0 +1,217 @@
+"""A model rollout on a SQLite instance: fail fast, re-index (job, CLI), continue with one model."""
+
+import csv
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from image_search_assets import cli
+from image_search_assets.assets.reindex import REINDEX_JOB, reindex_op_name
+from image_search_assets.core.index import reindex, retention
+from image_search_assets.core.index.annoy_index import category_prefix, load_current
+from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.storage import LocalStorage
+from image_search_assets.definitions import build_definitions
+from image_search_assets.demo.synthetic import generate_catalog
+from image_search_assets.settings import DEFAULT_CONFIG, load_settings
+from image_search_assets.tags import detector_class_ids, gpu_pool
+from resources import ModelsResource, StorageResource
+from tests.assets.test_lifecycle import run_day, served_ids
+from tests.conftest import START
+
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
+T = [f"p00-tops-00{i}" for i in range(5)]
+H = ["p00-hats-000", "p00-hats-001"]
+ROWS = [  # (product_id, category, image, added_at, removed_at)
+    (T[0], "tops", T[0], "2026-11-01T10:00:00+09:00", ""),
+    (T[1], "tops", T[1], "2026-11-01T10:00:00+09:00", "2026-11-03T09:00:00+09:00"),
+    (H[0], "hats", H[0], "2026-11-01T10:00:00+09:00", ""),
+    (T[2], "tops", T[2], "2026-11-02T10:00:00+09:00", ""),
+    (T[0], "tops", T[4], "2026-11-02T11:00:00+09:00", ""),  # re-sent with a new image
+    (T[3], "tops", T[3], "2026-11-03T10:00:00+09:00", ""),
+    (H[1], "hats", H[1], "2026-11-03T10:00:00+09:00", ""),
+]
+LIVE = {  # what each day's index serves
+    "tops": [{T[0], T[1]}, {T[0], T[1], T[2]}, {T[0], T[2], T[3]}],
+    "hats": [{H[0]}, {H[0]}, {H[0], H[1]}],
+}
+OLD, NEW = "resnet18", "resnet34"
+
+
+def write_catalog(tmp_path: Path) -> Path:
+    images = tmp_path / "catalog"
+    mix = {"tops": 5, "pants": 0, "hats": 2}
+    generate_catalog(images, ["tops", "pants", "hats"], START, days=1, image_size=96, mix=mix)
+    catalog = images / "rollout.csv"
+    with catalog.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["product_id", "category", "image_url", "added_at", "removed_at"])
+        for pid, cat, image, added, removed in ROWS:
+            writer.writerow([pid, cat, f"images/{image}.jpg", added, removed])
+    return catalog
+
+
+def platform(tmp_path: Path, catalog: Path, embedder_arch: str) -> Path:
+    """The shipped config, cut to three categories, tiny random models on the CPU."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["partitions"]["start_date"] = START.isoformat()
+    config |= {"storage_root": str(tmp_path / "storage"), "catalog": str(catalog)}
+    config["categories"] = [
+        c for c in config["categories"] if c["name"] in ("tops", "pants", "hats")
+    ]
+    models = config["models"]
+    models |= {"device": "cpu", "chunk_size": 1}
+    models["detector"] |= {"weights": "random", "input_size": 160, "batch_size": 4}
+    models["embedder"] = {"arch": embedder_arch, "weights": "random", "input_size": 64}
+    config["index"] |= {"n_trees": 4, "recall_sample": 20}
+    path = tmp_path / f"platform-{embedder_arch}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def manifests(store, category: str) -> list[dict]:
+    prefix = f"{category_prefix(category)}/versions/"
+    return [store.read_json(k) for k in store.list(prefix) if k.endswith("/manifest.json")]
+
+
+def embedder_archs(manifest: dict) -> list[str]:
+    return [json.loads(e)["arch"] for e in manifest["models"]["embedders"]]
+
+
+def step_errors(result) -> dict[str, str]:
+    return {
+        e.step_key: e.event_specific_data.error.message
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    }
+
+
+def interrupted_then_resumed(store, settings, category: str) -> None:
+    """A re-index that dies mid-way commits nothing; the same scope resumes from its chunks."""
+    target = reindex.plan(store, category)
+    models = ModelsResource.from_settings(settings)
+    detector = models.detector_replicas(len(settings.categories) + 1, 1)
+    inference = reindex.Inference(
+        detector=detector,
+        embedder=models.embedder_replicas(1),
+        class_ids=detector_class_ids(settings.category(category), detector.primary.labels),
+        score_threshold=models.score_threshold,
+        detector_batch_size=models.detector_batch_size,
+        input_size=models.embedder_input_size,
+        embedder_batch_size=models.embedder_batch_size,
+        chunk_size=1,
+    )
+    options = {"metric": "angular", "n_trees": 4, "recall_sample": 20, "retention": 7}
+    served = load_current(store, category).manifest["version"]
+    live_key = asset_value_key([category, "annoy_index"], target.day)
+    live_before = store.read_parquet(live_key)
+    last = str(target.images["image_key"].iloc[-1])
+    image = store.read_bytes(last)
+    store.delete(last)  # the last chunk's image is unreadable: the run dies after the others
+    with pytest.raises(FileNotFoundError):
+        reindex.reindex(store, target, inference, run_scope="s", index_options=options)
+    assert load_current(store, category).manifest["version"] == served
+    assert store.read_parquet(live_key).equals(live_before)
+    store.write_bytes(last, image)
+    done = reindex.reindex(store, target, inference, run_scope="s", index_options=options)
+    assert done.chunks_reused == len(target.images) - 1 and done.chunks_computed == 1 + len(
+        target.images
+    )
+    assert done.manifest is not None and embedder_archs(done.manifest) == [NEW]
+
+
+def test_an_embedder_rollout_reindexes_then_the_days_continue_with_one_model(
+    tmp_path, monkeypatch, capsys
+):
+    catalog = write_catalog(tmp_path)
+    old, new = platform(tmp_path, catalog, OLD), platform(tmp_path, catalog, NEW)
+    settings_old, settings_new = load_settings(old), load_settings(new)
+    monkeypatch.setenv("IMAGE_SEARCH_CONFIG", str(new))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    cli.ensure_dagster_home(settings_new)
+    store = StorageResource(root=settings_new.storage_root).open()
+    with dg.DagsterInstance.get() as instance:
+        for day in DAYS[:2]:
+            assert run_day(settings_old, day, instance).success, day
+        day2 = {c: load_current(store, c).manifest["version"] for c in LIVE}
+
+        # Day 3 with the new embedder fails fast, naming both models and the command.
+        failed = run_day(settings_new, DAYS[2], instance)
+        assert not failed.success
+        errors = step_errors(failed)
+        for c in LIVE:
+            assert OLD in errors[f"{c}__annoy_index"] and NEW in errors[f"{c}__annoy_index"]
+            assert f"image-search reindex --category {c}" in errors[f"{c}__annoy_index"]
+            assert load_current(store, c).manifest["version"] == day2[c]
+            assert set(served_ids(store, c)) == LIVE[c][1]
+        assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in failed.all_events)
+
+        interrupted_then_resumed(store, settings_new, "tops")
+
+        # The job (as the UI launches it) re-indexes tops up to day 2, the last live set.
+        job = build_definitions(settings_new).resolve_job_def(REINDEX_JOB)
+        result = job.execute_in_process(
+            instance=instance, op_selection=[reindex_op_name("tops")], raise_on_error=False
+        )
+        assert result.success, step_errors(result)
+        (event,) = result.get_asset_materialization_events()
+        assert event.asset_key == dg.AssetKey(["tops", "annoy_index"])
+        assert event.partition == DAYS[1]
+
+    # The CLI re-indexes hats.
+    assert cli.main(["reindex", "--category", "hats"]) == 0
+    assert "hats: 1 items to 2026-11-02" in capsys.readouterr().out
+
+    for c in LIVE:
+        current = load_current(store, c)
+        assert current.manifest["version"] != day2[c] and embedder_archs(current.manifest) == [NEW]
+        assert sorted(current.ids) == sorted(LIVE[c][1])
+        live = store.read_parquet(asset_value_key([c, "annoy_index"], DAYS[1]))
+        assert {json.loads(e)["arch"] for e in live["embedder"]} == {NEW}
+
+    # Day 3 now builds on the re-indexed live set and serves it exactly, with one model.
+    with dg.DagsterInstance.get() as instance:
+        again = run_day(settings_new, DAYS[2], instance)
+    assert again.success, step_errors(again)
+    assert all(e.passed for e in again.get_asset_check_evaluations())
+    for c in LIVE:
+        ids = served_ids(store, c)
+        assert len(ids) == len(set(ids)) and set(ids) == LIVE[c][2]
+        assert all(len(m["models"]["embedders"]) == 1 for m in manifests(store, c))
+        assert embedder_archs(load_current(store, c).manifest) == [NEW]
+
+
+def test_each_category_reindexes_on_its_gpu_pool_with_the_daily_gpu_tags():
+    defs = build_definitions(load_settings())
+    job = defs.resolve_job_def(REINDEX_JOB)
+    graph = defs.resolve_asset_graph()
+    for category in load_settings().categories:
+        op = job.graph.node_named(reindex_op_name(category.name)).definition
+        detections = graph.get(dg.AssetKey([category.name, "detections"])).assets_def
+        daily = detections.op
+        assert op.pool == daily.pool == gpu_pool(category)
+        assert dict(op.tags) == dict(daily.tags)
+    with pytest.raises(SystemExit, match="unknown category 'jewelry'"):
+        cli.main(["reindex", "--category", "jewelry"])
+
+
+def test_retention_keeps_a_snapshot_while_a_kept_live_set_names_it(tmp_path):
+    store = LocalStorage(tmp_path)
+    snapshot = reindex.snapshot_name("2026-11-02", '{"arch": "resnet34"}')
+    vectors = pd.DataFrame({"product_id": ["a"], "vector": [np.ones(4, np.float32)]})
+    store.write_parquet(asset_value_key(["tops", "embeddings"], snapshot), vectors)
+    for day, source in [("2026-11-02", snapshot), ("2026-11-03", snapshot), ("2026-11-20", "x")]:
+        live = pd.DataFrame({"product_id": ["a"], "day": [source], "added_on": ["2026-11-01"]})
+        store.write_parquet(
+            asset_value_key(["tops", "annoy_index"], day), live.assign(embedder="e")
+        )
+    key = asset_value_key(["tops", "embeddings"], snapshot)
+    retention.prune_category(store, "tops", "2026-11-05", keep_days=2)  # 11-03 names it
+    assert store.exists(key)
+    pruned = retention.prune_category(store, "tops", "2026-11-20", keep_days=2)
+    assert not store.exists(key) and pruned.embeddings == [snapshot]
