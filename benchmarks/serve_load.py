@@ -3,11 +3,10 @@
     .venv/bin/python benchmarks/serve_load.py --json benchmarks/results/serving_cpu.json
 
 Builds two categories of synthetic unit vectors with the platform's publish, starts the
-service as its own process on 127.0.0.1, and drives it from a separate load-generator process
-(keep-alive connections): closed-loop at several concurrencies with wrk (C, one thread) when it
-is installed, else asyncio + aiohttp; then open-loop runs at fixed rates (aiohttp, since wrk
-has no fixed-rate mode), the last one while a new version of one category is swapped in. The
-baseline is the same queries as bare in-process Annoy calls on the same index, in the same run.
+service as its own process on 127.0.0.1 and drives it over keep-alive connections: closed loop
+at several concurrencies with wrk (else aiohttp), then open loop at fixed rates (aiohttp: wrk
+has none), the last while a new version of one category is swapped in. The baseline is the
+same queries as bare in-process Annoy calls on the same index, in the same run.
 """
 
 from __future__ import annotations
@@ -27,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 import yaml
 
 from image_search_assets.core.index.annoy_index import publish
 from image_search_assets.core.storage import LocalStorage, Storage
+from image_search_assets.serving import IndexReader
 
 CATEGORIES = ("tops", "pants")
 REPO = Path(__file__).resolve().parents[1]
@@ -65,8 +66,6 @@ def percentiles(latencies_s: list[float]) -> dict[str, float]:
 
 def bare(storage: Storage, n: int, queries: int, k: int) -> dict[str, Any]:
     """The same product queries as direct calls on the reader's loaded Annoy index."""
-    from image_search_assets.serving import IndexReader
-
     with IndexReader(storage, CATEGORIES, cache_dir=tempfile.mkdtemp()) as reader:
         reader_lat, annoy_lat = [], []
         held = reader.state("tops").served
@@ -83,6 +82,10 @@ def bare(storage: Storage, n: int, queries: int, k: int) -> dict[str, Any]:
         "annoy_get_nns_by_item": {**percentiles(annoy_lat), "qps_1_thread": _qps(annoy_lat)},
         "reader_similar_to_product": {**percentiles(reader_lat), "qps_1_thread": _qps(reader_lat)},
     }
+
+
+def load_1min() -> float:  # other work on the shared cores shows up here
+    return round(os.getloadavg()[0], 2)
 
 
 def _qps(latencies: list[float]) -> float:
@@ -202,8 +205,6 @@ def start_service(root: Path, port: int) -> subprocess.Popen:
 
 
 def wait_ready(url: str, timeout: float = 300) -> None:
-    import requests
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -216,8 +217,6 @@ def wait_ready(url: str, timeout: float = 300) -> None:
 
 
 def served_version(url: str, category: str) -> str | None:
-    import requests
-
     return requests.get(f"{url}/readyz", timeout=5).json()["categories"][category]["version"]
 
 
@@ -260,6 +259,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="serve-load-"))
     storage, staged = LocalStorage(root / "storage"), LocalStorage(root / "staged")
+    load_at_start = load_1min()
     t = time.perf_counter()
     for seed, category in enumerate(CATEGORIES):
         build(storage, category, "2026-11-01", args.items, args.dim, seed)
@@ -273,8 +273,9 @@ def main() -> None:
         wait_ready(url)
         # Warm-up: the first requests fault the mapped index pages in and start the workers.
         warm, warm_out = run_loadgen("closed", url, args.items, 4, 5.0, args.k)
-        print("warm-up:", json.dumps(warm_out.get()))  # read before join: the queue feeds it
+        warmup = {**warm_out.get(), "load_1min": load_1min()}  # read before join: it feeds it
         warm.join()
+        print("warm-up:", json.dumps(warmup))
         closed = []
         for c in args.concurrency:
             if shutil.which("wrk") and not args.aiohttp_only:
@@ -283,30 +284,33 @@ def main() -> None:
                 proc, out = run_loadgen("closed", url, args.items, c, args.seconds, args.k)
                 closed.append({**out.get(), "generator": "aiohttp"})
                 proc.join()
+            closed[-1]["load_1min"] = load_1min()
             print("closed loop:", json.dumps(closed[-1]))
         fixed = []
         for rate in args.rates:
             proc, out = run_loadgen("open", url, args.items, rate, args.seconds, args.k)
             fixed.append({k: v for k, v in out.get().items() if k != "timeline"})
             proc.join()
+            fixed[-1]["load_1min"] = load_1min()
             print("fixed rate:", json.dumps(fixed[-1]))
-        swap = swap_under_load(url, storage, staged, args)
+        swap = {**swap_under_load(url, storage, staged, args), "load_1min": load_1min()}
         print("swap under load:", json.dumps(swap))
     finally:
         service.terminate()
         service.wait(30)
+        shutil.rmtree(root, ignore_errors=True)  # 3 x 100k-item versions: ~270 MB
     result = {
         "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
         "hardware": f"{platform.machine()} {platform.processor() or 'cpu'}, "
-        f"{os.cpu_count()} cores (server and load generator share them), "
-        f"load average at end {os.getloadavg()[0]:.1f}",
+        f"{os.cpu_count()} cores shared by the server, the load generator and any other work "
+        "(see each phase's load_1min)",
         "items_per_category": args.items, "dim": args.dim, "k": args.k, "n_trees": 16,
+        "load_1min_at_start": load_at_start, "warm_up": warmup,
         "bare_in_process": baseline, "http_closed_loop": closed, "http_fixed_rate": fixed,
         "swap_under_load": swap,
         "http_over_bare_p50": round(closed[0]["p50_ms"]
                                     / baseline["annoy_get_nns_by_item"]["p50_ms"], 1),
     }  # fmt: skip
-    print(json.dumps({k: v for k, v in result.items() if k != "bare_in_process"}, indent=2))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

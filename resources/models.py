@@ -84,6 +84,12 @@ class ModelsResource(dg.ConfigurableResource):
         spec = self._embedder_spec()
         return load_embedder(spec, self.device, _reader_for(spec.weights, read_gs))
 
+    def embedder_identity(self, read_gs=None) -> dict:
+        """The embedder's identity without touching a GPU: a CPU copy (cached per process), so
+        the detections step can refuse a model change before the day's GPU work."""
+        spec = self._embedder_spec()
+        return load_embedder(spec, "cpu", _reader_for(spec.weights, read_gs)).identity
+
     def devices(self, gpus: int) -> tuple[torch.device, ...]:
         """One engine worker per device: the step's `gpus` GPUs (on GKE exactly the granted
         ones are visible), an explicitly named device, or `cpu_workers` CPU workers."""

@@ -1,6 +1,6 @@
 """One factory builds every category's detections → embeddings → annoy_index chain."""
 
-import json
+from datetime import date
 from typing import Any, cast
 
 import dagster as dg
@@ -12,11 +12,8 @@ from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set, retention
 from image_search_assets.core.inference.chunks import work_prefix
 from image_search_assets.core.inference.models import LoadedModel
-from image_search_assets.core.inference.stages import (
-    StageResult,
-    detect_items,
-    embed_items,
-)
+from image_search_assets.core.inference.stages import StageResult, detect_items, embed_items
+from image_search_assets.core.planning.daily_gate import previous_day
 from image_search_assets.core.progress import Progress
 from image_search_assets.core.records import removals_key
 from image_search_assets.core.storage import Storage
@@ -93,6 +90,27 @@ def _removed_ids(context: dg.AssetExecutionContext, store: Storage, day: str) ->
     return set(store.read_parquet(key)["product_id"].astype(str))
 
 
+def _require_configured_models(
+    context: dg.AssetExecutionContext, settings: Settings, models: ModelsResource,
+    storage: StorageResource, detector: LoadedModel,
+) -> None:  # fmt: skip
+    """Fails with no retry, before any GPU work, if the configured detector or embedder is not
+    the one the previous day's index was built with (the annoy_index step checks again)."""
+    day, name = context.partition_key, context.assets_def.key.path[0]
+    prev = previous_day(date.fromisoformat(day), date.fromisoformat(settings.start_date))
+    before = None if prev is None else live_set.stored_models(storage.open(), name, str(prev))
+    if before is None or before.empty:  # the first day, or a missing one annoy_index names
+        return
+    embedder = live_set.identity_json(models.embedder_identity(storage.read_gs))
+    detected_by = live_set.identity_json(detector.identity)
+    try:
+        notes = live_set.check_configured(before, embedder, detected_by, category=name, day=day)
+    except live_set.ModelChangeError as e:
+        raise dg.Failure(description=str(e), allow_retries=False) from e
+    for note in notes:
+        context.log.warning(note)
+
+
 def category_assets(
     category: Category, *, partitions: dg.PartitionsDefinition, settings: Settings
 ) -> list[dg.AssetsDefinition]:
@@ -126,6 +144,7 @@ def category_assets(
             gpus = _planned_gpus(context, category)
             detector = models.detector_replicas(random_head, gpus, storage.read_gs)
             class_ids = _category_labels(context, category, detector.primary)
+            _require_configured_models(context, settings, models, storage, detector.primary)
             todo = cast(pd.DataFrame, product_images[product_images["category"] == name])
             result = detect_items(
                 todo,
@@ -140,8 +159,10 @@ def category_assets(
                 progress=Progress(f"{name} detect", len(todo), context.log.info, unit="images"),
             )
         sources = result.table["box_source"].value_counts().to_dict()
+        # The box's model identity travels with it into the vectors and the live set.
+        table = result.table.assign(detector=live_set.identity_json(detector.primary.identity))
         return dg.Output(
-            result.table,
+            table,
             metadata={
                 "items": len(result.table),
                 "box_sources": {str(k): int(v) for k, v in sources.items()},
@@ -185,7 +206,10 @@ def category_assets(
                 progress=Progress(f"{name} embed", len(detections), context.log.info, unit="crops"),
             )
         identity = embedder.primary.identity
-        table = result.table.assign(embedder=json.dumps(identity, sort_keys=True))
+        boxes = live_set.with_model_columns(detections)  # an old partition's: detector unknown
+        detector_of = dict(zip(boxes["product_id"], boxes["detector"], strict=True))
+        table = result.table.assign(embedder=live_set.identity_json(identity))
+        table["detector"] = [detector_of.get(p, live_set.UNKNOWN) for p in table["product_id"]]
         return dg.Output(
             table,
             metadata={
@@ -255,7 +279,7 @@ def category_assets(
                 vectors,
                 metric=settings.index.metric,
                 n_trees=settings.index.n_trees,
-                models={"embedders": live_set.embedders(live)},
+                models=live_set.manifest_models(live),
                 recall_sample=settings.index.recall_sample,
                 retention=settings.index.retention,
             )

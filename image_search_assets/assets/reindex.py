@@ -103,6 +103,7 @@ def _reindex_op(category: Category, settings: Settings) -> dg.OpDefinition:
             "up_to": target.day,
             "count": result.count,
             "embedder": result.embedder,
+            "detector": result.detector,
             "previous_embedders": ", ".join(result.previous_embedders),
             "snapshot": result.snapshot,
             "chunks_computed": result.chunks_computed,

@@ -117,24 +117,46 @@ def test_a_week_of_adds_resends_removals_and_readds_serves_the_live_set(
         assert after.equals(before) and served_ids(store, "tops") == ids_before
 
 
-def test_an_embedder_change_fails_fast_naming_both_models_and_the_old_index_serves(
-    tmp_path, lifecycle_catalog
+def step_errors(result) -> dict[str, str]:
+    return {
+        e.step_key: e.event_specific_data.error.message
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    }
+
+
+def started_steps(result) -> set[str]:
+    return {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+
+
+@pytest.mark.parametrize(
+    "role, change, old, new",
+    [
+        ("embedder", {"arch": "resnet34"}, "resnet18", "resnet34"),
+        ("detector", {"input_size": 192}, "160px", "192px"),
+    ],
+)
+def test_a_model_change_fails_at_detections_before_gpu_work_and_the_old_index_serves(
+    tmp_path, lifecycle_catalog, role, change, old, new
 ):
     settings = small_settings(str(tmp_path / "storage"), str(lifecycle_catalog))
     store = StorageResource(root=settings.storage_root).open()
-    changed = settings.with_overrides(embedder=replace(settings.embedder, arch="resnet34"))
+    changed = settings.with_overrides(**{role: replace(getattr(settings, role), **change)})
     with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
         assert run_day(settings, DAYS[0], instance).success
+        assert store.list(f"work/{DAYS[0]}/tops/embeddings/")  # where a day's chunks go
         served = load_current(store, "tops").manifest
         result = run_day(changed, DAYS[1], instance)
     assert not result.success
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    by_step = {e.step_key: e.event_specific_data.error.message for e in failures}
-    assert "tops__annoy_index" in by_step
-    message = by_step["tops__annoy_index"]
-    assert "resnet34" in message and "resnet18" in message
-    assert "image-search reindex --category tops" in message
+    errors = step_errors(result)
+    for c in ("tops", "hats"):
+        message = errors[f"{c}__detections"]
+        assert role in message and old in message and new in message
+        assert f"image-search reindex --category {c}" in message
+        # Failed before any GPU work: no chunk written, the embeddings step never started.
+        assert store.list(f"work/{DAYS[1]}/{c}/") == []
+        assert f"{c}__embeddings" not in started_steps(result)
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     assert load_current(store, "tops").manifest["version"] == served["version"]
-    assert len(served["models"]["embedders"]) == 1
+    assert len(served["models"]["embedders"]) == 1 and len(served["models"]["detectors"]) == 1
     assert date.fromisoformat(served["date"]) == START

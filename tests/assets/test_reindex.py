@@ -1,4 +1,5 @@
-"""A model rollout on a SQLite instance: fail fast, re-index (job, CLI), continue with one model."""
+"""A model rollout on a SQLite instance: fail fast, re-index (job, CLI), continue with one model,
+on local and GCS (emulator) storage alike."""
 
 import csv
 import json
@@ -12,7 +13,7 @@ import yaml
 
 from image_search_assets import cli
 from image_search_assets.assets.reindex import REINDEX_JOB, reindex_op_name
-from image_search_assets.core.index import reindex, retention
+from image_search_assets.core.index import live_set, reindex, retention
 from image_search_assets.core.index.annoy_index import category_prefix, load_current
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import LocalStorage
@@ -56,20 +57,24 @@ def write_catalog(tmp_path: Path) -> Path:
     return catalog
 
 
-def platform(tmp_path: Path, catalog: Path, embedder_arch: str) -> Path:
+def platform(
+    tmp_path: Path, catalog: Path, root: str, embedder: str, detector_size: int = 160
+) -> Path:
     """The shipped config, cut to three categories, tiny random models on the CPU."""
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     config["partitions"]["start_date"] = START.isoformat()
-    config |= {"storage_root": str(tmp_path / "storage"), "catalog": str(catalog)}
+    config |= {"storage_root": root, "catalog": str(catalog)}
+    if root.startswith("gs://"):
+        config["gcp_project"] = "test"
     config["categories"] = [
         c for c in config["categories"] if c["name"] in ("tops", "pants", "hats")
     ]
     models = config["models"]
     models |= {"device": "cpu", "chunk_size": 1}
-    models["detector"] |= {"weights": "random", "input_size": 160, "batch_size": 4}
-    models["embedder"] = {"arch": embedder_arch, "weights": "random", "input_size": 64}
+    models["detector"] |= {"weights": "random", "input_size": detector_size, "batch_size": 4}
+    models["embedder"] = {"arch": embedder, "weights": "random", "input_size": 64}
     config["index"] |= {"n_trees": 4, "recall_sample": 20}
-    path = tmp_path / f"platform-{embedder_arch}.yaml"
+    path = tmp_path / f"platform-{embedder}-{detector_size}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -81,6 +86,16 @@ def manifests(store, category: str) -> list[dict]:
 
 def embedder_archs(manifest: dict) -> list[str]:
     return [json.loads(e)["arch"] for e in manifest["models"]["embedders"]]
+
+
+def configured_models(settings) -> dict[str, list[str]]:
+    """The `models` a manifest built with `settings`' models lists."""
+    models = ModelsResource.from_settings(settings)
+    detector = models.detector_replicas(len(settings.categories) + 1, 1).primary
+    return {
+        "embedders": [live_set.identity_json(models.embedder_identity())],
+        "detectors": [live_set.identity_json(detector.identity)],
+    }
 
 
 def step_errors(result) -> dict[str, str]:
@@ -122,31 +137,38 @@ def interrupted_then_resumed(store, settings, category: str) -> None:
     assert done.chunks_reused == len(target.images) - 1 and done.chunks_computed == 1 + len(
         target.images
     )
-    assert done.manifest is not None and embedder_archs(done.manifest) == [NEW]
+    assert done.manifest is not None
+    assert done.manifest["models"] == configured_models(settings)
 
 
-def test_an_embedder_rollout_reindexes_then_the_days_continue_with_one_model(
-    tmp_path, monkeypatch, capsys
-):
+def rollout(tmp_path: Path, monkeypatch, capsys, root: str, role: str) -> dict:
+    """Days 1-2 on the old models, day 3 refused at detections, re-index, day 3 again.
+    Returns what each category serves and records, to compare storage backends."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     catalog = write_catalog(tmp_path)
-    old, new = platform(tmp_path, catalog, OLD), platform(tmp_path, catalog, NEW)
+    old = platform(tmp_path, catalog, root, OLD)
+    new = platform(tmp_path, catalog, root, *((NEW, 160) if role == "embedder" else (OLD, 192)))
+    names = (OLD, NEW) if role == "embedder" else ("160px", "192px")
     settings_old, settings_new = load_settings(old), load_settings(new)
     monkeypatch.setenv("IMAGE_SEARCH_CONFIG", str(new))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     cli.ensure_dagster_home(settings_new)
-    store = StorageResource(root=settings_new.storage_root).open()
+    store = StorageResource(root=root, gcp_project=settings_new.gcp_project).open()
     with dg.DagsterInstance.get() as instance:
         for day in DAYS[:2]:
             assert run_day(settings_old, day, instance).success, day
         day2 = {c: load_current(store, c).manifest["version"] for c in LIVE}
 
-        # Day 3 with the new embedder fails fast, naming both models and the command.
+        # Day 3 on the new model fails at detections, before any GPU work, with no retry.
         failed = run_day(settings_new, DAYS[2], instance)
         assert not failed.success
         errors = step_errors(failed)
+        started = {e.step_key for e in failed.all_events if e.event_type_value == "STEP_START"}
         for c in LIVE:
-            assert OLD in errors[f"{c}__annoy_index"] and NEW in errors[f"{c}__annoy_index"]
-            assert f"image-search reindex --category {c}" in errors[f"{c}__annoy_index"]
+            message = errors[f"{c}__detections"]
+            assert role in message and all(n in message for n in names), message
+            assert f"image-search reindex --category {c}" in message
+            assert f"{c}__embeddings" not in started and store.list(f"work/{DAYS[2]}/{c}/") == []
             assert load_current(store, c).manifest["version"] == day2[c]
             assert set(served_ids(store, c)) == LIVE[c][1]
         assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in failed.all_events)
@@ -167,23 +189,50 @@ def test_an_embedder_rollout_reindexes_then_the_days_continue_with_one_model(
     assert cli.main(["reindex", "--category", "hats"]) == 0
     assert "hats: 1 items to 2026-11-02" in capsys.readouterr().out
 
+    want = configured_models(settings_new)
+    assert want != configured_models(settings_old)
     for c in LIVE:
         current = load_current(store, c)
-        assert current.manifest["version"] != day2[c] and embedder_archs(current.manifest) == [NEW]
+        assert current.manifest["version"] != day2[c] and current.manifest["models"] == want
         assert sorted(current.ids) == sorted(LIVE[c][1])
         live = store.read_parquet(asset_value_key([c, "annoy_index"], DAYS[1]))
-        assert {json.loads(e)["arch"] for e in live["embedder"]} == {NEW}
+        assert set(live["embedder"]) == set(want["embedders"])
+        assert set(live["detector"]) == set(want["detectors"])
 
     # Day 3 now builds on the re-indexed live set and serves it exactly, with one model.
     with dg.DagsterInstance.get() as instance:
         again = run_day(settings_new, DAYS[2], instance)
     assert again.success, step_errors(again)
     assert all(e.passed for e in again.get_asset_check_evaluations())
+    outcome = {}
     for c in LIVE:
         ids = served_ids(store, c)
         assert len(ids) == len(set(ids)) and set(ids) == LIVE[c][2]
-        assert all(len(m["models"]["embedders"]) == 1 for m in manifests(store, c))
-        assert embedder_archs(load_current(store, c).manifest) == [NEW]
+        for m in manifests(store, c):
+            assert len(m["models"]["embedders"]) == len(m["models"]["detectors"]) == 1, m
+        current = load_current(store, c).manifest
+        assert current["models"] == want
+        live = store.read_parquet(asset_value_key([c, "annoy_index"], DAYS[2]))
+        outcome[c] = {
+            "served": sorted(ids),
+            "models": current["models"],
+            "count": current["count"],
+            "live": live.sort_values("product_id").to_dict("records"),
+        }
+    return outcome
+
+
+def test_an_embedder_rollout_gives_identical_results_on_local_and_gcs_storage(
+    tmp_path, monkeypatch, capsys, request
+):
+    local = rollout(tmp_path / "local", monkeypatch, capsys, str(tmp_path / "storage"), "embedder")
+    bucket = request.getfixturevalue("gcs_bucket")
+    gcs = rollout(tmp_path / "gcs", monkeypatch, capsys, f"gs://{bucket}/p", "embedder")
+    assert gcs == local
+
+
+def test_a_detector_only_rollout_reindexes_too(tmp_path, monkeypatch, capsys):
+    rollout(tmp_path, monkeypatch, capsys, str(tmp_path / "storage"), "detector")
 
 
 def test_each_category_reindexes_on_its_gpu_pool_with_the_daily_gpu_tags():

@@ -236,6 +236,7 @@ def test_swaps_under_load_while_a_day_materialises_and_refuses_a_corrupt_version
         )  # fmt: skip
         ok_at_refusal = load.ok
         wait_for(lambda: load.ok >= ok_at_refusal + 50, 60, "more answers after the refusal", 0.1)
+    print(f"{load.ok} whole answers, {served_after_swap} by the swap; versions {load.versions}")
     assert load.failures == [], load.failures[:5]
     assert load.ok > served_after_swap > 50
     for category in CATEGORIES:  # the corrupt one never served

@@ -6,6 +6,7 @@ import pytest
 
 from image_search_assets.core.storage import LocalStorage
 from tests.e2e.browser import Browser, require_browser
+from tests.e2e.harness import ARTIFACTS
 from tests.e2e.test_serving import CATEGORIES, DAY1, Server, store_images, write_config
 from tests.serving.conftest import day_ids, publish_day
 
@@ -41,9 +42,8 @@ def test_page_shows_a_products_neighbours_as_pictures(tmp_path):
         assert len(captions) == 8 and all("tops" in c and "distance" in c for c in captions)
         assert "tops-2026-11-01-005" not in " ".join(captions)
         assert "8 neighbours from tops" in d.find_element(By.ID, "status").text
-        shot = tmp_path / "serving-page.png"
-        d.save_screenshot(str(shot))
-        print(f"screenshot: {shot}")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        d.save_screenshot(str(ARTIFACTS / "serving_page.png"))
         field.clear()
         field.send_keys("nobody")
         browser.button("Show neighbours").click()

@@ -129,3 +129,28 @@ def violations(pod: dict[str, Any]) -> list[str]:
         ):
             bad("ephemeral-limits", name)
     return found
+
+
+# Where each workload kind keeps its pod template (the path to the PodTemplateSpec).
+POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod spec a manifest object creates pods from: a Pod's own, a workload's template's;
+    None for kinds that create no pods."""
+    if doc.get("kind") == "Pod":
+        return doc["spec"]
+    path = POD_TEMPLATE_PATHS.get(doc.get("kind", ""))
+    if path is None:
+        return None
+    node = doc
+    for key in path:
+        node = node[key]
+    return node["spec"]

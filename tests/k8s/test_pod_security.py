@@ -7,11 +7,14 @@ escalation, runAsNonRoot, runAsUser != 0, seccomp RuntimeDefault/Localhost, drop
 capabilities), plus a read-only root filesystem and ephemeral-storage limits.
 
 The pods: every step Job of the daily job (assets and asset checks) and the run worker, both
-rendered by dagster-k8s from the real `defs` with the chart's config (k8s_harness), and the
+rendered by dagster-k8s from the real `defs` with the chart's config (k8s_harness), the
 webserver, daemon and code server pods, built from k8s/helm/values.yaml the way the chart's
-templates place each value. The namespace enforces the same profile (k8s/policy/).
+templates place each value, and every pod template in the plain manifests (k8s/serving/,
+k8s/policy/). The namespace enforces the same profile (k8s/policy/), and every object of those
+manifests lives in it.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,11 +23,15 @@ from dagster._core.test_utils import instance_for_test
 from k8s_fakes import write_kubeconfig
 from k8s_harness import VALUES, StepJobs, k8s_launcher_config, render_run_worker
 from k8s_schemas import as_manifest, validate_strict
-from pod_security import RULES, violations
+from pod_security import RULES, pod_spec, violations
 
 from image_search_assets.k8s.job_config import K8S_CONFIG_TAG, STEP_SERVICE_ACCOUNT
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "k8s" / "policy"
+K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"
+POLICY_DIR = K8S_DIR / "policy"
+MANIFEST_DIRS = (K8S_DIR / "serving", POLICY_DIR)
+# envsubst's placeholders in k8s/serving/ (its header names them).
+PLACEHOLDERS = {"PROJECT_ID": "proj", "REGION": "asia-east1", "BUCKET": "b", "IMAGE_TAG": "abc"}
 WRITABLE = {"/tmp", "/home/app", "/dev/shm"}
 
 
@@ -148,11 +155,43 @@ def test_only_the_launching_account_has_a_role():
     assert accounts[STEP_SERVICE_ACCOUNT]["automountServiceAccountToken"] is False
 
 
+def manifest_objects() -> dict[str, dict]:
+    """Every object of the plain manifests, as 'dir/file: Kind/name'."""
+    found = {}
+    for directory in MANIFEST_DIRS:
+        for path in sorted(directory.glob("*.yaml")):
+            text = re.sub(r"\$\{(\w+)\}", lambda m: PLACEHOLDERS[m.group(1)], path.read_text())
+            for doc in yaml.safe_load_all(text):
+                if doc:
+                    name = f"{directory.name}/{path.name}: {doc['kind']}/{doc['metadata']['name']}"
+                    found[name] = doc
+    return found
+
+
+def test_every_pod_template_in_the_manifests_passes_restricted():
+    templates = {k: pod for k, d in manifest_objects().items() if (pod := pod_spec(d)) is not None}
+    # The serving Deployment is there (k8s/policy/ holds no workloads today; any added is checked).
+    assert "serving/deployment.yaml: Deployment/image-search-serving" in templates
+    assert {k: v for k, pod in templates.items() if (v := violations(pod))} == {}
+    for key, pod in templates.items():
+        assert pod.get("automountServiceAccountToken") is False, f"{key} has no Role: no token"
+
+
 def test_namespace_enforces_restricted():
     (ns,) = [d for d in yaml.safe_load_all((POLICY_DIR / "namespace.yaml").read_text()) if d]
     labels = ns["metadata"]["labels"]
     for mode in ("enforce", "audit", "warn"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    # No manifest brings a namespace of its own (one without these labels) or lands outside.
+    objects = manifest_objects()
+    namespaces = [k for k, d in objects.items() if d["kind"] == "Namespace"]
+    assert namespaces == ["policy/namespace.yaml: Namespace/" + ns["metadata"]["name"]]
+    outside = {
+        k: d["metadata"].get("namespace")
+        for k, d in objects.items()
+        if d["kind"] != "Namespace" and d["metadata"].get("namespace") != ns["metadata"]["name"]
+    }
+    assert outside == {}
 
 
 def test_the_checker_catches_each_restricted_rule():
@@ -181,3 +220,7 @@ def test_the_checker_catches_each_restricted_rule():
     }
     reported = {v.split(":")[0] for v in violations(pod)}
     assert reported == set(RULES)
+    # ... and a workload's template is found wherever its kind keeps it.
+    cron = {"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": pod}}}}}
+    assert pod_spec(cron) is pod
+    assert pod_spec({"kind": "Service", "spec": {}}) is None

@@ -6,8 +6,9 @@ a live set, from the images ingestion stored (`product_images`), then commits in
    `assets/<category>/embeddings/<day>.reindex-<model digest>.parquet`. A live set row names it
    in its `day` column, so load_vectors and retention treat it like any embeddings partition;
 2. a version built from the snapshot alone (one embedder), verified, then CURRENT;
-3. the day's live set rewritten to point at the snapshot, with the new embedder identity. The
-   next daily run builds on it, so its model check passes.
+3. the day's live set rewritten to point at the snapshot, with the new embedder and detector
+   identities. The next daily run builds on it, so its model checks pass.
+A new detector alone needs this too: other boxes give other crops, so other vectors.
 Until step 2 the old version keeps serving. Detection and embedding run in resumable chunks
 under `work/<day>/<category>/reindex-*`; a retry of the same run recomputes only missing chunks.
 """
@@ -15,7 +16,6 @@ under `work/<day>/<category>/reindex-*`; a retry of the same run recomputes only
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +66,7 @@ class Inference:
 class Result:
     snapshot: str  # the `day` value the live set's rows now name
     embedder: str  # the identity (JSON) every vector of the new version comes from
+    detector: str  # the identity (JSON) of the detector every box of it comes from
     count: int
     previous_embedders: list[str]
     manifest: dict[str, Any] | None  # None when the live set is empty: nothing to publish
@@ -97,7 +98,8 @@ def plan(storage: Storage, category: str, day: str | None = None) -> Plan:
             "to a kept day, normally the latest"
         )
     live = storage.read_parquet(asset_value_key([category, "annoy_index"], day))
-    live = pd.DataFrame(live[list(live_set.LIVE_COLUMNS)]).astype(str).reset_index(drop=True)
+    live = live_set.with_model_columns(live)[list(live_set.LIVE_COLUMNS)]
+    live = pd.DataFrame(live).astype(str).reset_index(drop=True)
     parts = []
     for added_on, rows in live.groupby("added_on", sort=True):
         key = asset_value_key(["product_images"], str(added_on))
@@ -120,10 +122,11 @@ def plan(storage: Storage, category: str, day: str | None = None) -> Plan:
     return Plan(category, day, live, images, later)
 
 
-def snapshot_name(day: str, embedder: str) -> str:
-    """The snapshot's `day` value: the day plus a digest of the model, so a later re-index with
-    another model never overwrites vectors that a committed live set still names."""
-    return f"{day}{SNAPSHOT_MARK}{hashlib.sha256(embedder.encode()).hexdigest()[:12]}"
+def snapshot_name(day: str, embedder: str, detector: str = live_set.UNKNOWN) -> str:
+    """The snapshot's `day` value: the day plus a digest of the models, so a later re-index with
+    another embedder or detector never overwrites vectors that a committed live set names."""
+    models = embedder if detector == live_set.UNKNOWN else f"{embedder}\n{detector}"
+    return f"{day}{SNAPSHOT_MARK}{hashlib.sha256(models.encode()).hexdigest()[:12]}"
 
 
 def reindex(
@@ -140,12 +143,13 @@ def reindex(
     `index_options` are annoy_index.publish's (metric, n_trees, recall_sample, retention).
     """
     name, day = target.category, target.day
-    # The identity as the daily embeddings asset writes it, so the model check compares equals.
-    embedder = json.dumps(models.embedder.primary.identity, sort_keys=True)
+    # The identities as the daily steps write them, so the model checks compare equals.
+    embedder = live_set.identity_json(models.embedder.primary.identity)
+    detector = live_set.identity_json(models.detector.primary.identity)
     previous = live_set.embedders(target.live)
-    snapshot = snapshot_name(day, embedder)
+    snapshot = snapshot_name(day, embedder, detector)
     if target.live.empty:
-        return Result(snapshot, embedder, 0, previous, None, 0, 0)
+        return Result(snapshot, embedder, detector, 0, previous, None, 0, 0)
     detected = detect_items(
         target.images,
         storage,
@@ -169,21 +173,22 @@ def reindex(
         run_scope=run_scope,
         progress=Progress(f"{name} re-embed", len(detected.table), log, unit="crops"),
     )
-    vectors_table = embedded.table.assign(embedder=embedder)
+    vectors_table = embedded.table.assign(embedder=embedder, detector=detector)
     if set(vectors_table["product_id"]) != set(target.live["product_id"]):
         raise ReindexError(f"{name}: re-embedding lost products; nothing was committed")
     storage.write_parquet(asset_value_key([name, "embeddings"], snapshot), vectors_table)
-    live = target.live.assign(day=snapshot, embedder=embedder)
+    live = target.live.assign(day=snapshot, embedder=embedder, detector=detector)
     vectors = live_set.load_vectors(storage, name, live, loaded={snapshot: vectors_table})
     ids = live["product_id"].tolist()
     manifest = annoy.publish(
-        storage, name, day, ids, vectors, models={"embedders": [embedder]}, **index_options
+        storage, name, day, ids, vectors, models=live_set.manifest_models(live), **index_options
     )
     storage.write_parquet(asset_value_key([name, "annoy_index"], day), live)
     runs = [r.chunks for r in (detected, embedded) if r.chunks is not None]
     return Result(
         snapshot,
         embedder,
+        detector,
         len(live),
         previous,
         manifest,

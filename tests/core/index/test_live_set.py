@@ -94,6 +94,56 @@ def test_a_model_change_is_refused_with_both_identities_and_the_reindex_command(
     assert "image-search reindex --category tops" in message
 
 
+DET = json.dumps({"arch": "ssdlite", "weights": "demo", "sha256": "a" * 64, "input_size": 320})
+DET2 = json.dumps({"arch": "ssdlite", "weights": "demo", "sha256": "b" * 64, "input_size": 320})
+
+
+def test_the_configured_models_are_checked_against_the_previous_live_set_before_gpu_work():
+    d1 = live_set.advance(None, _embeddings(["a"], 1).assign(detector=DET), "2026-11-01")
+    assert live_set.detectors(d1) == [DET] and live_set.embedders(d1) == [MODEL]
+    kw = {"category": "tops", "day": "2026-11-02"}
+    assert live_set.check_configured(d1, MODEL, DET, **kw) == []
+    assert live_set.check_configured(None, OTHER, DET2, **kw) == []  # the first day
+    with pytest.raises(live_set.ModelChangeError) as e:  # a new checkpoint under the same name
+        live_set.check_configured(d1, MODEL, DET2, **kw)
+    message = str(e.value)
+    assert "detector" in message and "sha256 aaaaaaaaaaaa" in message
+    assert "sha256 bbbbbbbbbbbb" in message and "image-search reindex --category tops" in message
+    with pytest.raises(live_set.ModelChangeError, match="embedder"):
+        live_set.check_configured(d1, OTHER, DET, **kw)
+
+
+def test_a_live_set_written_before_detectors_were_recorded_reads_as_unknown(tmp_path):
+    store = LocalStorage(tmp_path)
+    old = live_set.advance(None, _embeddings(["a", "b"], 1), "2026-11-01").drop(columns="detector")
+    store.write_parquet(asset_value_key(["tops", "annoy_index"], "2026-11-01"), old)
+    stored = live_set.stored_models(store, "tops", "2026-11-01")
+    assert stored is not None and stored.to_dict("records") == [
+        {"embedder": MODEL, "detector": live_set.UNKNOWN}
+    ]
+    assert live_set.stored_models(store, "tops", "2026-10-31") is None
+    # Unknown cannot be compared: a warning says so; the embedder is still checked.
+    (note,) = live_set.check_configured(stored, MODEL, DET, category="tops", day="2026-11-02")
+    assert "does not record its detector" in note
+    with pytest.raises(live_set.ModelChangeError, match="embedder"):
+        live_set.check_configured(stored, OTHER, DET, category="tops", day="2026-11-02")
+    # The next day's live set carries on, old rows unknown, new rows recorded.
+    d2 = live_set.advance(old, _embeddings(["c"], 2).assign(detector=DET), "2026-11-02")
+    assert list(d2.columns) == list(live_set.LIVE_COLUMNS)
+    assert dict(zip(d2["product_id"], d2["detector"], strict=True)) == {"a": "", "b": "", "c": DET}
+    live_set.require_one_model(old, _embeddings(["c"], 2).assign(detector=DET), **KW)
+    assert live_set.manifest_models(d2) == {
+        "embedders": [MODEL],
+        "detectors": [DET],
+        "detector_unrecorded_rows": 2,
+    }
+    with pytest.raises(live_set.ModelChangeError, match="detector"):
+        live_set.require_one_model(d2, _embeddings(["d"], 3).assign(detector=DET2), **KW)
+
+
+KW = {"category": "tops", "day": "2026-11-02"}
+
+
 def test_a_day_writes_its_vectors_once_however_many_days_came_before(tmp_path):
     """Bytes written per day stay within 1.2 x (new vectors + .ann + small manifests)."""
     store = CountingStorage(tmp_path)
