@@ -49,10 +49,12 @@ def _hostile_rows(bucket: str) -> dict[str, tuple[str, str]]:
         "passwd": "file:///etc/passwd",
         "environ": "/proc/self/environ",
         "sa-token": TOKEN,
+        "relative": "../../etc/shadow",
         "other-bucket": "gs://another-bucket/x.jpg",
         "own-index": f"gs://{bucket}/platform/indexes/tops/CURRENT",
     }
     rows = {pid: (url, "scheme_not_allowed") for pid, url in refused.items()}
+    rows["metadata"] = ("https://169.254.169.254/computeMetadata/v1/", "blocked_address")
     rows["oversized"] = (f"gs://{bucket}/images/huge.jpg", "too_large")
     for n in range(BOMBS):
         rows[f"tiff-bomb-{n}"] = (f"gs://{bucket}/images/bomb-{n}.tif", "decompression_bomb")
@@ -138,6 +140,8 @@ def test_a_hostile_day_quarantines_every_hostile_row_within_a_memory_bound(
         if kind == "hostile":  # the same words whether the file exists on a pod or not
             detail = {i["product_id"]: i["detail"] for i in items}
             assert detail["passwd"] == detail["sa-token"] == detail["environ"]
+            # A relative path in a gs:// catalog resolves beside it: a gs:// row, still refused.
+            assert detail["relative"] == detail["own-index"]
 
 
 # The subprocess: one day of the daily job under a GKE-like config, with its memory measured.
