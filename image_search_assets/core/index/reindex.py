@@ -3,9 +3,10 @@
 A model rollout re-detects and re-embeds every live product of a category, up to a day that has
 a live set, from the images ingestion stored (`product_images`), then commits in this order:
 1. the new vectors, as one snapshot table beside the daily embeddings partitions:
-   `assets/<category>/embeddings/<day>.reindex-<model digest>.parquet`. A live set row names it
-   in its `day` column, so load_vectors and retention treat it like any embeddings partition;
-2. a version built from the snapshot alone (one embedder), verified, then CURRENT;
+   `assets/<category>/embeddings/<day>.reindex-<digest of both models>.parquet`. A live set
+   row names it in its `day` column, so load_vectors and retention treat it like any
+   embeddings partition;
+2. a version built from the snapshot alone (one embedder, one detector), verified, then CURRENT;
 3. the day's live set rewritten to point at the snapshot, with the new embedder and detector
    identities. The next daily run builds on it, so its model checks pass.
 A new detector alone needs this too: other boxes give other crops, so other vectors.
