@@ -44,18 +44,22 @@ LIVE = {  # what each day's index must serve, exactly once each
 }
 
 
-@pytest.fixture(scope="module")
-def lifecycle_catalog(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("lifecycle")
-    mix = {"tops": 7, "pants": 0, "hats": 2}
+def write_catalog(out: Path, rows, mix: dict[str, int], name: str) -> Path:
+    """A catalog of `rows` (product_id, category, image, added_at, removed_at) over drawn images."""
     generate_catalog(out, ["tops", "pants", "hats"], START, days=1, image_size=96, mix=mix)
-    path = out / "lifecycle.csv"
+    path = out / name
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["product_id", "category", "image_url", "added_at", "removed_at"])
-        for pid, cat, image, added, removed in ROWS:
+        for pid, cat, image, added, removed in rows:
             writer.writerow([pid, cat, f"images/{image}.jpg", added, removed])
     return path
+
+
+@pytest.fixture(scope="module")
+def lifecycle_catalog(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lifecycle")
+    return write_catalog(out, ROWS, {"tops": 7, "pants": 0, "hats": 2}, "lifecycle.csv")
 
 
 def run_day(settings, day, instance):

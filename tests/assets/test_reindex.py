@@ -1,7 +1,6 @@
 """A model rollout on a SQLite instance: fail fast, re-index (job, CLI), continue with one model,
 on local and GCS (emulator) storage alike."""
 
-import csv
 import json
 import re
 from pathlib import Path
@@ -19,11 +18,10 @@ from image_search_assets.core.index.annoy_index import category_prefix, load_cur
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import LocalStorage
 from image_search_assets.definitions import build_definitions
-from image_search_assets.demo.synthetic import generate_catalog
 from image_search_assets.settings import DEFAULT_CONFIG, load_settings
 from image_search_assets.tags import detector_class_ids, gpu_pool
 from resources import ModelsResource, StorageResource
-from tests.assets.test_lifecycle import run_day, served_ids
+from tests.assets.test_lifecycle import run_day, served_ids, write_catalog
 from tests.conftest import START
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
@@ -45,17 +43,9 @@ LIVE = {  # what each day's index serves
 OLD, NEW = "resnet18", "resnet34"
 
 
-def write_catalog(tmp_path: Path) -> Path:
-    images = tmp_path / "catalog"
+def write_rollout_catalog(tmp_path: Path) -> Path:
     mix = {"tops": 5, "pants": 0, "hats": 2}
-    generate_catalog(images, ["tops", "pants", "hats"], START, days=1, image_size=96, mix=mix)
-    catalog = images / "rollout.csv"
-    with catalog.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["product_id", "category", "image_url", "added_at", "removed_at"])
-        for pid, cat, image, added, removed in ROWS:
-            writer.writerow([pid, cat, f"images/{image}.jpg", added, removed])
-    return catalog
+    return write_catalog(tmp_path / "catalog", ROWS, mix, "rollout.csv")
 
 
 def platform(
@@ -148,7 +138,7 @@ def rollout(tmp_path: Path, monkeypatch, capsys, root: str, role: str) -> dict:
     """Days 1-2 on the old models, day 3 refused at detections, re-index, day 3 again.
     Returns what each category serves and records, to compare storage backends."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    catalog = write_catalog(tmp_path)
+    catalog = write_rollout_catalog(tmp_path)
     old = platform(tmp_path, catalog, root, OLD)
     new = platform(tmp_path, catalog, root, *((NEW, 160) if role == "embedder" else (OLD, 192)))
     names = (OLD, NEW) if role == "embedder" else ("160px", "192px")
