@@ -94,7 +94,7 @@ def _pg_bin() -> Path | None:
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory):
-    """A real PostgreSQL server (Debian's package) on 127.0.0.1, started for this session.
+    """A real PostgreSQL server (Debian's package) on 127.0.0.1, started once per test run.
 
     `.ci/run` installs the package; elsewhere the tests that need it skip with the reason.
     """
