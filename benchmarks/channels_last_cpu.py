@@ -1,6 +1,6 @@
 """Contiguous vs channels_last network inputs on the CPU, same weights, alternating A/B runs.
 
-Why the engine feeds channels_last on every device (core/engine/embed.py's docstring).
+Why the engine feeds channels_last on every device (core/inference/engine/embed.py's docstring).
 
     python benchmarks/channels_last_cpu.py      # milliseconds per batch, 2 rounds of each
 """

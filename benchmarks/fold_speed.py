@@ -1,4 +1,4 @@
-"""Batch norms folded into convolutions (core/engine/fold.py) vs the stock modules, eager.
+"""Batch norms folded into convolutions (core/inference/engine/fold.py) vs the stock modules, eager.
 
 Same weights, same channels_last input, alternating A/B rounds, median milliseconds per batch;
 the ratio is stock / folded (above 1: folding is faster). The detection backbones are what the

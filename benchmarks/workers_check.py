@@ -1,7 +1,8 @@
 """The multi-worker engine path on a real device: one worker vs two workers sharing it.
 
-A step granted N GPUs runs one worker thread per GPU (core/engine/workers.py); with one GPU lent,
-two workers on the same device exercise the same threads, sharding, stream and merge code. The
+A step granted N GPUs runs one worker thread per GPU (core/inference/engine/workers.py); on a
+host with one GPU, two workers on the same device exercise the same threads, sharding, stream
+and merge code. The
 outputs must be the one-worker outputs, in the same order. Each configuration's first call is
 reported apart ("cold": model replicas, calibration, each thread's cuDNN plans) from the next
 ("warm"), which reuses the long-lived worker threads. Prints one JSON line.

@@ -48,8 +48,8 @@ class Category:
     labels: tuple[str, ...] = ()
 
 
-# The engine's choices (core/engine/precision.py), spelled out so that config needs no torch;
-# tests/core/inference/engine/test_precision.py holds the two together.
+# The engine's choices (core/inference/engine/precision.py), spelled out so that config needs
+# no torch; tests/core/inference/engine/test_precision.py holds the two together.
 PRECISIONS = ("auto", "calibrate", "fp32", "fp16", "bf16")
 
 
@@ -60,7 +60,7 @@ class ModelConfig:
     input_size: int = 224
     batch_size: int = 16
     score_threshold: float = 0.5
-    precision: str = "auto"  # auto | calibrate | fp32 | fp16 | bf16 (core/engine/precision.py)
+    precision: str = "auto"  # auto | calibrate | fp32 | fp16 | bf16 (engine/precision.py)
     compile: bool = False  # torch.compile (any device); pays off on long runs (see benchmarks)
     sha256: str | None = None  # pin the checkpoint: other bytes fail the step, never retried
     allow_torchscript: bool = False  # TorchScript carries code: load it only when set
@@ -130,7 +130,7 @@ class ChecksConfig:
 
 @dataclass(frozen=True)
 class PlanningConfig:
-    """How the daily schedule sizes each category's GPUs on the day's items (core/gpu_plan)."""
+    """How the daily schedule sizes each category's GPUs on the day's items (gpu_plan.py)."""
 
     items_per_gpu_second: float = 0.25  # detect + embed per GPU, until a run has measured it
     overhead_s: float = 300.0  # pod start, model load, output flush

@@ -1,11 +1,11 @@
 """The failure taxonomy as code: is a step's error worth a retry? (Dagster-free)
 
 Retryable: preemption or eviction (SIGTERM), transient network and GCS errors (429, 5xx,
-timeouts, resets) and CUDA OOM (the next attempt halves the batch, see core/chunks.py).
+timeouts, resets) and CUDA OOM (the next attempt halves the batch, see core/inference/chunks.py).
 Permanent: bad configuration, a catalog schema violation, a lost compare-and-swap, a failed index
 verification and code errors. Anything unknown is permanent too: a retry must be earned, because
 retrying what cannot succeed only burns GPU hours. Per-item failures never get here: they are
-quarantined where they happen (core/fetch.py, core/images.py).
+quarantined where they happen (core/ingest/fetch.py, core/ingest/images.py).
 """
 
 from __future__ import annotations

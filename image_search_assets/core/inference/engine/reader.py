@@ -3,7 +3,7 @@
 JPEGs with three components decode with torchvision (nvjpeg, batched, on CUDA; libjpeg-turbo in
 threads on the CPU); anything else (PNG, grayscale or CMYK JPEG, 12-bit JPEG) goes through PIL,
 whose RGB conversion is what the naive path uses. Stored images are already orientation-
-normalised RGB JPEGs (core/images.py), so EXIF orientation is not applied here.
+normalised RGB JPEGs (core/ingest/images.py), so EXIF orientation is not applied here.
 """
 
 from __future__ import annotations
