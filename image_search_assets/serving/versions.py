@@ -26,22 +26,12 @@ import numpy as np
 import pyarrow.parquet as pq
 from annoy import AnnoyIndex
 
-from image_search_assets.core.index.annoy_index import category_prefix
+from image_search_assets.core.index.annoy_index import file_sha256, version_dir
 from image_search_assets.core.storage import LocalStorage, Storage
-
-_CHUNK = 1 << 20
 
 
 class VersionRefused(RuntimeError):
     """A published version failed verification on load; it is never served."""
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class IdMap:
@@ -155,10 +145,6 @@ class LoadedVersion:
         return [(self.ids[i], float(d)) for i, d in zip(found, dists, strict=True)]
 
 
-def version_dir(category: str, version: str) -> str:
-    return f"{category_prefix(category)}/versions/{version}"
-
-
 def _annoy_path(storage: Storage, key: str, want_sha: str, cache: Path) -> tuple[Path, bool]:
     """A local path of the Annoy file whose checksum matches; (path, downloaded)."""
     if isinstance(storage, LocalStorage):
@@ -166,14 +152,14 @@ def _annoy_path(storage: Storage, key: str, want_sha: str, cache: Path) -> tuple
         downloaded = False
     else:
         path = cache / "index.ann"
-        if path.exists() and _file_sha256(path) == want_sha:
+        if path.exists() and file_sha256(path) == want_sha:
             return path, True
         cache.mkdir(parents=True, exist_ok=True)
         partial = cache / ".index.ann.partial"
         partial.write_bytes(storage.read_bytes(key))
         partial.replace(path)
         downloaded = True
-    if _file_sha256(path) != want_sha:
+    if file_sha256(path) != want_sha:
         raise VersionRefused(f"{key}: checksum does not match the manifest")
     return path, downloaded
 

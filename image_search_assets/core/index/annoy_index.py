@@ -56,6 +56,11 @@ def category_prefix(category: str) -> str:
     return f"indexes/{category}"
 
 
+def version_dir(category: str, version: str) -> str:
+    """Where a category's published version lives: the one spelling of the layout."""
+    return f"{category_prefix(category)}/versions/{version}"
+
+
 def build_index(vectors: np.ndarray, *, metric: str, n_trees: int, seed: int = 42) -> AnnoyIndex:
     """An Annoy index over dense ids 0..n-1, built on every core."""
     index = AnnoyIndex(int(vectors.shape[1]), metric)  # type: ignore[arg-type]  # checked by Annoy
@@ -141,7 +146,7 @@ def publish(
     # Creation time first after the day: prune compares it, so microseconds, not seconds.
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     version = f"{day}.{stamp}.{uuid.uuid4().hex[:6]}"
-    vdir = f"{prefix}/versions/{version}"
+    vdir = version_dir(category, version)
     started = time.perf_counter()
     import pandas as pd  # here, not at the top: readers of this module skip its import cost
 
@@ -241,7 +246,7 @@ def load_current(storage: Storage, category: str) -> ServedIndex:
     if not storage.exists(pointer_key):
         raise FileNotFoundError(f"no published index for category {category!r}")
     version = storage.read_json(pointer_key)["version"]
-    return load_version(storage, f"{category_prefix(category)}/versions/{version}")
+    return load_version(storage, version_dir(category, version))
 
 
 def _created(version: str) -> str:
@@ -271,6 +276,4 @@ def current_dim(storage: Storage, category: str) -> int | None:
     if not storage.exists(pointer_key):
         return None
     version = storage.read_json(pointer_key)["version"]
-    return int(
-        storage.read_json(f"{category_prefix(category)}/versions/{version}/manifest.json")["dim"]
-    )
+    return int(storage.read_json(f"{version_dir(category, version)}/manifest.json")["dim"])
