@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Creates everything the platform needs in a GCP project (billing on, T4 quota granted):
 # a regional GKE cluster whose GPU node pool spans >= 2 zones and scales from 0, an Artifact
-# Registry repository, a GCS bucket, and Workload Identity from the `dagster` Kubernetes
-# service account to a Google service account that may use the bucket. No key files.
+# Registry repository, GCS buckets, and Workload Identity: each pod kind's Kubernetes service
+# account maps to a Google service account of its own, with only the access it uses. No keys.
 #
 #   PROJECT_ID=my-project bash k8s/gke-setup.sh          # DRY_RUN=1 prints the commands only
 #
 # Also: Dataplane V2 (NetworkPolicy enforcement), private nodes, authorized control-plane
-# networks, a minimal node service account, Cloud SQL on a private IP, Cloud NAT.
+# networks, a minimal node service account, Cloud SQL on a private IP, Cloud NAT, and Google
+# APIs on a private range (Private Google Access + a private DNS zone).
 # Re-running it skips what already exists. Every setting below can be overridden by env.
 set -euo pipefail
 
@@ -26,12 +27,13 @@ GPU_SPOT="${GPU_SPOT:-false}"  # true: Spot VMs (cheaper; preemption is retried 
 BUCKET="${BUCKET:-${PROJECT_ID}-image-search}"
 AR_REPO="${AR_REPO:-image-search}"
 NAMESPACE="${NAMESPACE:-dagster}"
-KSA="${KSA:-dagster}"  # global.serviceAccountName in k8s/helm/values.yaml
 CATALOG_BUCKET="${CATALOG_BUCKET:-${PROJECT_ID}-image-search-catalog}"  # catalog + checkpoints
 # Control plane reachable only from these networks (your office/VPN); private nodes.
 AUTHORIZED_NETWORKS="${AUTHORIZED_NETWORKS:-203.0.113.0/24}"  # replace: documentation range
 MASTER_CIDR="${MASTER_CIDR:-172.16.0.0/28}"  # k8s/policy/network-policies.yaml allows it
 PG_RANGE="${PG_RANGE:-10.100.0.0/16}"  # Cloud SQL private range; network-policies.yaml too
+# private.googleapis.com: pods reach GCS here and nowhere else (network-policies.yaml too).
+GOOGLE_APIS_RANGE="${GOOGLE_APIS_RANGE:-199.36.153.8/30}"
 NODE_SA="image-search-node@${PROJECT_ID}.iam.gserviceaccount.com"
 sa() { echo "image-search-$1@${PROJECT_ID}.iam.gserviceaccount.com"; }
 
@@ -52,7 +54,7 @@ exists() {  # true if the describe command succeeds (never under DRY_RUN)
 run gcloud config set project "${PROJECT_ID}"
 run gcloud services enable container.googleapis.com artifactregistry.googleapis.com \
   storage.googleapis.com iamcredentials.googleapis.com secretmanager.googleapis.com \
-  sqladmin.googleapis.com servicenetworking.googleapis.com
+  sqladmin.googleapis.com servicenetworking.googleapis.com dns.googleapis.com
 
 exists gcloud artifacts repositories describe "${AR_REPO}" --location "${REGION}" ||
   run gcloud artifacts repositories create "${AR_REPO}" --repository-format docker \
@@ -124,15 +126,36 @@ exists gcloud compute routers nats describe image-search --router image-search \
   run gcloud compute routers nats create image-search --router image-search --region "${REGION}" \
     --auto-allocate-nat-external-ips --nat-all-subnet-ip-ranges
 
+# Google APIs over a private range: Private Google Access on the subnet, and a private DNS
+# zone that answers every *.googleapis.com name with private.googleapis.com. The pods' network
+# policies then allow GOOGLE_APIS_RANGE on 443 instead of the internet.
+run gcloud compute networks subnets update default --region "${REGION}" \
+  --enable-private-ip-google-access
+exists gcloud dns managed-zones describe googleapis ||
+  run gcloud dns managed-zones create googleapis --dns-name googleapis.com. \
+    --visibility private --networks default --description "Google APIs on ${GOOGLE_APIS_RANGE}"
+vip_base="${GOOGLE_APIS_RANGE%.*}"; vip_last="${GOOGLE_APIS_RANGE##*.}"; vip_last="${vip_last%/*}"
+vips=$(for i in 0 1 2 3; do printf '%s.%s,' "${vip_base}" $((vip_last + i)); done)
+exists gcloud dns record-sets describe private.googleapis.com. --zone googleapis --type A ||
+  run gcloud dns record-sets create private.googleapis.com. --zone googleapis --type A \
+    --ttl 300 --rrdatas "${vips%,}"
+exists gcloud dns record-sets describe '*.googleapis.com.' --zone googleapis --type CNAME ||
+  run gcloud dns record-sets create '*.googleapis.com.' --zone googleapis --type CNAME \
+    --ttl 300 --rrdatas private.googleapis.com.
+
 # Workload Identity, one Google account per pod kind (docs/security.md, "Identity"):
-#   control (dagster: webserver, daemon, run workers): compute logs only;
+#   control (dagster: webserver, daemon): reads compute logs;
+#   run (dagster-run-worker): reads and writes compute logs;
 #   code (dagster-code-server): reads inputs and artefacts;
-#   step (dagster-step): reads inputs, writes artefacts.
-grant() {  # grant ROLE BUCKET KIND
+#   step (dagster-step): reads inputs, writes artefacts;
+#   serving (image-search-serving): reads inputs and artefacts, writes nothing.
+grant() {  # grant ROLE BUCKET KIND [CONDITION_EXPRESSION CONDITION_TITLE]
+  local condition=(--condition None)
+  [[ $# -gt 3 ]] && condition=(--condition "expression=$4,title=$5")
   run gcloud storage buckets add-iam-policy-binding "gs://$2" \
-    --member "serviceAccount:$(sa "$3")" --role "$1"
+    --member "serviceAccount:$(sa "$3")" --role "$1" "${condition[@]}"
 }
-for kind in control code step; do
+for kind in control run code step serving; do
   exists gcloud iam service-accounts describe "$(sa "${kind}")" ||
     run gcloud iam service-accounts create "image-search-${kind}" --display-name "image-search ${kind}"
 done
@@ -140,14 +163,17 @@ grant roles/storage.objectViewer "${CATALOG_BUCKET}" code
 grant roles/storage.objectViewer "${BUCKET}" code
 grant roles/storage.objectViewer "${CATALOG_BUCKET}" step
 grant roles/storage.objectUser "${BUCKET}" step
-# The control account: logs under dagster-compute-logs/ only (an IAM condition on the prefix).
-logs="resource.name.startsWith(\"projects/_/buckets/${BUCKET}/objects/dagster-compute-logs/\")"
-for role in roles/storage.objectViewer roles/storage.objectCreator; do
-  run gcloud storage buckets add-iam-policy-binding "gs://${BUCKET}" \
-    --member "serviceAccount:$(sa control)" --role "${role}" \
-    --condition "expression=${logs},title=compute-logs-only"
-done
-for pair in control:dagster code:dagster-code-server step:dagster-step; do
+# Serving reads indexes, items tables and stored images, and for image queries a checkpoint.
+grant roles/storage.objectViewer "${CATALOG_BUCKET}" serving
+grant roles/storage.objectViewer "${BUCKET}" serving
+# Prefix-limited accounts (IAM conditions on the object name).
+prefix() { echo "resource.name.startsWith(\"projects/_/buckets/${BUCKET}/objects/$1\")"; }
+logs=$(prefix dagster-compute-logs/)
+grant roles/storage.objectViewer "${BUCKET}" control "${logs}" compute-logs-only
+grant roles/storage.objectViewer "${BUCKET}" run "${logs}" compute-logs-only
+grant roles/storage.objectCreator "${BUCKET}" run "${logs}" compute-logs-only
+for pair in control:dagster run:dagster-run-worker code:dagster-code-server step:dagster-step \
+  serving:image-search-serving; do
   run gcloud iam service-accounts add-iam-policy-binding "$(sa "${pair%%:*}")" \
     --role roles/iam.workloadIdentityUser \
     --member "serviceAccount:${PROJECT_ID}.svc.id.goog[${NAMESPACE}/${pair#*:}]"

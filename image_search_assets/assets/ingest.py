@@ -72,7 +72,8 @@ def ingest_assets(
             },
         )
 
-    @dg.asset(**common)
+    # The one step that reaches image hosts: its pods alone may leave for public addresses.
+    @dg.asset(**{**common, "op_tags": k8s_op_tags(None, None, gpu=False, image_hosts=True)})
     def product_images(
         context: dg.AssetExecutionContext,
         new_products: pd.DataFrame,

@@ -9,8 +9,9 @@ Every step pod meets the Pod Security Standard "restricted" (docs/security.md): 
 no privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root
 filesystem, and no Kubernetes API token (a step decodes untrusted images; it never needs the
 API). It runs as its own service account, which has no Role. The writable /tmp and HOME
-emptyDirs come from the code location (k8s/helm/values.yaml), which the chart passes to every
-run and step pod.
+emptyDirs and the deployment's env come from the run launcher's `runK8sConfig`
+(k8s/helm/values.yaml), the base of every run and step pod. The image-fetching step's pod is
+labelled so that its NetworkPolicy, alone among steps, lets it reach public image hosts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 APP_UID = 1000  # the non-root user of k8s/Dockerfile
 SHM_VOLUME = "dshm"
+# Pods with this label may reach public image hosts (k8s/policy/network-policies.yaml); every
+# other pod reaches Google APIs through their private range only.
+EGRESS_LABEL = "image-search/egress"
+IMAGE_HOSTS = "image-hosts"
 # The Kubernetes service account of step pods (k8s/policy/rbac.yaml): no Role, no API token;
 # Workload Identity maps it to the step's own Google service account.
 STEP_SERVICE_ACCOUNT = "dagster-step"
@@ -85,8 +90,13 @@ def step_resources(gpus: int) -> dict[str, Any]:
     return resources
 
 
-def step_k8s_config(gpus: int, gpu_type: str | None = None) -> dict[str, Any]:
-    """The `dagster-k8s/config` block of a step with `gpus` GPUs of `gpu_type`."""
+def step_k8s_config(
+    gpus: int, gpu_type: str | None = None, *, image_hosts: bool = False
+) -> dict[str, Any]:
+    """The `dagster-k8s/config` block of a step with `gpus` GPUs of `gpu_type`.
+
+    `image_hosts`: the step fetches catalog image URLs, so its pod is labelled for egress.
+    """
     size, n = (PER_GPU, gpus) if gpus else (CPU_STEP, 1)
     pod_spec: dict[str, Any] = {
         # PyTorch data loaders share batches through /dev/shm; the container default is 64 MiB.
@@ -105,7 +115,7 @@ def step_k8s_config(gpus: int, gpu_type: str | None = None) -> dict[str, Any]:
             raise ValueError("a GPU step needs a gpu_type for its node selector")
         pod_spec["node_selector"] = {ACCELERATOR_LABEL: gpu_type}
         pod_spec["tolerations"] = [dict(GPU_TOLERATION)]
-    return {
+    config: dict[str, Any] = {
         "container_config": {
             "resources": step_resources(gpus),
             "volume_mounts": [{"name": SHM_VOLUME, "mount_path": "/dev/shm"}],
@@ -113,10 +123,17 @@ def step_k8s_config(gpus: int, gpu_type: str | None = None) -> dict[str, Any]:
         },
         "pod_spec_config": pod_spec,
     }
+    if image_hosts:
+        config["pod_template_spec_metadata"] = {"labels": {EGRESS_LABEL: IMAGE_HOSTS}}
+    return config
 
 
 def k8s_op_tags(
-    settings: Settings | None, category: Category | None, *, gpu: bool
+    settings: Settings | None,
+    category: Category | None,
+    *,
+    gpu: bool,
+    image_hosts: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Op tags for an asset: a GPU step of `category` gets its GPUs, any other step none.
 
@@ -126,7 +143,7 @@ def k8s_op_tags(
     if gpu and (settings is None or category is None):
         raise ValueError("a GPU step needs the settings and its category")
     if not gpu or settings is None or category is None or settings.device == "cpu":
-        return {K8S_CONFIG_TAG: step_k8s_config(0)}
+        return {K8S_CONFIG_TAG: step_k8s_config(0, image_hosts=image_hosts)}
     return {K8S_CONFIG_TAG: step_k8s_config(category.gpus, category.gpu_type)}
 
 

@@ -1,9 +1,10 @@
 """The daily job's step Jobs and run worker as dagster-k8s renders them, offline.
 
 Both get what the Helm chart gives them on the cluster (k8s/helm/values.yaml): the run
-launcher's `runK8sConfig`, and the code location's container context, which the chart builds
-from the code server's env, volumes and resources (its `k8sContainerContext` helper) and
-which every run and step inherits.
+launcher's `runK8sConfig` and, were `includeConfigInLaunchedRuns` on, the code location's
+container context, which the chart builds from the code server's env, volumes and resources
+(its `k8sContainerContext` helper). Ours has it off, so runs and steps inherit nothing of
+the code server's.
 """
 
 from __future__ import annotations
@@ -43,12 +44,18 @@ def launcher_run_k8s_config(values: dict = VALUES) -> dict[str, Any]:
     return {keys[k]: v for k, v in run_k8s.items()}
 
 
-def code_location_container_context(values: dict = VALUES) -> dict[str, Any]:
-    """The container context the chart passes from the code server to its runs and steps."""
+def code_location_container_context(values: dict = VALUES) -> dict[str, Any] | None:
+    """The container context the chart passes from the code server to its runs and steps.
+
+    None when `includeConfigInLaunchedRuns` is off (our values): then the code server's env,
+    volumes and resources stay its own, and runs and steps get theirs from the run launcher.
+    """
     (server,) = values["dagster-user-deployments"]["deployments"]
+    if not server.get("includeConfigInLaunchedRuns", {"enabled": True})["enabled"]:
+        return None
     k8s = {
         "image_pull_policy": server["image"]["pullPolicy"],
-        "env_config_maps": [f"dagster-{server['name']}-user-env"],
+        "env_secrets": [s["name"] for s in server.get("envSecrets", [])],
         "volume_mounts": server.get("volumeMounts", []),
         "volumes": server.get("volumes", []),
         "resources": server.get("resources", {}),

@@ -121,7 +121,10 @@ def test_code_location_runs_steps_on_the_k8s_executor():
     env = {e["name"]: e.get("value") for e in deployment["env"]}
     assert env["IMAGE_SEARCH_EXECUTOR"] == "k8s"
     assert select_executor(env["IMAGE_SEARCH_EXECUTOR"]).name == "k8s"
-    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True
+    # Runs and steps take the same list from the run launcher, not the code server's whole env.
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is False
+    run_config = VALUES["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
+    assert run_config["containerConfig"]["env"] == deployment["env"]
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "image_search_assets.definitions"]
     images = {VALUES[part]["image"]["repository"] for part in ("dagsterWebserver", "dagsterDaemon")}
     assert images == {deployment["image"]["repository"]}  # they load our storage class
@@ -189,11 +192,16 @@ def test_gke_script_binds_the_charts_service_account(setup_commands):
         if line.startswith("gcloud iam service-accounts add-iam-policy-binding")
     ]
     (server,) = VALUES["dagster-user-deployments"]["deployments"]
+    run_pod = VALUES["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["podSpecConfig"]
+    serving = yaml.safe_load_all((K8S_DIR / "serving" / "deployment.yaml").read_text())
     accounts = {
         VALUES["global"]["serviceAccountName"],
+        run_pod["serviceAccountName"],
         server["serviceAccount"]["name"],
         "dagster-step",
+        *(d["metadata"]["name"] for d in serving if d and d["kind"] == "ServiceAccount"),
     }
+    assert len(accounts) == 5
     for account in accounts:  # one Google account per pod kind, each bound to its own KSA
         (line,) = [b for b in bindings if f"[dagster/{account}]" in b]
         assert "roles/iam.workloadIdentityUser" in line
@@ -228,3 +236,23 @@ def test_local_runs_never_import_dagster_k8s():
         timeout=120,
     )
     assert done.stdout.strip() == "False"
+
+
+def test_each_pod_kinds_account_maps_to_a_google_account_of_its_own():
+    def manifests(path: Path) -> list[dict]:
+        return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+    (server,) = VALUES["dagster-user-deployments"]["deployments"]
+    accounts = [
+        (VALUES["serviceAccount"]["name"], VALUES["serviceAccount"]["annotations"]),
+        (server["serviceAccount"]["name"], server["serviceAccount"]["annotations"]),
+    ]
+    for path in (K8S_DIR / "policy" / "rbac.yaml", K8S_DIR / "serving" / "deployment.yaml"):
+        accounts += [
+            (d["metadata"]["name"], d["metadata"]["annotations"])
+            for d in manifests(path)
+            if d["kind"] == "ServiceAccount"
+        ]
+    google = {name: notes["iam.gke.io/gcp-service-account"] for name, notes in accounts}
+    assert len(google) == len(accounts) == 5
+    assert len(set(google.values())) == 5, google  # no two pod kinds share a Google identity

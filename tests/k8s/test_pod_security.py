@@ -27,6 +27,10 @@ from pod_security import RULES, pod_spec, violations
 
 from image_search_assets.k8s.job_config import K8S_CONFIG_TAG, STEP_SERVICE_ACCOUNT
 
+RUN_WORKER_ACCOUNT = VALUES["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"][
+    "podSpecConfig"
+]["serviceAccountName"]
+
 K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"
 POLICY_DIR = K8S_DIR / "policy"
 MANIFEST_DIRS = (K8S_DIR / "serving", POLICY_DIR)
@@ -74,9 +78,28 @@ def test_run_worker_passes_restricted_and_keeps_its_token(rendered):
     _, run_worker, _ = rendered
     pod = pod_of(run_worker)
     assert violations(pod) == []
-    assert pod["serviceAccountName"] == VALUES["global"]["serviceAccountName"]
+    assert pod["serviceAccountName"] == RUN_WORKER_ACCOUNT != VALUES["global"]["serviceAccountName"]
     assert pod.get("automountServiceAccountToken", True) is True  # it creates its steps' Jobs
     validate_strict(run_worker)
+
+
+def _env_of(pod: dict) -> tuple[dict[str, str | None], list[dict]]:
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    return env, container.get("envFrom", [])
+
+
+def test_the_alert_webhook_reaches_the_code_server_only(rendered):
+    steps, run_worker, _ = rendered
+    (server,) = VALUES["dagster-user-deployments"]["deployments"]
+    platform_env = {e["name"]: e["value"] for e in server["env"]}
+    assert {s["name"] for s in server["envSecrets"]} == {"image-search-alerts"}
+    for key, job in [*steps.items(), ("run worker", run_worker)]:
+        env, env_from = _env_of(pod_of(job))
+        assert "IMAGE_SEARCH_ALERT_WEBHOOK" not in env, key
+        assert "image-search-alerts" not in str(env_from), key
+        # ...and the deployment's settings do, from the one list the code server has too.
+        assert {k: env[k] for k in platform_env} == platform_env, key
 
 
 def chart_pods(values: dict) -> dict[str, dict]:
@@ -116,6 +139,7 @@ def chart_pods(values: dict) -> dict[str, dict]:
             ],
             "volumes": [*instance, *v["volumes"]],
         }  # fmt: skip
+    server_env_from = [{"secretRef": secret} for secret in server["envSecrets"]]
     pods["code-server"] = {
         "serviceAccountName": server["serviceAccount"]["name"],
         "automountServiceAccountToken": True,
@@ -127,6 +151,7 @@ def chart_pods(values: dict) -> dict[str, dict]:
                 "securityContext": server["securityContext"],
                 "resources": server["resources"],
                 "env": server["env"],
+                "envFrom": server_env_from,
                 "volumeMounts": server["volumeMounts"],
             }
         ],
@@ -142,11 +167,13 @@ def test_chart_pods_pass_restricted(kind):
     validate_strict({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": kind}, "spec": pod})
 
 
-def test_only_the_launching_account_has_a_role():
+def test_only_the_launching_accounts_have_a_role():
     docs = [d for p in sorted(POLICY_DIR.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
     bindings = [d for d in docs if d and d["kind"] in {"RoleBinding", "ClusterRoleBinding"}]
+    assert {b["kind"] for b in bindings} == {"RoleBinding"}
     subjects = {s["name"] for b in bindings for s in b["subjects"]}
-    assert subjects == {VALUES["global"]["serviceAccountName"]}
+    # The daemon launches run Jobs (the webserver deletes them); run workers launch steps.
+    assert subjects == {VALUES["global"]["serviceAccountName"], RUN_WORKER_ACCOUNT}
     (role,) = [d for d in docs if d and d["kind"] == "Role"]
     verbs = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
     assert ("jobs", "create") in verbs and ("jobs", "delete") in verbs
