@@ -144,7 +144,7 @@ exists gcloud dns record-sets describe '*.googleapis.com.' --zone googleapis --t
     --ttl 300 --rrdatas private.googleapis.com.
 
 # Workload Identity, one Google account per pod kind (docs/security.md, "Identity"):
-#   control (dagster: webserver, daemon): reads compute logs;
+#   control (dagster-webserver): reads compute logs (the daemon, dagster, has none);
 #   run (dagster-run-worker): reads and writes compute logs;
 #   code (dagster-code-server): reads inputs and artefacts;
 #   step (dagster-step): reads inputs, writes artefacts;
@@ -172,7 +172,7 @@ logs=$(prefix dagster-compute-logs/)
 grant roles/storage.objectViewer "${BUCKET}" control "${logs}" compute-logs-only
 grant roles/storage.objectViewer "${BUCKET}" run "${logs}" compute-logs-only
 grant roles/storage.objectCreator "${BUCKET}" run "${logs}" compute-logs-only
-for pair in control:dagster run:dagster-run-worker code:dagster-code-server step:dagster-step \
+for pair in control:dagster-webserver run:dagster-run-worker code:dagster-code-server step:dagster-step \
   serving:image-search-serving; do
   run gcloud iam service-accounts add-iam-policy-binding "$(sa "${pair%%:*}")" \
     --role roles/iam.workloadIdentityUser \

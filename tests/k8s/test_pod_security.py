@@ -171,13 +171,26 @@ def test_only_the_launching_accounts_have_a_role():
     docs = [d for p in sorted(POLICY_DIR.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
     bindings = [d for d in docs if d and d["kind"] in {"RoleBinding", "ClusterRoleBinding"}]
     assert {b["kind"] for b in bindings} == {"RoleBinding"}
-    subjects = {s["name"] for b in bindings for s in b["subjects"]}
-    # The daemon launches run Jobs (the webserver deletes them); run workers launch steps.
-    assert subjects == {VALUES["global"]["serviceAccountName"], RUN_WORKER_ACCOUNT}
-    (role,) = [d for d in docs if d and d["kind"] == "Role"]
-    verbs = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
-    assert ("jobs", "create") in verbs and ("jobs", "delete") in verbs
-    assert not {(res, v) for res, v in verbs if res != "jobs" and v not in {"get", "list", "watch"}}
+    roles = {d["metadata"]["name"]: d for d in docs if d and d["kind"] == "Role"}
+
+    def verbs(role: str) -> set[tuple[str, str]]:
+        rules = roles[role]["rules"]
+        return {(res, v) for r in rules for res in r["resources"] for v in r["verbs"]}
+
+    bound = {s["name"]: b["roleRef"]["name"] for b in bindings for s in b["subjects"]}
+    # The daemon launches run Jobs, run workers their steps'; the webserver only deletes them.
+    daemon = VALUES["global"]["serviceAccountName"]
+    assert bound == {
+        daemon: "dagster-job-launcher",
+        RUN_WORKER_ACCOUNT: "dagster-job-launcher",
+        "dagster-webserver": "dagster-run-terminator",
+    }
+    for role in roles:
+        writes = {(res, v) for res, v in verbs(role) if v not in {"get", "list", "watch"}}
+        assert {res for res, _ in writes} <= {"jobs"}, role  # nothing but Jobs is ever written
+    assert ("jobs", "create") in verbs("dagster-job-launcher")
+    assert ("jobs", "create") not in verbs("dagster-run-terminator")
+    assert ("jobs", "delete") in verbs("dagster-run-terminator")
     accounts = {d["metadata"]["name"]: d for d in docs if d and d["kind"] == "ServiceAccount"}
     assert accounts[STEP_SERVICE_ACCOUNT]["automountServiceAccountToken"] is False
 
