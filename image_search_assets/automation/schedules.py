@@ -70,8 +70,35 @@ def active_runs(instance: dg.DagsterInstance, days: Sequence[date]) -> list[Acti
     return [ActiveRun(r.run_id, r.tags[PARTITION_TAG], r.status.value) for r in runs]
 
 
+# A step's launch: its Job created by the run worker (k8s), or its start in process.
+_LAUNCH_EVENTS = {dg.DagsterEventType.STEP_WORKER_STARTING, dg.DagsterEventType.STEP_START}
+
+
+def _step_launched_at(instance: dg.DagsterInstance, run_id: str, step_key: str, before: float):
+    """When the attempt of `step_key` that ended at `before` was launched; None if unknown."""
+    launches = [
+        entry.timestamp
+        for entry in instance.all_logs(run_id, of_type=_LAUNCH_EVENTS)
+        if entry.step_key == step_key and entry.timestamp <= before
+    ]
+    # The last attempt's: a retried step is launched again, and its pod pays the cost again.
+    return max(launches, default=None)
+
+
+def _fixed_seconds(instance: dg.DagsterInstance, event, engine: object) -> float | None:
+    """The step's wall time from launch to output less the engine's seconds (StageRate)."""
+    if not isinstance(engine, dict) or not event.step_key:
+        return None
+    engine_s = engine.get("wall_seconds")
+    launched = _step_launched_at(instance, event.run_id, event.step_key, event.timestamp)
+    if launched is None or not isinstance(engine_s, int | float):
+        return None
+    return max(0.0, event.timestamp - launched - float(engine_s))
+
+
 def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> list[StageRate]:
-    """The engine's images/s and device count from each GPU step's latest materialisation."""
+    """Each GPU step's engine images/s, device count and fixed seconds, from its latest
+    materialisation and its run's event log."""
     rates = []
     for category in categories:
         for stage in GPU_STAGES:
@@ -81,7 +108,7 @@ def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> lis
                 if event and event.asset_materialization
                 else {}
             )
-            if "engine_images_per_second" not in meta:
+            if event is None or "engine_images_per_second" not in meta:
                 continue  # never materialised, or every chunk was reused
             devices = str(meta["devices"].value) if "devices" in meta else ""
             per_second = meta["engine_images_per_second"].value
@@ -89,11 +116,13 @@ def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> lis
                 raise TypeError(
                     f"{category}/{stage} engine_images_per_second is {per_second!r}, not a number"
                 )
+            engine = meta["engine"].value if "engine" in meta else None
             rates.append(
                 StageRate(
                     stage,
                     float(per_second),
                     len([d for d in devices.split(",") if d.strip()]) or 1,
+                    _fixed_seconds(instance, event, engine),
                 )
             )
     return rates

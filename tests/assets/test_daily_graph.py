@@ -12,6 +12,7 @@ from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.index.live_set import load_vectors
 from image_search_assets.core.inference import engine
 from image_search_assets.core.inference.engine import precision
+from image_search_assets.core.planning.gpu_plan import measured_throughput
 from image_search_assets.core.records import asset_value_key, day_report
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from resources import StorageResource
@@ -79,6 +80,11 @@ def test_consecutive_days_accumulate_without_rerunning_models(settings, detector
         rates = latest_rates(instance, settings.category_names)
         assert len(rates) == 2 * len(settings.category_names)
         assert all(r.images_per_second > 0 and r.devices == 1 for r in rates)
+        # ...and each step's fixed cost: launch to output, less the engine's own seconds.
+        for r in rates:
+            assert r.fixed_seconds is not None and r.fixed_seconds >= 0
+        model, source = measured_throughput(rates, settings.planning.model())
+        assert "s overhead measured" in source and model.overhead_s < 300
     day1 = set(store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[0]))["product_id"])
     day2 = store.read_parquet(asset_value_key(["tops", "annoy_index"], DAYS[1]))
     emb2 = store.read_parquet(asset_value_key(["tops", "embeddings"], DAYS[1]))

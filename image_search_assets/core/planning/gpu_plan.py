@@ -109,28 +109,40 @@ def budget_for(plan: GpuPlan, makespan_s: float) -> int:
 
 @dataclass(frozen=True)
 class StageRate:
-    """One step's measured engine speed, from its materialisation's metadata."""
+    """One step's measured engine speed and fixed cost, from its materialisation."""
 
     stage: str  # "detections" | "embeddings"
     images_per_second: float  # the engine's, over all of the step's devices
     devices: int
+    # The step's wall time from its launch (its pod's Job created, or its start in process) to
+    # its output, less the engine's own seconds: pod start, imports, model load, output flush.
+    fixed_seconds: float | None = None
+
+
+def _median_fixed(rates: Sequence[StageRate], stage: str) -> float | None:
+    fixed = [r.fixed_seconds for r in rates if r.stage == stage and r.fixed_seconds is not None]
+    return statistics.median(fixed) if fixed else None
 
 
 def measured_throughput(
     rates: Sequence[StageRate], base: ThroughputModel
 ) -> tuple[ThroughputModel, str]:
-    """`base` with items/GPU-s taken from measured engine rates, and where the figure came from.
+    """`base` with items/GPU-s and the fixed overhead taken from measured steps, and whence.
 
     Each stage's per-device rate is the median over its steps; an item passes through both
-    stages, so the combined rate is 1 / (1/detect + 1/embed). Without a measurement of both
-    stages `base` stands (the configured figure).
+    stages, so the combined rate is 1 / (1/detect + 1/embed). A category pays both stages'
+    fixed costs (two pods), so the overhead is the sum of each stage's median fixed seconds.
+    Without a measurement of both stages the configured figure stands, for each of the two.
     """
     per_stage: dict[str, list[float]] = {}
     for r in rates:
         if r.images_per_second > 0 and r.devices > 0:
             per_stage.setdefault(r.stage, []).append(r.images_per_second / r.devices)
     if not {"detections", "embeddings"} <= set(per_stage):
-        return base, f"{base.items_per_gpu_second:g} items/GPU-s configured (none measured yet)"
+        return base, (
+            f"{base.items_per_gpu_second:g} items/GPU-s and {base.overhead_s:g} s overhead "
+            "configured (none measured yet)"
+        )
     detect, embed = (statistics.median(per_stage[s]) for s in ("detections", "embeddings"))
     combined = 1.0 / (1.0 / detect + 1.0 / embed)
     steps = sum(len(v) for v in per_stage.values())
@@ -138,4 +150,13 @@ def measured_throughput(
         f"{combined:.3g} items/GPU-s measured (median per device over {steps} steps: "
         f"detect {detect:.3g}/s, embed {embed:.3g}/s)"
     )
-    return replace(base, items_per_gpu_second=combined), source
+    fixed = [_median_fixed(rates, s) for s in ("detections", "embeddings")]
+    if None in fixed:
+        return replace(base, items_per_gpu_second=combined), (
+            f"{source}; {base.overhead_s:g} s overhead configured"
+        )
+    overhead = sum(f for f in fixed if f is not None)
+    source += (
+        f"; {overhead:.3g} s overhead measured (detect {fixed[0]:.3g} s + embed {fixed[1]:.3g} s)"
+    )
+    return replace(base, items_per_gpu_second=combined, overhead_s=overhead), source

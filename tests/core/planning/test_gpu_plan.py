@@ -78,12 +78,30 @@ def test_measured_rates_replace_the_configured_throughput_per_device_and_in_seri
     assert model.items_per_gpu_second == pytest.approx(1 / (1 / 200 + 1 / 300))
     assert (model.overhead_s, model.scaling_efficiency) == (MODEL.overhead_s, 0.95)
     assert source.startswith("120 items/GPU-s measured") and "over 4 steps" in source
+    assert source.endswith("; 300 s overhead configured")  # no fixed seconds measured
 
     only_detect = [r for r in rates if r.stage == "detections"]
     assert measured_throughput(only_detect, MODEL) == (
         MODEL,
-        "0.25 items/GPU-s configured (none measured yet)",
+        "0.25 items/GPU-s and 300 s overhead configured (none measured yet)",
     )
+
+
+def test_measured_fixed_seconds_replace_the_configured_overhead_one_pod_per_stage():
+    rates = [
+        StageRate("detections", 100.0, 1, fixed_seconds=40.0),
+        StageRate("detections", 100.0, 1, fixed_seconds=60.0),  # median 50
+        StageRate("detections", 100.0, 1),  # launch not on record: ignored for the overhead
+        StageRate("embeddings", 200.0, 1, fixed_seconds=12.0),
+    ]
+    model, source = measured_throughput(rates, MODEL)
+    assert model.overhead_s == pytest.approx(50.0 + 12.0)
+    assert "62 s overhead measured (detect 50 s + embed 12 s)" in source
+    # What the planner charges a category for its fixed cost: 62 s, where it assumed 300 s.
+    assert model.seconds(0, 1) == pytest.approx(62.0) and MODEL.seconds(0, 1) == 300.0
+    # Fixed seconds of one stage only: the configured overhead stands.
+    half = [r for r in rates if r.stage == "detections"] + [StageRate("embeddings", 200.0, 1)]
+    assert measured_throughput(half, MODEL)[0].overhead_s == MODEL.overhead_s
 
 
 def test_a_fast_engine_right_sizes_the_reference_day_to_one_gpu_each():
