@@ -3,10 +3,12 @@
 # speed/accuracy choices worth recording; plus profiles of the eager passes.
 #
 #   on a GPU host (H100/H200) whose python3 holds torch:  bash benchmarks/gpu_suite.sh
-#   in two parts:  SUITE=core ..., then SUITE=compiled ...
+#   in parts:  SUITE=core ..., SUITE=cold_start ..., then SUITE=compiled ...
 #   smoke test on a CPU:  DEVICE=cpu IMAGES=16 PYTHON=.venv/bin/python bash benchmarks/gpu_suite.sh
 #
-# Writes at most 8 files to $OUT: one JSON per configuration, amp_numerics.json (fp16/bf16 vs
+# Writes at most 10 files to $OUT: one JSON per configuration, cold_start_<detector>.json (a
+# fresh process per measurement: exec to first and last batch, eager and compiled on a cold
+# then a warm compile cache), amp_numerics.json (fp16/bf16 vs
 # fp32 per model, CUDA kernels), profiles.txt (torch.profiler tables of the eager SSDlite and
 # RetinaNet engine passes) and suite.log (nvidia-smi, every command, its exit code, its stderr,
 # and one JSON line each from decode_race.py, workers_check.py and fold_speed.py).
@@ -38,8 +40,9 @@ COMPILED=${LIMIT_COMPILE_S:-150}
 SSD=(--detector ssdlite320_mobilenet_v3_large --det-size 320)
 RETINA=(--detector retinanet_resnet50_fpn_v2 --det-size 512)
 R50=(--embedder resnet50 --emb-size 224)
-SUITE=${SUITE:-all}  # core (eager + checks, ~4 min expected) | compiled | all
-if [[ $SUITE != compiled ]]; then
+COLD=${LIMIT_COLD_S:-180}  # one detector's cold-start runs: eager, compile cold, compile warm
+SUITE=${SUITE:-all}  # core (eager + checks, ~4 min expected) | cold_start | compiled | all
+if [[ $SUITE == all || $SUITE == core ]]; then
   bench "$EAGER" ssdlite_resnet50 --images "$IMAGES" --batch 64 "${SSD[@]}" "${R50[@]}" \
     --profile "$OUT/profiles.txt"
   bench "$EAGER" retinanet_resnet50 --images $((IMAGES / 2)) --batch 32 "${RETINA[@]}" "${R50[@]}" \
@@ -54,7 +57,15 @@ if [[ $SUITE != compiled ]]; then
   SCRIPT=benchmarks/fold_speed.py bench 60 fold_speed --amp $fold_amp \
     --batch $((IMAGES < 64 ? IMAGES : 64)) --out "$LOG"
 fi
-if [[ $SUITE != core ]]; then
+if [[ $SUITE == all || $SUITE == cold_start ]]; then
+  # Fresh processes, as a step's pod is; each writes its JSON after every run it finishes.
+  COLD_ARGS=(--batch 64 --batches 4 --embedder resnet50 --emb-size 224 --limit-s 150)
+  SCRIPT=benchmarks/cold_start.py bench "$COLD" cold_start_ssdlite --det-size 320 \
+    --runs ssdlite:eager,ssdlite:compiled_cold,ssdlite:compiled_warm "${COLD_ARGS[@]}"
+  SCRIPT=benchmarks/cold_start.py bench "$COLD" cold_start_retinanet --det-size 512 \
+    --runs retinanet:eager,retinanet:compiled_cold,retinanet:compiled_warm "${COLD_ARGS[@]}"
+fi
+if [[ $SUITE == all || $SUITE == compiled ]]; then
   bench "$COMPILED" ssdlite_resnet50_compile --images "$IMAGES" --batch 64 "${SSD[@]}" "${R50[@]}" \
     --compile
   bench "$COMPILED" retinanet_resnet50_compile --images $((IMAGES / 2)) --batch 32 "${RETINA[@]}" \

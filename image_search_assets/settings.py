@@ -27,6 +27,7 @@ ENV_OVERRIDES = {
     "IMAGE_SEARCH_CATALOG": "catalog",
     "IMAGE_SEARCH_GCP_PROJECT": "gcp_project",
     "IMAGE_SEARCH_IMAGE_PREFIXES": "fetch.gcs_prefixes",  # "bucket/images/,other-bucket"
+    "IMAGE_SEARCH_COMPILE_CACHE": "models.compile_cache",  # a directory or gs://bucket/prefix
     # A webhook URL is a secret: deployments set it in the environment, not in the file.
     "IMAGE_SEARCH_ALERT_WEBHOOK": "alerts.webhook_url",
 }
@@ -133,10 +134,10 @@ class PlanningConfig:
     """How the daily schedule sizes each category's GPUs on the day's items (gpu_plan.py)."""
 
     items_per_gpu_second: float = 0.25  # detect + embed per GPU, until a run has measured it
-    overhead_s: float = 300.0  # pod start, model load, output flush
+    overhead_s: float = 300.0  # pod start, model load, output flush, until a run has measured it
     scaling_efficiency: float = 0.95  # share of linear speed-up kept per doubling of GPUs
     slack: float = 1.05  # makespan allowed over the all-max-GPUs plan
-    use_measured: bool = True  # the engine's latest measured rates replace items_per_gpu_second
+    use_measured: bool = True  # the latest steps' measured rates and fixed seconds replace both
 
     def __post_init__(self) -> None:
         if self.items_per_gpu_second <= 0 or self.overhead_s < 0 or self.slack < 1:
@@ -157,6 +158,8 @@ class Settings:
     embedder: ModelConfig
     device: str = "auto"
     cpu_workers: int = 1  # inference engine workers when no GPU is used
+    # torch.compile's persistent cache, a directory or gs:// prefix (engine/compile_cache.py)
+    compile_cache: str | None = None
     gcp_project: str | None = None
     fetch: FetchConfig = field(default_factory=FetchConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -242,6 +245,7 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         gcp_project=raw.get("gcp_project"),
         device=models.get("device", "auto"),
         cpu_workers=_positive(models.get("cpu_workers", 1), "models.cpu_workers"),
+        compile_cache=str(models["compile_cache"]) if models.get("compile_cache") else None,
         detector=_model(
             models.get("detector", {"arch": "fasterrcnn_mobilenet_v3_large_320_fpn"}), "detector"
         ),

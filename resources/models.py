@@ -4,6 +4,7 @@ import dagster as dg
 import torch
 
 from image_search_assets.core.inference.engine import (
+    compile_cache,
     cpu_workers,
     engine_options,
     visible_devices,
@@ -45,6 +46,8 @@ class ModelsResource(dg.ConfigurableResource):
     embedder_compile: bool = False
     embedder_sha256: str | None = None
     embedder_allow_torchscript: bool = False
+    # Where compiled kernels persist across step pods (a directory or gs:// prefix); None: off.
+    compile_cache: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ModelsResource":
@@ -69,6 +72,7 @@ class ModelsResource(dg.ConfigurableResource):
             embedder_compile=e.compile,
             embedder_sha256=e.sha256,
             embedder_allow_torchscript=e.allow_torchscript,
+            compile_cache=settings.compile_cache,
         )
 
     def _embedder_spec(self) -> ModelSpec:
@@ -109,11 +113,13 @@ class ModelsResource(dg.ConfigurableResource):
             allow_torchscript=self.detector_allow_torchscript,
         )
         reader = _reader_for(spec.weights, read_gs)
+        compile_cache.configure(self.compile_cache)
         options = engine_options(self.detector_precision, self.detector_compile)
         return Replicas(lambda d: load_detector(spec, str(d), reader), self.devices(gpus), options)
 
     def embedder_replicas(self, gpus: int, read_gs=None) -> Replicas:
         spec = self._embedder_spec()
         reader = _reader_for(spec.weights, read_gs)
+        compile_cache.configure(self.compile_cache)
         options = engine_options(self.embedder_precision, self.embedder_compile)
         return Replicas(lambda d: load_embedder(spec, str(d), reader), self.devices(gpus), options)

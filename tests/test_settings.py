@@ -47,3 +47,20 @@ def test_bad_config_is_a_clear_error(raw, match):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_the_compile_cache_setting_reaches_the_engine_of_every_gpu_step(monkeypatch, tmp_path):
+    from image_search_assets.core.inference.engine import compile_cache
+    from resources.models import ModelsResource
+
+    monkeypatch.setenv("IMAGE_SEARCH_COMPILE_CACHE", str(tmp_path / "cc"))
+    models = ModelsResource.from_settings(load_settings())
+    assert models.compile_cache == str(tmp_path / "cc")
+    try:
+        models.embedder_replicas(gpus=1)  # what the embeddings step builds first
+        active = compile_cache.active()
+        assert active is not None and active.location == str(tmp_path / "cc")
+        models.model_copy(update={"compile_cache": None}).detector_replicas(2, gpus=1)
+        assert compile_cache.active() is None  # off again: no cache configured
+    finally:
+        compile_cache.configure(None)

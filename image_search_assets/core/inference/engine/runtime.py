@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from image_search_assets.core.inference.engine import precision
+from image_search_assets.core.inference.engine import compile_cache, precision
 from image_search_assets.core.inference.gpu_memory import (
     GpuMemoryExhausted,
     is_cuda_oom,
@@ -148,9 +148,14 @@ def maybe_compiled(module: nn.Module, want: bool) -> tuple[Callable, bool]:
     dynamic sizes, which then serve every shape. dynamic=False would compile again for every
     new shape (measured on this CPU: ~25 s each for the SSDlite backbone) until dynamo's cache
     limit sends the module back to eager without a word.
+
+    With a compile cache configured (compile_cache.configure), the module's archive is loaded
+    first and each call that compiles writes it back, so the next process starts warm.
     """
     if not want:
         return module, False
     if module not in _COMPILED:
-        _COMPILED[module] = torch.compile(module, dynamic=None)
+        compiled = torch.compile(module, dynamic=None)
+        cache = compile_cache.active()
+        _COMPILED[module] = compiled if cache is None else cache.tracking(module, compiled)
     return _COMPILED[module], True
