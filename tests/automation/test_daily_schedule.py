@@ -70,7 +70,9 @@ def test_first_partition_launches_with_the_days_gpu_plan(settings, instance):
     expected = plan_gpus({"tops": 6, "pants": 2, "hats": 1}, model=ThroughputModel()).gpus
     assert json.loads(request.tags[GPU_PLAN_TAG]) == expected == {"tops": 2, "pants": 1, "hats": 1}
     assert GPU_PLAN_NOTE_TAG not in request.tags
-    assert request.tags[THROUGHPUT_TAG] == "0.25 items/GPU-s and 300 s overhead configured (none measured yet)"
+    assert request.tags[THROUGHPUT_TAG] == (
+        "0.25 items/GPU-s and 300 s overhead configured (none measured yet)"
+    )
 
 
 def report_engine_rate(instance, category: str, stage: str, per_second: float, devices: str):
