@@ -12,6 +12,7 @@ from image_search_assets.core.inference.engine import (
 from image_search_assets.core.inference.models import (
     LoadedModel,
     ModelSpec,
+    embedder_identity,
     load_detector,
     load_embedder,
 )
@@ -89,10 +90,10 @@ class ModelsResource(dg.ConfigurableResource):
         return load_embedder(spec, self.device, _reader_for(spec.weights, read_gs))
 
     def embedder_identity(self, read_gs=None) -> dict:
-        """The embedder's identity without touching a GPU: a CPU copy (cached per process), so
-        the detections step can refuse a model change before the day's GPU work."""
+        """The embedder's identity without loading it (models.embedder_identity), so the
+        detections step can refuse a model change before the day's GPU work."""
         spec = self._embedder_spec()
-        return load_embedder(spec, "cpu", _reader_for(spec.weights, read_gs)).identity
+        return embedder_identity(spec, _reader_for(spec.weights, read_gs))
 
     def devices(self, gpus: int) -> tuple[torch.device, ...]:
         """One engine worker per device: the step's `gpus` GPUs (on GKE exactly the granted

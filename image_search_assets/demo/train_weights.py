@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 import torchvision
 
-from image_search_assets.core.inference.models import DEMO_WEIGHTS, WEIGHTS_DIR, resolve_device
+from image_search_assets.core.inference.checkpoints import DEMO_WEIGHTS, WEIGHTS_DIR
+from image_search_assets.core.inference.models import resolve_device
 from image_search_assets.demo.training import to_fp16, train_detector, train_embedder
 from image_search_assets.settings import load_settings
 

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
+from image_search_assets.core.inference.checkpoints import DEMO_RECORD, demo_checkpoint
 from image_search_assets.core.inference.models import (
-    DEMO_RECORD,
     ModelSpec,
-    demo_checkpoint,
     known_labels,
 )
 from image_search_assets.demo.retrieval_eval import draw_eval_set, evaluate_weights

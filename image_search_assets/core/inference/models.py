@@ -20,30 +20,26 @@ by name (tags.py), never by position, so the config never sizes a checkpoint's h
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
-import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
+from image_search_assets.core.inference.checkpoints import (
+    DEMO_RECORD,
+    CheckpointRefused,
+    is_torchscript,
+    verified_checkpoint,
+)
+
 log = logging.getLogger(__name__)
 
 RANDOM_SEED = 0
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "demo" / "weights"
-# The architectures demo/train_weights.py trains, and the file each one writes.
-DEMO_WEIGHTS = {
-    "ssdlite320_mobilenet_v3_large": "demo_detector.pt",
-    "mobilenet_v3_small": "demo_embedder.pt",
-}
-DEMO_RECORD = WEIGHTS_DIR / "demo_weights.json"  # how the demo weights were made, labels too
 
 
 @dataclass(frozen=True)
@@ -54,13 +50,6 @@ class ModelSpec:
     num_classes: int | None = None  # random detectors only; a checkpoint's labels size its head
     sha256: str | None = None  # pinned checkpoint digest: other bytes are refused
     allow_torchscript: bool = False  # TorchScript runs its own code: an explicit opt-in
-
-
-class CheckpointRefused(ValueError):
-    """The checkpoint must not be loaded (wrong digest, or TorchScript without opt-in).
-
-    Permanent: a retry reads the same bytes. A ValueError, so core/failures.py never retries it.
-    """
 
 
 @dataclass(frozen=True)
@@ -81,14 +70,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _construct(
     spec: ModelSpec, *, detector: bool, weights: str | None, num_classes: int | None = None
 ) -> nn.Module:
@@ -100,29 +81,6 @@ def _construct(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         return torchvision.models.get_model(spec.arch, **kwargs)
-
-
-def _read_checkpoint(uri: str, read_bytes: Callable[[str], bytes] | None) -> Path:
-    if uri.startswith("gs://"):
-        if read_bytes is None:
-            raise ValueError(f"checkpoint {uri}: reading gs:// needs a GCS reader")
-        tmp = Path(tempfile.mkdtemp()) / Path(uri).name
-        tmp.write_bytes(read_bytes(uri))
-        return tmp
-    path = Path(uri.removeprefix("file://")).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return path
-
-
-def demo_checkpoint(arch: str) -> Path:
-    """The committed demo checkpoint for `arch`; a clear error for any other architecture."""
-    if arch not in DEMO_WEIGHTS:
-        raise ValueError(
-            f"weights 'demo' exist for {sorted(DEMO_WEIGHTS)} only, not {arch!r}: "
-            "train them with image_search_assets/demo/train_weights.py or choose other weights"
-        )
-    return WEIGHTS_DIR / DEMO_WEIGHTS[arch]
 
 
 def known_labels(spec: ModelSpec) -> tuple[str, ...] | None:
@@ -176,15 +134,6 @@ def _require_fit(module: nn.Module, state: dict[str, Any], uri: str, arch: str, 
     )
 
 
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives carry their code; a saved state_dict is pickled data only."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
-    except zipfile.BadZipFile:
-        return False
-
-
 def _load_module(
     spec: ModelSpec, *, detector: bool, read_bytes: Callable[[str], bytes] | None
 ) -> tuple[nn.Module, dict[str, Any], tuple[str, ...] | None]:
@@ -199,23 +148,10 @@ def _load_module(
         return module, identity, None
     if spec.weights.upper() == "DEFAULT":
         return _construct(spec, detector=detector, weights="DEFAULT"), identity, labels
-    uri = spec.weights
-    if spec.weights == "demo":
-        uri = str(demo_checkpoint(spec.arch))
-        log.warning(
-            "%s uses the DEMO weights: trained on the synthetic sample catalog only; set real "
-            "weights in platform.yaml for real product photos",
-            spec.arch,
-        )
-    path = _read_checkpoint(uri, read_bytes)
-    identity["sha256"] = digest = _sha256(path)
-    if spec.sha256 is not None and digest != spec.sha256.lower():
-        raise CheckpointRefused(
-            f"checkpoint {uri} has sha256 {digest}, but the config pins {spec.sha256}: the file "
-            "changed or the pin is stale. Fix: restore the checkpoint or update models.<model>."
-            "sha256 after verifying the new file; it is not retried"
-        )
-    if _is_torchscript(path):
+    uri, path, identity["sha256"] = verified_checkpoint(
+        spec.arch, spec.weights, spec.sha256, read_bytes
+    )
+    if is_torchscript(path):
         if not spec.allow_torchscript:
             raise CheckpointRefused(
                 f"checkpoint {uri} is TorchScript, which runs code of its own when loaded. Fix: "
@@ -285,3 +221,35 @@ def load_embedder(
         identity["dim"] = int(module(probe).flatten(1).shape[1])
     identity["input_size"] = spec.input_size
     return LoadedModel(module, dev, identity)
+
+
+@functools.cache
+def embedder_identity(
+    spec: ModelSpec, read_bytes: Callable[[str], bytes] | None = None
+) -> dict[str, Any]:
+    """`load_embedder(spec).identity`, without loading weights or running the model on data.
+
+    A step that only compares identities (detections, before its GPU work) would otherwise
+    build the whole embedder: torchvision's DEFAULT weights read in, a state_dict loaded, a
+    probe run. Here the checkpoint is only hashed (and its pin checked), and the vector size
+    comes from the architecture built and probed on the meta device, which holds no data.
+    TorchScript carries its own architecture, so it is loaded as before. Cached per process.
+    """
+    identity: dict[str, Any] = {"arch": spec.arch, "weights": spec.weights}
+    if spec.weights == "random":
+        identity["seed"] = RANDOM_SEED
+    elif spec.weights.upper() != "DEFAULT":
+        _, path, identity["sha256"] = verified_checkpoint(
+            spec.arch, spec.weights, spec.sha256, read_bytes
+        )
+        if is_torchscript(path):
+            return dict(load_embedder(spec, "cpu", read_bytes).identity)
+        identity["format"] = "state_dict"
+    with torch.device("meta"):
+        module = _construct(spec, detector=False, weights=None)
+        _strip_classifier(module)
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, spec.input_size, spec.input_size)
+            identity["dim"] = int(module.eval()(probe).flatten(1).shape[1])
+    identity["input_size"] = spec.input_size
+    return identity

@@ -12,10 +12,10 @@ from PIL import Image
 
 from image_search_assets.core.failures import classify
 from image_search_assets.core.inference import naive
+from image_search_assets.core.inference.checkpoints import DEMO_RECORD, CheckpointRefused
 from image_search_assets.core.inference.models import (
-    DEMO_RECORD,
-    CheckpointRefused,
     ModelSpec,
+    embedder_identity,
     known_labels,
     load_detector,
     load_embedder,
@@ -212,3 +212,31 @@ def test_default_weights_carry_cocos_names_without_loading_them():
     labels = known_labels(ModelSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT"))
     assert labels is not None and labels[1] == "person" and "handbag" in labels
     assert known_labels(ModelSpec(SSD, "random")) is None
+
+
+def test_the_embedders_identity_is_known_without_loading_it(tmp_path, monkeypatch):
+    path = tmp_path / "emb.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    script = tmp_path / "emb.ts"
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.AdaptiveAvgPool2d(1))
+    torch.jit.script(torch.nn.Sequential(net, torch.nn.Flatten())).save(str(script))
+    specs = [
+        ModelSpec("resnet18", "random", 48),
+        ModelSpec("mobilenet_v3_small", "demo", 64),
+        ModelSpec("efficientnet_b0", "random", 64),
+        ModelSpec("resnet18", str(path), 40),  # a state_dict: hashed, never loaded
+        ModelSpec("resnet18", str(script), 36, allow_torchscript=True),  # loaded: its own arch
+    ]
+    for spec in specs:
+        assert embedder_identity(spec) == load_embedder(spec, "cpu").identity, spec
+    pinned = ModelSpec("resnet18", str(path), 40, sha256="2" * 64)
+    with pytest.raises(CheckpointRefused, match="pins"):  # the pin holds here too
+        embedder_identity(pinned)
+
+    # DEFAULT weights: the identity needs no download (the hub would be the only source).
+    def no_download(*args, **kwargs):
+        raise AssertionError("the identity downloaded weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    identity = embedder_identity(ModelSpec("resnet50", "DEFAULT", 224))
+    assert identity == {"arch": "resnet50", "weights": "DEFAULT", "dim": 2048, "input_size": 224}
