@@ -245,7 +245,8 @@ def test_each_pod_kinds_account_maps_to_a_google_account_of_its_own():
         return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
     (server,) = VALUES["dagster-user-deployments"]["deployments"]
-    accounts = [(server["serviceAccount"]["name"], server["serviceAccount"]["annotations"])]
+    assert server["serviceAccount"] == {"create": False, "name": "dagster-code-server"}
+    accounts = []
     for path in (K8S_DIR / "policy" / "rbac.yaml", K8S_DIR / "serving" / "deployment.yaml"):
         accounts += [
             (d["metadata"]["name"], d["metadata"]["annotations"])

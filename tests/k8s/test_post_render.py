@@ -70,9 +70,23 @@ def pod(rendered: dict, kind: str) -> dict:
     return rendered[CHART[kind][0]]["spec"]["template"]["spec"]
 
 
-def test_the_code_server_pod_has_no_token(rendered):
+def test_the_code_server_pod_has_its_own_account_and_no_token(rendered):
     assert chart_pods(VALUES)["code-server"]["automountServiceAccountToken"] is True  # chart's
     assert pod(rendered, "code-server")["automountServiceAccountToken"] is False
+    assert pod(rendered, "code-server")["serviceAccountName"] == "dagster-code-server"
+
+
+def test_the_code_server_account_is_set_even_where_the_chart_names_another():
+    # A chart that ignored the deployment's serviceAccount would give it the daemon's account,
+    # which has a Role; the post-renderer sets the code server's own one regardless.
+    chart = chart_render()
+    (server,) = [d for d in chart if d["metadata"]["name"] == CHART["code-server"][0]]
+    server["spec"]["template"]["spec"]["serviceAccountName"] = "dagster"
+    done = subprocess.run(["bash", str(POST_RENDER)], input=yaml.safe_dump_all(chart),
+                          capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    out = {d["metadata"]["name"]: d for d in yaml.safe_load_all(done.stdout) if d}
+    spec = out[CHART["code-server"][0]]["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "dagster-code-server"
 
 
 def test_the_webserver_runs_as_its_own_account_and_the_daemon_keeps_the_charts(rendered):
