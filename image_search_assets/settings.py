@@ -188,13 +188,6 @@ class Settings:
         return replace(self, **values)
 
 
-def _model(raw: dict[str, Any], what: str) -> ModelConfig:
-    try:
-        return ModelConfig(**raw)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"models.{what}: {e}") from e
-
-
 def _categories(raw: list[dict[str, Any]], default_gpu_type: str) -> tuple[Category, ...]:
     cats = []
     for entry in raw:
@@ -246,10 +239,14 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         device=models.get("device", "auto"),
         cpu_workers=_positive(models.get("cpu_workers", 1), "models.cpu_workers"),
         compile_cache=str(models["compile_cache"]) if models.get("compile_cache") else None,
-        detector=_model(
-            models.get("detector", {"arch": "fasterrcnn_mobilenet_v3_large_320_fpn"}), "detector"
+        detector=_section(
+            ModelConfig,
+            models.get("detector", {"arch": "fasterrcnn_mobilenet_v3_large_320_fpn"}),
+            "models.detector",
         ),
-        embedder=_model(models.get("embedder", {"arch": "resnet18"}), "embedder"),
+        embedder=_section(
+            ModelConfig, models.get("embedder", {"arch": "resnet18"}), "models.embedder"
+        ),
         fetch=_section(FetchConfig, fetch, "fetch"),
         index=_index(raw.get("index", {})),
         retry=_section(BackoffPolicy, raw.get("retry", {}), "retry"),
