@@ -74,23 +74,29 @@ def active_runs(instance: dg.DagsterInstance, days: Sequence[date]) -> list[Acti
 _LAUNCH_EVENTS = {dg.DagsterEventType.STEP_WORKER_STARTING, dg.DagsterEventType.STEP_START}
 
 
-def _step_launched_at(instance: dg.DagsterInstance, run_id: str, step_key: str, before: float):
-    """When the attempt of `step_key` that ended at `before` was launched; None if unknown."""
-    launches = [
-        entry.timestamp
-        for entry in instance.all_logs(run_id, of_type=_LAUNCH_EVENTS)
-        if entry.step_key == step_key and entry.timestamp <= before
-    ]
-    # The last attempt's: a retried step is launched again, and its pod pays the cost again.
-    return max(launches, default=None)
+class _Launches:
+    """Each run's step launches, read from its event log once however many steps ask."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
+        self.by_run: dict[str, list[tuple[str | None, float]]] = {}
+
+    def last_before(self, run_id: str, step_key: str, before: float) -> float | None:
+        """When the attempt of `step_key` that ended at `before` was launched; None if unknown.
+        The last attempt's: a retried step is launched again, and its pod pays the cost again."""
+        if run_id not in self.by_run:
+            entries = self.instance.all_logs(run_id, of_type=_LAUNCH_EVENTS)
+            self.by_run[run_id] = [(e.step_key, e.timestamp) for e in entries]
+        times = [t for key, t in self.by_run[run_id] if key == step_key and t <= before]
+        return max(times, default=None)
 
 
-def _fixed_seconds(instance: dg.DagsterInstance, event, engine: object) -> float | None:
+def _fixed_seconds(launches: _Launches, event, engine: object) -> float | None:
     """The step's wall time from launch to output less the engine's seconds (StageRate)."""
     if not isinstance(engine, dict) or not event.step_key:
         return None
     engine_s = engine.get("wall_seconds")
-    launched = _step_launched_at(instance, event.run_id, event.step_key, event.timestamp)
+    launched = launches.last_before(event.run_id, event.step_key, event.timestamp)
     if launched is None or not isinstance(engine_s, int | float):
         return None
     return max(0.0, event.timestamp - launched - float(engine_s))
@@ -99,7 +105,7 @@ def _fixed_seconds(instance: dg.DagsterInstance, event, engine: object) -> float
 def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> list[StageRate]:
     """Each GPU step's engine images/s, device count and fixed seconds, from its latest
     materialisation and its run's event log."""
-    rates = []
+    rates, launches = [], _Launches(instance)
     for category in categories:
         for stage in GPU_STAGES:
             event = instance.get_latest_materialization_event(dg.AssetKey([category, stage]))
@@ -122,7 +128,7 @@ def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> lis
                     stage,
                     float(per_second),
                     len([d for d in devices.split(",") if d.strip()]) or 1,
-                    _fixed_seconds(instance, event, engine),
+                    _fixed_seconds(launches, event, engine),
                 )
             )
     return rates

@@ -7,6 +7,7 @@ Keys are '/'-separated relative paths. All artefacts are written in native forma
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
 
 # Streaming copies move large files (Annoy indexes) in pieces this big, never whole.
 COPY_CHUNK = 8 << 20
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file, read in COPY_CHUNK pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class PreconditionFailed(RuntimeError):

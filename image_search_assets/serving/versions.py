@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from annoy import AnnoyIndex
 
-from image_search_assets.core.index.annoy_index import file_sha256, version_dir
-from image_search_assets.core.storage import LocalStorage, Storage
+from image_search_assets.core.index.annoy_index import version_dir
+from image_search_assets.core.storage import LocalStorage, Storage, file_sha256
 
 
 class VersionRefused(RuntimeError):

@@ -60,9 +60,11 @@ def _peer_admits(peer: dict, ip: str) -> bool:
     return inside and not any(address in ipaddress.ip_network(e) for e in block.get("except", []))
 
 
-def may_reach(labels: dict[str, str], destination: tuple[str, int]) -> bool:
+def may_reach(
+    labels: dict[str, str], destination: tuple[str, int], policies: list[dict] = POLICIES
+) -> bool:
     ip, port = destination
-    egress = [p for p in POLICIES if "Egress" in p["spec"]["policyTypes"]]
+    egress = [p for p in policies if "Egress" in p["spec"]["policyTypes"]]
     selecting = [p for p in egress if _selects(p, labels)]
     assert selecting, f"no egress policy selects {labels}"
     for policy in selecting:
@@ -142,9 +144,7 @@ def test_no_pod_reaches_nodes_or_private_ranges(pod_labels):
 
 def test_the_evaluator_admits_and_refuses_what_a_policy_says():
     # Guards the guard, on one hand-made policy: a rule with an except list, and a port.
-    global POLICIES
-    saved = POLICIES
-    POLICIES = [
+    policies = [
         {
             "spec": {
                 "podSelector": {"matchLabels": {"a": "b"}},
@@ -158,11 +158,8 @@ def test_the_evaluator_admits_and_refuses_what_a_policy_says():
             }
         }
     ]
-    try:
-        assert may_reach({"a": "b"}, ("8.8.8.8", 443))
-        assert not may_reach({"a": "b"}, ("8.8.8.8", 80))
-        assert not may_reach({"a": "b"}, ("10.1.2.3", 443))
-        with pytest.raises(AssertionError, match="no egress policy"):
-            may_reach({"c": "d"}, ("8.8.8.8", 443))
-    finally:
-        POLICIES = saved
+    assert may_reach({"a": "b"}, ("8.8.8.8", 443), policies)
+    assert not may_reach({"a": "b"}, ("8.8.8.8", 80), policies)
+    assert not may_reach({"a": "b"}, ("10.1.2.3", 443), policies)
+    with pytest.raises(AssertionError, match="no egress policy"):
+        may_reach({"c": "d"}, ("8.8.8.8", 443), policies)

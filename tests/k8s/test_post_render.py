@@ -50,9 +50,8 @@ def chart_render() -> list[dict]:
     return docs
 
 
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, dict]:
-    chart = chart_render()
+def post_render(chart: list[dict]) -> dict[str, dict]:
+    """The objects k8s/helm/post-render.sh writes for `chart`, by name."""
     done = subprocess.run(
         ["bash", str(POST_RENDER)],
         input=yaml.safe_dump_all(chart),
@@ -61,7 +60,13 @@ def rendered() -> dict[str, dict]:
         check=True,
         timeout=120,
     )
-    out = {d["metadata"]["name"]: d for d in yaml.safe_load_all(done.stdout) if d}
+    return {d["metadata"]["name"]: d for d in yaml.safe_load_all(done.stdout) if d}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict]:
+    chart = chart_render()
+    out = post_render(chart)
     assert set(out) == {d["metadata"]["name"] for d in chart}  # nothing dropped or added
     return out
 
@@ -82,10 +87,7 @@ def test_the_code_server_account_is_set_even_where_the_chart_names_another():
     chart = chart_render()
     (server,) = [d for d in chart if d["metadata"]["name"] == CHART["code-server"][0]]
     server["spec"]["template"]["spec"]["serviceAccountName"] = "dagster"
-    done = subprocess.run(["bash", str(POST_RENDER)], input=yaml.safe_dump_all(chart),
-                          capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
-    out = {d["metadata"]["name"]: d for d in yaml.safe_load_all(done.stdout) if d}
-    spec = out[CHART["code-server"][0]]["spec"]["template"]["spec"]
+    spec = post_render(chart)[CHART["code-server"][0]]["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == "dagster-code-server"
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
-from image_search_assets.core.storage import COPY_CHUNK, Storage
+from image_search_assets.core.storage import Storage, file_sha256
 
 # Exact search compares this many queries at once: a (queries x items) similarity block of
 # 16 x 1M floats is 64 MB, where all 200 sampled queries at once would take 2.4 GB.
@@ -106,15 +106,6 @@ def recall_at_k(
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _hash_and_write(storage: Storage, key: str, path: Path) -> str:

@@ -7,12 +7,13 @@ before torch reads them (core/inference/models.py loads them).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+
+from image_search_assets.core.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,6 @@ class CheckpointRefused(ValueError):
 
     Permanent: a retry reads the same bytes. A ValueError, so core/failures.py never retries it.
     """
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(uri: str, read_bytes: Callable[[str], bytes] | None) -> Path:
@@ -87,7 +80,7 @@ def verified_checkpoint(
             arch,
         )
     path = read_checkpoint(uri, read_bytes)
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if pinned is not None and digest != pinned.lower():
         raise CheckpointRefused(
             f"checkpoint {uri} has sha256 {digest}, but the config pins {pinned}: the file "

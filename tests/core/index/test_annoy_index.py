@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from image_search_assets.core.index import annoy_index as annoy
-from image_search_assets.core.storage import LocalStorage
+from image_search_assets.core.storage import LocalStorage, file_sha256
 
 
 def _unit(n, d=16, seed=0):
@@ -110,7 +110,7 @@ def test_publish_streams_the_index_file_and_its_checksum_is_the_stored_files(tmp
     store = WholeFileRefused(tmp_path)
     manifest, vectors = _publish(store, "2026-11-01", 60)
     stored = store.uri(f"indexes/tops/versions/{manifest['version']}/index.ann")
-    assert annoy.file_sha256(stored) == manifest["sha256"]["index.ann"]
+    assert file_sha256(stored) == manifest["sha256"]["index.ann"]
     served = annoy.load_current(store, "tops")
     assert served.query_vector(vectors[3], k=1)[0][0] == "p3"
 

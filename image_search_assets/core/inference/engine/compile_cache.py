@@ -20,6 +20,7 @@ the container image (written only by the platform's own steps).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -46,6 +47,7 @@ FORMAT = 1
 MANIFEST = "compile_cache.json"
 
 
+@functools.cache
 def device_name(device: torch.device) -> str:
     """The compiled code's target: the GPU's model, or the CPU's model and vector ISA."""
     if device.type == "cuda":
