@@ -255,6 +255,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release_run(args: argparse.Namespace) -> int:
+    ensure_dagster_home(load_settings())
+    import dagster as dg
+
+    from image_search_assets.automation.run_health import release_run
+
+    with dg.DagsterInstance.get() as instance:
+        print(release_run(instance, args.run_id, args.reason))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="image-search", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -283,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     rx.add_argument("--category", help="one category (default: every configured one)")
     rx.add_argument("--up-to", default="", help="day whose live set to re-index (default: latest)")
     rx.set_defaults(func=cmd_reindex)
+    rel = sub.add_parser("release-run", help="mark a run whose process is gone failed, free slots")
+    rel.add_argument("run_id")
+    rel.add_argument("--reason", default="released by an operator: its process is gone")
+    rel.set_defaults(func=cmd_release_run)
     sim = sub.add_parser("simulate", help="replay a month of GPU stock-outs for three setups")
     sim.add_argument("--out", default="docs/capacity")
     sim.add_argument("--days", type=int, default=30)

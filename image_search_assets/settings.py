@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -169,6 +169,8 @@ class Settings:
     chunk_size: int = 64
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     planning: PlanningConfig = field(default_factory=PlanningConfig)
+    # A day's catalog is complete at this local time the next morning: the chain launches it then.
+    ready_at: time = time(6, 0)
 
     @property
     def category_names(self) -> tuple[str, ...]:
@@ -223,6 +225,7 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
     try:
         date.fromisoformat(start_date)
         ZoneInfo(timezone)
+        ready_at = time.fromisoformat(str(parts.get("ready_at", "06:00")))
     except Exception as e:  # noqa: BLE001 - any parse failure is a config error
         raise ConfigError(f"partitions: {e}") from e
     models = raw.get("models", {})
@@ -254,6 +257,7 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         alerts=_section(AlertsConfig, raw.get("alerts") or {}, "alerts"),
         checks=_section(ChecksConfig, raw.get("checks") or {}, "checks"),
         planning=_section(PlanningConfig, raw.get("planning") or {}, "planning"),
+        ready_at=ready_at,
     )
 
 

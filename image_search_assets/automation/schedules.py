@@ -1,20 +1,29 @@
-"""The daily schedule: one run per day, only on a successful previous day, sized on its items."""
+"""The daily chain's schedule: the earliest day not yet indexed, in order, sized on its items."""
 
 import json
 import os
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from image_search_assets.automation.chain import (
+    CHAIN_ACTION_TAG,
+    REBUILD_REASON_TAG,
+    active_runs,
+    day_states,
+    index_key,
+)
 from image_search_assets.core.planning.daily_gate import (
-    ActiveRun,
+    Action,
+    ChainDecision,
+    DayState,
+    chain_days,
     count_per_category,
     day_gpu_plan,
-    decide_daily_run,
-    previous_day,
-    target_day,
+    decide_next,
+    last_ready_day,
 )
 from image_search_assets.core.planning.gpu_plan import StageRate, measured_throughput
 from image_search_assets.settings import Settings
@@ -26,50 +35,14 @@ if TYPE_CHECKING:
     from dagster._core.definitions.target import ExecutableDefinition
 
 SCHEDULE_NAME = "daily_index_schedule"
-DEFAULT_CRON = "0 6 * * *"
+# How often the chain is evaluated: a day held back by a late predecessor starts within one
+# interval of it succeeding. Each day becomes ready at `partitions.ready_at` the next morning.
+DEFAULT_CRON = "*/5 * * * *"
 # Deployment override of the cron (a minutely cron makes ticks observable in end-to-end tests).
 CRON_ENV = "IMAGE_SEARCH_SCHEDULE_CRON"
 GPU_PLAN_NOTE_TAG = "image_search/gpu_plan_note"
 THROUGHPUT_TAG = "image_search/gpu_plan_throughput"  # the items/GPU-s the plan assumed, and why
 GPU_STAGES = ("detections", "embeddings")
-PARTITION_TAG = "dagster/partition"
-IN_PROGRESS = (
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-)
-
-
-def index_key(category: str) -> dg.AssetKey:
-    return dg.AssetKey([category, "annoy_index"])
-
-
-def missing_index_partitions(
-    instance: dg.DagsterInstance, categories: Sequence[str], day: date
-) -> list[str]:
-    """Categories whose annoy_index has no materialisation for `day`."""
-    missing = []
-    for category in categories:
-        found = instance.fetch_materializations(
-            dg.AssetRecordsFilter(index_key(category), asset_partitions=[day.isoformat()]), limit=1
-        )
-        if not found.records:
-            missing.append(category)
-    return missing
-
-
-def active_runs(instance: dg.DagsterInstance, days: Sequence[date]) -> list[ActiveRun]:
-    """Queued or running runs of any of `days`, whichever job or backfill launched them."""
-    runs = instance.get_runs(
-        dg.RunsFilter(
-            statuses=list(IN_PROGRESS), tags={PARTITION_TAG: [d.isoformat() for d in days]}
-        )
-    )
-    return [ActiveRun(r.run_id, r.tags[PARTITION_TAG], r.status.value) for r in runs]
-
-
 # A step's launch: its Job created by the run worker (k8s), or its start in process.
 _LAUNCH_EVENTS = {dg.DagsterEventType.STEP_WORKER_STARTING, dg.DagsterEventType.STEP_START}
 
@@ -134,12 +107,39 @@ def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> lis
     return rates
 
 
+def _plan_tags(
+    context: dg.ScheduleEvaluationContext, settings: Settings, catalog: CatalogResource, day: date
+) -> dict[str, str]:
+    """The day's GPU plan as run tags, sized on its items and the measured throughput."""
+    names = list(settings.category_names)
+    model, throughput = settings.planning.model(), "configured"
+    if settings.planning.use_measured:
+        model, throughput = measured_throughput(latest_rates(context.instance, names), model)
+    plan = day_gpu_plan(
+        {c.name: c.gpus for c in settings.categories},
+        lambda: count_per_category(catalog.day(day, names).products, names),
+        model,
+        settings.planning.slack,
+    )
+    context.log.info(f"GPU plan {plan.gpus} on {throughput} {'; '.join(plan.notes)}")
+    tags = {GPU_PLAN_TAG: json.dumps(plan.gpus, sort_keys=True), THROUGHPUT_TAG: throughput[:200]}
+    if plan.notes:
+        tags[GPU_PLAN_NOTE_TAG] = "; ".join(plan.notes)[:200]
+    return tags
+
+
+def _run_key(decision: ChainDecision, state: DayState) -> str:
+    """One launch per chain state: the same state never launches twice, even if the daemon
+    resumes a tick, while a day whose run was deleted or re-run gets a new key."""
+    after = state.last_run.run_id if state.last_run else "none"
+    return f"{decision.day}/{decision.action.value}/{after}"
+
+
 def build_daily_schedule(
     settings: Settings, job: "ExecutableDefinition", cron: str
 ) -> dg.ScheduleDefinition:
     first = date.fromisoformat(settings.start_date)
     names = list(settings.category_names)
-    hand_set = {c.name: c.gpus for c in settings.categories}
 
     @dg.schedule(
         name=SCHEDULE_NAME,
@@ -147,40 +147,39 @@ def build_daily_schedule(
         cron_schedule=cron,
         execution_timezone=settings.timezone,
         description=(
-            "Launches yesterday's partition (all categories) once the day before it has "
-            "succeeded and no run of either is active; otherwise skips with the reason."
+            "The daily chain: each tick launches the earliest day, from the first partition "
+            "through the last ready day, that is not indexed (or whose index is stale), one run "
+            "at a time; a failed day holds the later ones and the reason says so."
         ),
     )
     def daily_index_schedule(
         context: dg.ScheduleEvaluationContext, catalog: CatalogResource
     ) -> dg.RunRequest | dg.SkipReason:
-        day = target_day(context.scheduled_execution_time, settings.tz)
-        prev = previous_day(day, first)
-        missing = [] if prev is None else missing_index_partitions(context.instance, names, prev)
-        running = active_runs(context.instance, [d for d in (prev, day) if d is not None])
-        decision = decide_daily_run(day, first, missing_previous=missing, active_runs=running)
-        if not decision.launch:
-            context.log.info(decision.reason)
+        now = context.scheduled_execution_time or datetime.now(UTC)
+        last = last_ready_day(now, settings.tz, settings.ready_at)
+        days = chain_days(first, last) if last >= first else []
+        states = day_states(context.instance, names, days)
+        decision = decide_next(states, active_runs(context.instance), first_day=first)
+        context.log.info(decision.reason)
+        if not decision.launch or decision.day is None:
             return dg.SkipReason(decision.reason)
-        model, throughput = settings.planning.model(), "configured"
-        if settings.planning.use_measured:
-            model, throughput = measured_throughput(latest_rates(context.instance, names), model)
-        plan = day_gpu_plan(
-            hand_set,
-            lambda: count_per_category(catalog.day(day, names).products, names),
-            model,
-            settings.planning.slack,
+        state = next(s for s in states if s.day == decision.day)
+        day = decision.day.isoformat()
+        if decision.action is Action.REBUILD:
+            return dg.RunRequest(
+                run_key=_run_key(decision, state),
+                partition_key=day,
+                asset_selection=[index_key(c) for c in decision.categories],
+                tags={CHAIN_ACTION_TAG: "rebuild", REBUILD_REASON_TAG: decision.reason[:250]},
+            )
+        return dg.RunRequest(
+            run_key=_run_key(decision, state),
+            partition_key=day,
+            tags={
+                CHAIN_ACTION_TAG: "launch",
+                **_plan_tags(context, settings, catalog, decision.day),
+            },
         )
-        context.log.info(
-            f"{decision.reason}; GPU plan {plan.gpus} on {throughput} {'; '.join(plan.notes)}"
-        )
-        tags = {
-            GPU_PLAN_TAG: json.dumps(plan.gpus, sort_keys=True),
-            THROUGHPUT_TAG: throughput[:200],
-        }
-        if plan.notes:
-            tags[GPU_PLAN_NOTE_TAG] = "; ".join(plan.notes)[:200]
-        return dg.RunRequest(run_key=day.isoformat(), partition_key=day.isoformat(), tags=tags)
 
     return daily_index_schedule
 

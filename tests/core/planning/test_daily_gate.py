@@ -1,6 +1,6 @@
-"""The daily gate as a plain decision: which day a tick launches, and when it must skip."""
+"""The daily chain as a plain decision: which day runs next, or why it waits."""
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -8,12 +8,15 @@ import pytest
 
 from image_search_assets.core.ingest.catalog import CatalogSchemaError
 from image_search_assets.core.planning.daily_gate import (
+    Action,
     ActiveRun,
+    DayState,
+    LastRun,
     count_per_category,
     day_gpu_plan,
-    decide_daily_run,
+    decide_next,
+    last_ready_day,
     previous_day,
-    target_day,
 )
 from image_search_assets.core.planning.gpu_plan import ThroughputModel
 
@@ -21,49 +24,87 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 FIRST = date(2026, 11, 1)
 
 
+DAYS = [date(2026, 11, d) for d in (1, 2, 3, 4)]
+
+
+def states(**by_day):
+    """DayStates for DAYS, all indexed and current unless `by_day` says otherwise."""
+    return [by_day.get(f"d{d.day}", DayState(d)) for d in DAYS]
+
+
 @pytest.mark.parametrize(
-    ("tick_utc", "expected"),
+    ("now_utc", "expected"),
     [
         # 06:00 in Tokyo is 21:00 UTC the evening before: the UTC date would be a day off.
         (datetime(2026, 11, 2, 21, 0, tzinfo=UTC), date(2026, 11, 2)),
         (datetime(2026, 11, 3, 14, 59, tzinfo=UTC), date(2026, 11, 2)),
-        (datetime(2026, 11, 3, 15, 0, tzinfo=UTC), date(2026, 11, 3)),
+        # 05:59 in Tokyo on the 4th: the 3rd is not complete yet.
+        (datetime(2026, 11, 3, 20, 59, tzinfo=UTC), date(2026, 11, 2)),
     ],
 )
-def test_a_tick_launches_the_day_before_its_date_in_the_configured_zone(tick_utc, expected):
-    assert target_day(tick_utc, TOKYO) == expected
+def test_a_day_is_ready_at_ready_at_the_next_morning_in_the_configured_zone(now_utc, expected):
+    assert last_ready_day(now_utc, TOKYO, time(6)) == expected
 
 
-def test_the_first_partition_has_no_predecessor_and_proceeds():
+def test_the_first_partition_has_no_predecessor_and_launches():
     assert previous_day(FIRST, FIRST) is None
-    decision = decide_daily_run(FIRST, FIRST, missing_previous=[], active_runs=[])
-    assert decision.launch and "first partition" in decision.reason
+    missing = [DayState(d, ("tops",)) for d in DAYS]
+    decision = decide_next(missing, [], first_day=FIRST)
+    assert decision.action is Action.LAUNCH and decision.day == FIRST
+    assert "first partition" in decision.reason and "4 day(s) to go through 2026-11-04" in (
+        decision.reason
+    )
 
 
-def test_a_missing_previous_day_skips_with_the_categories_and_the_repair():
-    day = date(2026, 11, 3)
-    decision = decide_daily_run(day, FIRST, missing_previous=["pants", "hats"], active_runs=[])
-    assert not decision.launch
-    assert "previous day 2026-11-02 has not succeeded for hats, pants" in decision.reason
-    assert "backfill" in decision.reason
+def test_the_earliest_missing_day_launches_not_the_latest():
+    """A deployment whose start date is days back catches up, oldest first."""
+    chain = states(d3=DayState(DAYS[2], ("hats",)), d4=DayState(DAYS[3], ("tops", "hats")))
+    decision = decide_next(chain, [], first_day=FIRST)
+    assert decision.action is Action.LAUNCH and decision.day == DAYS[2]
+    assert "2026-11-02 is indexed and current" in decision.reason
 
 
-def test_an_active_run_of_the_previous_day_skips_even_when_it_is_materialised():
-    day = date(2026, 11, 3)
-    running = ActiveRun("0123456789abcdef", "2026-11-02", "STARTED")
-    decision = decide_daily_run(day, FIRST, missing_previous=[], active_runs=[running])
-    assert not decision.launch
-    assert "2026-11-02 is STARTED (run 01234567)" in decision.reason
+def test_an_active_run_delays_the_chain_and_names_the_command_that_clears_a_dead_one():
+    chain = states(d4=DayState(DAYS[3], ("tops",)))
+    running = ActiveRun("0123456789abcdef", "2026-11-03", "STARTED")
+    decision = decide_next(chain, [running], first_day=FIRST)
+    assert decision.action is Action.WAIT
+    assert "2026-11-03 is STARTED (run 0123456789abcdef)" in decision.reason
+    assert "image-search release-run 0123456789abcdef" in decision.reason
 
 
-def test_a_successful_previous_day_launches():
-    decision = decide_daily_run(date(2026, 11, 3), FIRST, missing_previous=[], active_runs=[])
-    assert decision.launch and "2026-11-02 succeeded" in decision.reason
+@pytest.mark.parametrize(("status", "words"), [("FAILURE", "failed"), ("CANCELED", "canceled")])
+def test_a_day_whose_run_ended_badly_holds_every_later_day(status, words):
+    failed = DayState(DAYS[1], ("pants",), last_run=LastRun("run-2", status))
+    decision = decide_next(states(d2=failed, d3=DayState(DAYS[2], ("tops",))), [], first_day=FIRST)
+    assert decision.action is Action.WAIT and decision.day == DAYS[1]
+    assert words in decision.reason and "Re-execute" in decision.reason
+    assert "run-2" in decision.reason and "never skips" in decision.reason
 
 
-def test_a_day_before_the_first_partition_is_skipped():
-    decision = decide_daily_run(date(2026, 10, 31), FIRST, missing_previous=[], active_runs=[])
-    assert not decision.launch and "before the first partition" in decision.reason
+def test_a_missing_day_whose_last_run_succeeded_partially_is_launched_again():
+    partial = DayState(DAYS[1], ("pants",), last_run=LastRun("run-2", "SUCCESS"))
+    assert decide_next(states(d2=partial), [], first_day=FIRST).action is Action.LAUNCH
+
+
+def test_a_stale_day_is_rebuilt_for_its_stale_categories_only():
+    stale = DayState(DAYS[2], stale={"tops": "2026-11-02 was re-materialised after it"})
+    decision = decide_next(states(d3=stale), [], first_day=FIRST)
+    assert decision.action is Action.REBUILD and decision.categories == ("tops",)
+    assert "no GPU work" in decision.reason and "re-materialised" in decision.reason
+
+
+def test_a_failed_rebuild_holds_the_chain():
+    stale = DayState(
+        DAYS[2], stale={"tops": "x"}, last_run=LastRun("run-9", "FAILURE", rebuild=True)
+    )
+    decision = decide_next(states(d3=stale), [], first_day=FIRST)
+    assert decision.action is Action.WAIT and "index rebuild (run run-9)" in decision.reason
+
+
+def test_everything_indexed_is_idle_and_no_ready_day_is_idle():
+    assert decide_next(states(), [], first_day=FIRST).action is Action.IDLE
+    assert decide_next([], [], first_day=FIRST).action is Action.IDLE
 
 
 def test_counts_per_category_include_empty_categories():
