@@ -14,6 +14,11 @@ PARTITION_TAG = "dagster/partition"
 # Set on the chain's annoy_index-only runs, with why the day had become stale.
 CHAIN_ACTION_TAG = "image_search/chain_action"
 REBUILD_REASON_TAG = "image_search/rebuild_reason"
+FAILURE_REASON_TAG = "dagster/failure_reason"
+# Failure reasons of a run whose process died; none at all when a code server or the dead-run
+# sensor marks it failed from outside. STEP_FAILURE, RUN_EXCEPTION and an initialisation
+# failure are verdicts on code or data: relaunching would only fail again.
+CRASH_REASONS = (None, "UNEXPECTED_TERMINATION", "RUN_WORKER_RESTART", "START_TIMEOUT", "UNKNOWN")
 IN_PROGRESS = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -37,14 +42,24 @@ def active_runs(instance: dg.DagsterInstance) -> list[ActiveRun]:
     ]
 
 
-def _last_run(instance: dg.DagsterInstance, day: date) -> LastRun | None:
-    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: day.isoformat()}), limit=1)
+def _crashed(run: dg.DagsterRun) -> bool:
+    """Failed with no step failing: the run's process died (Dagster names no step failure)."""
+    reason = run.tags.get(FAILURE_REASON_TAG)
+    return run.status == dg.DagsterRunStatus.FAILURE and reason in CRASH_REASONS
+
+
+def _with_last_run(instance: dg.DagsterInstance, state: DayState) -> DayState:
+    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: state.day.isoformat()}), limit=20)
     if not runs:
-        return None
+        return state
     run = runs[0]
-    return LastRun(
-        run.run_id, run.status.value, rebuild=run.tags.get(CHAIN_ACTION_TAG) == "rebuild"
+    last = LastRun(
+        run.run_id,
+        run.status.value,
+        rebuild=run.tags.get(CHAIN_ACTION_TAG) == "rebuild",
+        crashed=_crashed(run),
     )
+    return replace(state, last_run=last, crashes=sum(map(_crashed, runs)))
 
 
 def _why_stale(instance: dg.DagsterInstance, category: str, prev: date) -> str:
@@ -89,5 +104,5 @@ def day_states(
     # Only the chain's head waits on its last run's outcome: ask the run storage for that one.
     head = next((i for i, s in enumerate(states) if s.missing or s.stale), None)
     if head is not None:
-        states[head] = replace(states[head], last_run=_last_run(instance, states[head].day))
+        states[head] = _with_last_run(instance, states[head])
     return states

@@ -59,13 +59,15 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, every: fl
         time.sleep(every)
 
 
-def write_platform(root: Path, start: date, days: int) -> Path:
-    """A three-category catalog of `days` days from `start` and the config that reads it."""
+def write_platform(root: Path, start: date, days: int, **extra: Any) -> Path:
+    """A three-category catalog of `days` days from `start` and the config that reads it;
+    `extra` adds or replaces top-level sections. Every day is ready at midnight, so that
+    yesterday is due whatever the hour the test runs."""
     catalog = generate_catalog(
         root / "catalog", CATEGORIES, start, days=days, image_size=48, mix=MIX, timezone=TIMEZONE
     )
     config = {
-        "partitions": {"start_date": start.isoformat(), "timezone": TIMEZONE},
+        "partitions": {"start_date": start.isoformat(), "timezone": TIMEZONE, "ready_at": "00:00"},
         "storage_root": str(root / "storage"),
         "catalog": str(catalog),
         "categories": [{"name": "tops", "gpus": 4}, {"name": "pants", "gpus": 2}, {"name": "hats"}],
@@ -80,6 +82,7 @@ def write_platform(root: Path, start: date, days: int) -> Path:
             "embedder": {"arch": "resnet18", "weights": "random", "input_size": 64},
         },
         "index": {"n_trees": 8, "recall_sample": 50},
+        **extra,
     }
     path = root / "platform.yaml"
     path.write_text(yaml.safe_dump(config))

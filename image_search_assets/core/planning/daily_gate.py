@@ -28,6 +28,9 @@ from image_search_assets.core.planning.gpu_plan import (
 
 # Run statuses by their Dagster names: this module does not import Dagster.
 FINISHED_BADLY = ("FAILURE", "CANCELED")
+# A day whose run died (process killed, node lost) is launched again this many times; after
+# that it waits for an operator like a failed day, since something keeps killing it.
+MAX_RELAUNCHES = 3
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,9 @@ class LastRun:
 
     run_id: str
     status: str
-    # Index categories it selected (all of them for a daily run, a few for a rebuild).
-    rebuild: bool = False
+    rebuild: bool = False  # the chain's annoy_index-only run, not a whole day
+    # Failed without a step failing: its process died. Not a verdict on the day's data.
+    crashed: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class DayState:
     # category -> why its index is older than its predecessor's (re-run or backfill of it)
     stale: Mapping[str, str] = field(default_factory=dict)
     last_run: LastRun | None = None
+    crashes: int = 0  # runs of this day that died, the last one included
 
 
 class Action(Enum):
@@ -117,7 +122,11 @@ def _held_by(state: DayState, what: str) -> str | None:
     run = state.last_run
     if run is None or run.status not in FINISHED_BADLY:
         return None
+    if run.crashed and state.crashes <= MAX_RELAUNCHES:
+        return None  # launched again below
     ended = "was canceled" if run.status == "CANCELED" else "failed after its retries"
+    if run.crashed:
+        ended = f"died ({state.crashes} runs of it died: something keeps killing it)"
     return (
         f"{state.day} waits: its {what} (run {run.run_id}) {ended}, and the chain never skips a "
         f"day. Re-execute that run from failure (UI: Runs > {run.run_id[:8]} > Re-execute > "
@@ -142,6 +151,11 @@ def decide_next(
             if held:
                 return ChainDecision(Action.WAIT, held, state.day)
             note = "the first partition" if prev is None else f"{prev} is indexed and current"
+            if state.last_run is not None and state.last_run.crashed:
+                note = (
+                    f"its run {state.last_run.run_id} died before finishing (relaunch "
+                    f"{state.crashes} of {MAX_RELAUNCHES})"
+                )
             return ChainDecision(
                 Action.LAUNCH,
                 f"launching {state.day}: {note} ({len(days) - i} day(s) to go through {last})",

@@ -8,6 +8,7 @@ import pytest
 
 from image_search_assets.core.ingest.catalog import CatalogSchemaError
 from image_search_assets.core.planning.daily_gate import (
+    MAX_RELAUNCHES,
     Action,
     ActiveRun,
     DayState,
@@ -130,3 +131,15 @@ def test_an_unreadable_catalog_falls_back_to_the_hand_set_gpus():
     plan = day_gpu_plan({"tops": 4, "pants": 2}, unreadable)
     assert plan.gpus == {"tops": 4, "pants": 2}
     assert any("/nowhere.csv does not exist" in note for note in plan.notes)
+
+
+def test_a_day_whose_run_died_is_launched_again_a_bounded_number_of_times():
+    died = LastRun("run-2", "FAILURE", crashed=True)
+    decision = decide_next(
+        states(d2=DayState(DAYS[1], ("tops",), last_run=died, crashes=1)), [], first_day=FIRST
+    )
+    assert decision.action is Action.LAUNCH and decision.day == DAYS[1]
+    assert "its run run-2 died before finishing (relaunch 1 of 3)" in decision.reason
+    again = DayState(DAYS[1], ("tops",), last_run=died, crashes=MAX_RELAUNCHES + 1)
+    decision = decide_next(states(d2=again), [], first_day=FIRST)
+    assert decision.action is Action.WAIT and "something keeps killing it" in decision.reason
