@@ -111,7 +111,7 @@ class IndexConfig:
     metric: str = "angular"
     n_trees: int = 16
     recall_sample: int = 200
-    retention: int = 7  # published versions kept per category (CURRENT and its predecessors)
+    retention: int = 7  # days of published versions kept per category for rollback (+ CURRENT, pin)
     # Days of live sets and work/ chunks kept per category (core/index/retention.py); older
     # days cannot be re-run without re-materialising from an earlier kept day.
     keep_days: int = 14
