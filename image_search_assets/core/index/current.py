@@ -62,6 +62,11 @@ class Advance:
         return {"moved": self.moved, "reason": self.reason, "version": self.serving}
 
 
+def version_day(version: str) -> str:
+    """The day a version was published for: its name is `<day>.<created>.<random>`."""
+    return version.split(".", 1)[0]
+
+
 def pointer_key(category: str) -> str:
     return f"{annoy.category_prefix(category)}/CURRENT.json"
 
@@ -181,7 +186,7 @@ def _target(
         return to_version
     kept = kept_versions(storage, category)
     if day is not None:
-        of_day = [v for v in kept if v.split(".", 1)[0] == day]
+        of_day = [v for v in kept if version_day(v) == day]
         if not of_day:
             raise PointerError(f"{category}: no kept version of {day}; kept: {kept}")
         return of_day[-1]
@@ -225,6 +230,17 @@ def rollback(
             continue
         return new
     raise PreconditionFailed(f"{pointer_key(category)} kept changing: {CAS_ATTEMPTS} lost swaps")
+
+
+def describe(category: str, pointer: Pointer) -> str:
+    """One line for an operator: what is served, and whether (and why) it is pinned."""
+    served = f"{category} serves {pointer.date} ({pointer.version}, {pointer.count} items)"
+    if pointer.pin is None:
+        return f"{served}, following publishes"
+    return (
+        f"{served}, PINNED since {pointer.pin.pinned_at}: {pointer.pin.reason}. Publishes keep "
+        f"writing versions; `image-search unpin --category {category}` serves the newest again"
+    )
 
 
 def _newest_good(storage: Storage, category: str) -> tuple[str, dict[str, Any]]:

@@ -119,7 +119,7 @@ def prune_versions(
         kept |= {pointer.pin.version} if pointer.pin else set()
     newest_of_day: dict[str, str] = {}
     for version in sorted(complete):  # day, then creation: the last one of a day wins
-        newest_of_day[version.split(".", 1)[0]] = version
+        newest_of_day[current.version_day(version)] = version
     kept |= {newest_of_day[d] for d in sorted(newest_of_day)[-keep_days:]}
     doomed = [v for v in sorted(names - kept) if v in complete or _age_s(v, now) > grace_s]
     for version in doomed:
