@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from image_search_assets.core.index import annoy_index as annoy
-from image_search_assets.core.index import current
+from image_search_assets.core.index import current, pins
 from image_search_assets.core.storage import Storage
 from image_search_assets.settings import Settings, load_settings
 
@@ -36,10 +36,10 @@ def change_serving(
         )
     retention = settings.index.retention
     if action == "unpin":
-        return current.unpin(storage, category, retention=retention)
+        return pins.unpin(storage, category, retention=retention)
     if action != "rollback":
         raise current.PointerError(f"unknown action {action!r}: one of {ACTIONS}")
-    return current.rollback(
+    return pins.rollback(
         storage,
         category,
         to_version=to_version or None,

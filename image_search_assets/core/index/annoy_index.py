@@ -23,12 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 from annoy import AnnoyIndex
 
+from image_search_assets.core.index import current, retention
+
+# The layout is spelled once, in current.py beside CURRENT; re-exported for this module's readers.
+from image_search_assets.core.index.current import category_prefix as category_prefix
+from image_search_assets.core.index.current import version_dir as version_dir
 from image_search_assets.core.storage import Storage, file_sha256
 
 # Exact search compares this many queries at once: a (queries x items) similarity block of
@@ -49,15 +53,6 @@ class ServedIndex:
     def query_vector(self, vector: np.ndarray, k: int = 10) -> list[tuple[str, float]]:
         found, dists = self.index.get_nns_by_vector(vector.tolist(), k, include_distances=True)
         return [(self.ids[i], float(d)) for i, d in zip(found, dists, strict=True)]
-
-
-def category_prefix(category: str) -> str:
-    return f"indexes/{category}"
-
-
-def version_dir(category: str, version: str) -> str:
-    """Where a category's published version lives: the one spelling of the layout."""
-    return f"{category_prefix(category)}/versions/{version}"
 
 
 def build_index(vectors: np.ndarray, *, metric: str, n_trees: int, seed: int = 42) -> AnnoyIndex:
@@ -175,19 +170,11 @@ def publish(
         verify(storage, vdir, manifest, vectors, built=ann_path)
     if not move_current:
         return manifest
-    served = _current().advance(
+    served = current.advance(
         storage, category, version=version, day=day, count=len(ids), retention=retention
     )
     prune(storage, category, keep=retention)
     return {**manifest, "served": served.as_json()}
-
-
-def _current() -> ModuleType:
-    """current.py, which owns CURRENT, builds on this module's layout and loader: imported
-    when called, so that the two modules load in either order."""
-    from image_search_assets.core.index import current
-
-    return current
 
 
 def load_version(storage: Storage, vdir: str) -> ServedIndex:
@@ -240,7 +227,7 @@ def verify(
 
 def load_current(storage: Storage, category: str) -> ServedIndex:
     """The version CURRENT points at; FileNotFoundError if the category has none yet."""
-    pointer = _current().read_pointer(storage, category)
+    pointer = current.read_pointer(storage, category)
     if pointer is None:
         raise FileNotFoundError(f"no published index for category {category!r}")
     return load_version(storage, version_dir(category, pointer.version))
@@ -248,14 +235,12 @@ def load_current(storage: Storage, category: str) -> ServedIndex:
 
 def prune(storage: Storage, category: str, *, keep: int) -> list[str]:
     """Deletes versions outside the rollback window of `keep` days (retention.prune_versions)."""
-    from image_search_assets.core.index import retention  # it builds on this module's layout
-
     return retention.prune_versions(storage, category, keep_days=keep)
 
 
 def current_dim(storage: Storage, category: str) -> int | None:
     """The dimension of the version CURRENT points at; None if the category has none yet."""
-    pointer = _current().read_pointer(storage, category)
+    pointer = current.read_pointer(storage, category)
     if pointer is None:
         return None
     return int(storage.read_json(f"{version_dir(category, pointer.version)}/manifest.json")["dim"])

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import current
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import Storage
@@ -102,7 +101,7 @@ def prune_versions(
     if keep_days < 1:
         raise ValueError("retention must keep at least the current version")
     now = datetime.now(UTC)
-    prefix = f"{annoy.category_prefix(category)}/"
+    prefix = f"{current.category_prefix(category)}/"
     versions_prefix = f"{prefix}versions/"
     temporaries = storage.leftovers(prefix, older_than_s=grace_s)
     names = {k[len(versions_prefix) :].split("/", 1)[0] for k in storage.list(versions_prefix)}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from image_search_assets.core.index import annoy_index as annoy
-from image_search_assets.core.index import current
+from image_search_assets.core.index import current, pins
 from image_search_assets.core.storage import LocalStorage, Storage, open_storage
 
 
@@ -57,7 +57,7 @@ def test_an_older_day_writes_its_version_but_current_stays_on_the_newer_day(stor
         12,
     )
     # The older day's version was written and verifies: an operator may still roll back to it.
-    assert current.verified_manifest(store, "tops", older["version"])["count"] == 9
+    assert pins.verified_manifest(store, "tops", older["version"])["count"] == 9
 
 
 def test_a_rerun_of_the_served_day_replaces_it(store):
@@ -78,7 +78,7 @@ def test_without_move_current_only_the_version_is_written(tmp_path):
 def test_rollback_pins_the_previous_version_and_publishes_no_longer_move_current(store):
     day1 = publish(store, "2026-11-01", 10)
     day2 = publish(store, "2026-11-02", 11)
-    pointer = current.rollback(store, "tops", reason="bad crops on 11-02", retention=7)
+    pointer = pins.rollback(store, "tops", reason="bad crops on 11-02", retention=7)
     assert pointer == served(store)
     assert (pointer.version, pointer.date, pointer.count) == (day1["version"], "2026-11-01", 10)
     assert pointer.pin is not None and pointer.pin.version == day1["version"]
@@ -90,10 +90,10 @@ def test_rollback_pins_the_previous_version_and_publishes_no_longer_move_current
     assert (
         "pinned to" in day3["served"]["reason"] and "bad crops on 11-02" in day3["served"]["reason"]
     )
-    assert current.verified_manifest(store, "tops", day3["version"])["date"] == "2026-11-03"
+    assert pins.verified_manifest(store, "tops", day3["version"])["date"] == "2026-11-03"
     assert served(store).version == day1["version"]
 
-    released = current.unpin(store, "tops")
+    released = pins.unpin(store, "tops")
     assert released.pin is None and released.version == day3["version"]
     assert store.read_json("indexes/tops/CURRENT.json")["pin"] is None
     assert publish(store, "2026-11-04", 13)["served"]["moved"]
@@ -104,28 +104,28 @@ def test_rollback_to_a_day_or_a_version_and_refusals(tmp_path):
     store = LocalStorage(tmp_path)
     versions = [publish(store, f"2026-11-0{d}", 10 + d)["version"] for d in (1, 2, 3)]
     assert (
-        current.rollback(store, "tops", day="2026-11-01", reason="r", retention=7).version
+        pins.rollback(store, "tops", day="2026-11-01", reason="r", retention=7).version
         == (versions[0])
     )
-    to = current.rollback(store, "tops", to_version=versions[1], reason="r2", retention=7)
+    to = pins.rollback(store, "tops", to_version=versions[1], reason="r2", retention=7)
     assert to.pin is not None and (to.version, to.pin.reason) == (versions[1], "r2")
     with pytest.raises(current.PointerError, match="no kept version of 2026-10-30"):
-        current.rollback(store, "tops", day="2026-10-30", reason="r", retention=7)
+        pins.rollback(store, "tops", day="2026-10-30", reason="r", retention=7)
     with pytest.raises(current.PointerError, match="not kept"):
-        current.rollback(store, "tops", to_version="2026-11-02.x.y", reason="r", retention=7)
+        pins.rollback(store, "tops", to_version="2026-11-02.x.y", reason="r", retention=7)
     # A damaged version is refused by publish's own verification and CURRENT does not move.
     (tmp_path / annoy.version_dir("tops", versions[0]) / "index.ann").write_bytes(b"garbage")
     with pytest.raises(annoy.IndexVerificationError, match=f"{versions[0]}: index.ann"):
-        current.rollback(store, "tops", to_version=versions[0], reason="r", retention=7)
+        pins.rollback(store, "tops", to_version=versions[0], reason="r", retention=7)
     assert served(store).version == versions[1]
     # unpin passes over a damaged newest version to the newest one that verifies.
     (tmp_path / annoy.version_dir("tops", versions[2]) / "index.ann").write_bytes(b"garbage")
-    assert current.unpin(store, "tops").version == versions[1]
+    assert pins.unpin(store, "tops").version == versions[1]
 
 
 def test_nothing_published_is_a_clear_refusal(tmp_path):
     with pytest.raises(current.PointerError, match="nothing is published"):
-        current.rollback(LocalStorage(tmp_path), "tops", reason="r", retention=7)
+        pins.rollback(LocalStorage(tmp_path), "tops", reason="r", retention=7)
 
 
 class RacedStorage(LocalStorage):

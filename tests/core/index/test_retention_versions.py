@@ -6,7 +6,7 @@ import time
 import pytest
 
 from image_search_assets.core.index import annoy_index as annoy
-from image_search_assets.core.index import current, retention
+from image_search_assets.core.index import current, pins, retention
 from image_search_assets.core.storage import LocalStorage, Storage, open_storage
 from tests.core.index.test_current import publish
 
@@ -35,15 +35,14 @@ def test_several_publishes_of_one_day_do_not_use_up_the_window(store):
     # default target); the earlier re-runs of day 3 are gone.
     assert versions(store) == {*days, reruns[-2], reruns[-1]}
     assert (
-        current.rollback(store, "tops", day="2026-11-01", reason="r", retention=3).version
-        == (days[0])
+        pins.rollback(store, "tops", day="2026-11-01", reason="r", retention=3).version == (days[0])
     )
 
 
 def test_a_pinned_version_survives_every_later_publish(store):
     pinned = publish(store, "2026-11-01", 10, retention=2)["version"]
     replaced = publish(store, "2026-11-02", 11, retention=2)["version"]
-    current.rollback(store, "tops", to_version=pinned, reason="investigating", retention=2)
+    pins.rollback(store, "tops", to_version=pinned, reason="investigating", retention=2)
     later = [publish(store, f"2026-11-0{d}", 10 + d, retention=2)["version"] for d in (3, 4, 5)]
     # The pin, the version the rollback replaced, and the window's two newest days.
     assert versions(store) == {pinned, replaced, *later[-2:]}
