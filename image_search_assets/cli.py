@@ -1,4 +1,4 @@
-"""`image-search`: demo, query, serve, report and reindex. Dagster's own CLI and UI do the rest."""
+"""`image-search`: demo, query, serve, report, reindex, rollback, unpin. Dagster does the rest."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from image_search_assets import operations
 from image_search_assets.settings import Settings, load_settings
 
 DEFAULT_DAGSTER_HOME = "var/dagster_home"
@@ -143,7 +144,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     report = day_report(_storage(settings), args.date, settings.category_names)
-    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    # What is served now, whatever the day asked: a pin and its reason show here.
+    report["serving"], serving = operations.serving_now(_storage(settings), settings.category_names)
+    text = f"{format_report(report)}\n\n{serving}"
+    print(json.dumps(report, indent=2, default=str) if args.json else text)
     return 0
 
 
@@ -298,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     rel.add_argument("run_id")
     rel.add_argument("--reason", default="released by an operator: its process is gone")
     rel.set_defaults(func=cmd_release_run)
+    operations.add_commands(sub)  # rollback, unpin
     sim = sub.add_parser("simulate", help="replay a month of GPU stock-outs for three setups")
     sim.add_argument("--out", default="docs/capacity")
     sim.add_argument("--days", type=int, default=30)

@@ -8,7 +8,13 @@ import dagster as dg
 
 from image_search_assets.assets import category_assets, ingest_assets
 from image_search_assets.assets.reindex import reindex_job
-from image_search_assets.automation import build_asset_checks, build_schedules, build_sensors
+from image_search_assets.automation import (
+    build_asset_checks,
+    build_freshness,
+    build_schedules,
+    build_sensors,
+    rollback_job,
+)
 from image_search_assets.automation.run_health import dead_run_sensor
 from image_search_assets.partitions import daily_partitions
 from image_search_assets.settings import Settings, load_settings
@@ -62,13 +68,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             for asset in category_assets(category, partitions=partitions, settings=settings)
         ),
     ]
-    daily_job = dg.define_asset_job(DAILY_JOB, selection=dg.AssetSelection.assets(*assets))
+    freshness = build_freshness(settings)
+    daily = dg.AssetSelection.assets(*assets) - freshness.selection
+    daily_job = dg.define_asset_job(DAILY_JOB, selection=daily)
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_asset_checks(settings, daily_job),
-        jobs=[daily_job, reindex_job(settings)],
-        schedules=build_schedules(settings, daily_job),
-        sensors=[*build_sensors(settings, daily_job), dead_run_sensor],
+        asset_checks=[*build_asset_checks(settings, daily_job), *freshness.checks],
+        jobs=[daily_job, reindex_job(settings), freshness.job, rollback_job(settings)],
+        schedules=[*build_schedules(settings, daily_job), freshness.schedule],
+        sensors=[*build_sensors(settings, daily_job, freshness.job), dead_run_sensor],
         resources=build_resources(settings),
         executor=select_executor(),
     )

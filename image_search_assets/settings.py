@@ -111,10 +111,13 @@ class IndexConfig:
     metric: str = "angular"
     n_trees: int = 16
     recall_sample: int = 200
-    retention: int = 7  # published versions kept per category (CURRENT and its predecessors)
+    retention: int = 7  # days of published versions kept for rollback (+ CURRENT, pin)
     # Days of live sets and work/ chunks kept per category (core/index/retention.py); older
     # days cannot be re-run without re-materialising from an earlier kept day.
     keep_days: int = 14
+    # The served day may end at most this long ago (partitions' zone) before the annoy_index
+    # freshness check fails: 30 gives the day's run until 06:00 to publish yesterday.
+    freshness_hours: int = 30
 
 
 @dataclass(frozen=True)
@@ -289,6 +292,7 @@ def _index(raw: dict[str, Any]) -> IndexConfig:
     index = _section(IndexConfig, raw, "index")
     _positive(index.retention, "index.retention")
     _positive(index.keep_days, "index.keep_days")
+    _positive(index.freshness_hours, "index.freshness_hours")
     return index
 
 

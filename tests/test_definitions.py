@@ -48,4 +48,12 @@ def test_executor_is_chosen_by_deployment_config(monkeypatch):
 def test_schedule_and_index_checks_are_defined():
     assert defs.resolve_schedule_def("daily_index_schedule").job_name == DAILY_JOB
     checks = list(defs.resolve_asset_graph().asset_check_keys)
-    assert len(checks) == 4 * len(load_settings().categories)
+    # Per category: recall, vectors, accounting, reach, served ids (daily) and freshness.
+    assert len(checks) == 6 * len(load_settings().categories)
+    assert defs.resolve_schedule_def("index_freshness_schedule").job_name == "index_freshness"
+
+
+def test_every_job_is_defined():
+    names = {job.name for job in defs.resolve_all_job_defs()} - {"__ASSET_JOB"}
+    assert names == {DAILY_JOB, "reindex", "index_freshness", "rollback_index"}
+    assert {s.name for s in defs.sensors or ()} >= {"run_failure_alert", "check_failure_alert"}

@@ -1,6 +1,6 @@
 """Asset checks on every category's annoy_index, from one factory: recall, vectors, accounting,
-reach and removals. They never block the day (blocking=False): a failed check is a visible
-signal."""
+reach and removals, and what is served against the day before. They never block the day
+(blocking=False): a failed check is a visible signal (sensors.check_failure_alert posts it)."""
 
 import warnings
 from datetime import date
@@ -9,11 +9,14 @@ from typing import cast
 import dagster as dg
 import pandas as pd
 
+from image_search_assets.automation.freshness import serving_metadata
 from image_search_assets.core.index import annoy_index as annoy
+from image_search_assets.core.index import current
 from image_search_assets.core.index.checks import (
     CheckOutcome,
     accounting_outcome,
     aligned_vectors,
+    kept_unless_removed_outcome,
     reach_outcome,
     recall_curve,
     recall_outcome,
@@ -180,7 +183,33 @@ def index_checks(category: Category, *, settings: Settings) -> list[dg.AssetChec
             extra["items_over_time"] = dg.MetadataValue.md(markdown_image(png, "items over time"))
         return _result(outcome, **extra)
 
-    return [recall, vectors, accounting, reach]
+    @dg.asset_check(name="served_ids_kept_unless_removed", **common)
+    def kept(
+        context: dg.AssetCheckExecutionContext, storage: StorageResource
+    ) -> dg.AssetCheckResult:
+        """Every product of the latest earlier day's version is still served, unless removed."""
+        store, day = storage.open(), context.partition_key
+        serving = serving_metadata(current.read_pointer(store, name))
+        version = _published_version(context, key)
+        earlier = [v for v in current.kept_versions(store, name) if current.version_day(v) < day]
+        if version is None or not earlier:
+            what = "nothing published" if version is None else "no earlier day kept"
+            return dg.AssetCheckResult(passed=True, description=what, metadata=serving)
+
+        def ids(v: str) -> list[str]:
+            return store.read_parquet(f"{annoy.version_dir(name, v)}/ids.parquet")[
+                "product_id"
+            ].tolist()
+
+        outcome = kept_unless_removed_outcome(
+            ids(earlier[-1]),
+            current.version_day(earlier[-1]),
+            ids(version),
+            removed_to_date(store, day),
+        )
+        return _result(outcome, **serving)
+
+    return [recall, vectors, accounting, reach, kept]
 
 
 def build_asset_checks(settings: Settings, job: object = None) -> list[dg.AssetChecksDefinition]:

@@ -1,5 +1,7 @@
-"""Sensors: a run-failure alert posted to the webhook in `alerts.webhook_url`."""
+"""Sensors: alerts posted to the webhook in `alerts.webhook_url`, for failed runs and for
+failed asset checks (a stale served day, a count that dropped) in runs that succeeded."""
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -52,5 +54,66 @@ def failure_alert_sensor(alerts: AlertsConfig, job: "ExecutableDefinition") -> d
     return run_failure_alert
 
 
-def build_sensors(settings: Settings, job: "ExecutableDefinition") -> list[dg.SensorDefinition]:
-    return [failure_alert_sensor(settings.alerts, job)]
+def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, str]]:
+    """The run's check evaluations that failed with ERROR severity (a pin's WARN is known)."""
+    failed = []
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        evaluation = event.asset_check_evaluation_data if event else None
+        if (
+            evaluation
+            and not evaluation.passed
+            and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        ):
+            check = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            failed.append({"step": check, "error": evaluation.description or ""})
+    return failed
+
+
+def check_failure_alert_sensor(
+    alerts: AlertsConfig, jobs: Sequence["ExecutableDefinition"]
+) -> dg.SensorDefinition:
+    """Posts the failed asset checks of each successful run of `jobs` (checks never fail a run)."""
+
+    @dg.run_status_sensor(
+        name="check_failure_alert",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=list(jobs),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="POSTs a JSON alert for every failed asset check to alerts.webhook_url.",
+    )
+    def check_failure_alert(context: dg.RunStatusSensorContext):
+        run = context.dagster_run
+        failed = _failed_checks(context.instance, run.run_id)
+        if not failed:
+            return dg.SkipReason(f"run {run.run_id}: no asset check failed")
+        names = ", ".join(f["step"] for f in failed)
+        if not alerts.webhook_url:
+            return dg.SkipReason(f"run {run.run_id}: {names} failed; alerts.webhook_url is not set")
+        payload = failure_payload(
+            job=run.job_name,
+            run_id=run.run_id,
+            partition=run.tags.get(PARTITION_TAG),
+            failed_steps=failed,
+            error="; ".join(f"{f['step']}: {f['error']}" for f in failed),
+            ui_url=alerts.ui_url,
+        )
+        payload["text"] = f"Asset check failed: {payload['error'][:300]} <{payload['ui_link']}>"
+        status = post_json(alerts.webhook_url, payload, timeout_s=alerts.timeout_s)
+        context.log.info(f"alerted {names} in run {run.run_id}: webhook answered {status}")
+        return None
+
+    return check_failure_alert
+
+
+def build_sensors(
+    settings: Settings, job: "ExecutableDefinition", *checked: "ExecutableDefinition"
+) -> list[dg.SensorDefinition]:
+    """The run-failure alert on `job`; the check-failure alert on it and the `checked` jobs."""
+    return [
+        failure_alert_sensor(settings.alerts, job),
+        check_failure_alert_sensor(settings.alerts, [job, *checked]),
+    ]

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,6 +115,13 @@ class Storage(ABC):
         """Writes the object into a local file; backends override it to stream."""
         Path(path).write_bytes(self.read_bytes(key))
 
+    def leftovers(self, prefix: str, *, older_than_s: float) -> list[str]:
+        """Keys of partial writes an interrupted writer left under prefix, older than the age.
+
+        An object store writes a whole object or none: nothing is ever left half-written.
+        """
+        return []
+
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         """A local file holding the object, for libraries that need a path (Annoy)."""
@@ -176,6 +184,19 @@ class LocalStorage(Storage):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def leftovers(self, prefix: str, *, older_than_s: float) -> list[str]:
+        # write_bytes/write_file go through hidden temporaries renamed into place; a killed or
+        # failed write leaves its temporary behind, which list() never shows.
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        cutoff = time.time() - older_than_s
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob(".*")
+            if p.is_file() and p.stat().st_mtime < cutoff
+        )
 
     def delete_prefix(self, prefix: str) -> None:
         path = self._path(prefix)

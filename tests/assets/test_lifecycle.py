@@ -96,7 +96,7 @@ def test_a_week_of_adds_resends_removals_and_readds_serves_the_live_set(
             result = run_day(settings, day, instance)
             assert result.success, day
             checks = _checks(result)
-            assert len(checks) == 4 * len(settings.categories) and all(checks.values()), checks
+            assert len(checks) == 5 * len(settings.categories) and all(checks.values()), checks
             for cat, live in LIVE.items():
                 ids = served_ids(store, cat)
                 assert len(ids) == len(set(ids)) and set(ids) == live[n], (day, cat)

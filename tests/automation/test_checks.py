@@ -11,6 +11,7 @@ from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index.checks import (
     accounting_outcome,
     aligned_vectors,
+    kept_unless_removed_outcome,
     reach_outcome,
     recall_outcome,
     vectors_outcome,
@@ -25,6 +26,7 @@ CHECKS = {
     "vectors_finite_unit_norm",
     "every_new_product_accounted",
     "reach_equals_previous_plus_new",
+    "served_ids_kept_unless_removed",
 }
 
 
@@ -79,6 +81,15 @@ def test_vectors_are_aligned_to_the_index_ids_or_refused():
 def test_min_recall_comes_from_the_checks_config():
     assert min_recall(SimpleNamespace(checks=SimpleNamespace(min_recall=0.75))) == 0.75
     assert min_recall(load_settings()) == 0.9
+
+
+def test_served_products_may_only_leave_by_removal():
+    ok = kept_unless_removed_outcome(["a", "b", "c"], "2026-11-01", ["a", "d"], removed={"b", "c"})
+    assert ok.passed and ok.metadata["lost_without_removal"] == 0
+    # A rebuild from one day (a moved start_date): fewer served, nothing removed.
+    lost = kept_unless_removed_outcome(["a", "b", "c"], "2026-11-01", ["d"], removed={"b"})
+    assert not lost.passed and lost.metadata["lost_without_removal"] == 2
+    assert "['a', 'c']" in lost.description and "start_date" in lost.description
 
 
 def run_day(settings, day, instance):

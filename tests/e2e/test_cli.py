@@ -39,7 +39,7 @@ def test_demo_shows_progress_and_query_finds_look_alikes_with_the_demo_weights(t
     demo = run_command([CLI, "demo", "--days", "2"], env, timeout=400)
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert re.search(r"days: 100%.*2/2", demo.stderr)  # tqdm writes its bars to stderr
-    assert re.search(rf"{start} steps: .*\d+/93", demo.stderr)  # 2 ingest + 13 x (3 + 4 checks)
+    assert re.search(rf"{start} steps: .*\d+/106", demo.stderr)  # 2 ingest + 13 x (3 + 5 checks)
     assert f"Report for {start + timedelta(days=1)}" in demo.stdout
     product = re.search(r"image-search query --product-id (\S+)", demo.stdout).group(1)
 

@@ -2,20 +2,18 @@
 
 Layout under the storage root, per category:
     indexes/<category>/versions/<version>/{index.ann, ids.parquet, manifest.json}
-    indexes/<category>/CURRENT.json      -> {"version", "date", "count", "previous": [...]}
+    indexes/<category>/CURRENT.json      -> owned by current.py (served version, pin)
 A version is written in full and verified (it loads, its count matches, a query answers)
-before CURRENT moves, with a compare-and-swap write (a generation-match precondition on GCS);
+before CURRENT may move (current.advance, a compare-and-swap that never goes back a day);
 a crash at any point leaves the previous version serving. The .ann file, the one large
 artefact, is never held in memory: it is hashed in chunks, uploaded from disk and verified by
-memory-mapping it. CURRENT lists the versions it
-replaced, newest first, so that pruning keeps the last `retention` served versions (for
-rollback) and deletes the rest, including versions a crashed publish left unserved.
+memory-mapping it. Retention (retention.prune_versions) keeps a window of days for rollback
+and deletes what a crashed publish left.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -30,6 +28,11 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
+from image_search_assets.core.index import current, retention
+
+# The layout is spelled once, in current.py beside CURRENT; re-exported for this module's readers.
+from image_search_assets.core.index.current import category_prefix as category_prefix
+from image_search_assets.core.index.current import version_dir as version_dir
 from image_search_assets.core.storage import Storage, file_sha256
 
 # Exact search compares this many queries at once: a (queries x items) similarity block of
@@ -50,15 +53,6 @@ class ServedIndex:
     def query_vector(self, vector: np.ndarray, k: int = 10) -> list[tuple[str, float]]:
         found, dists = self.index.get_nns_by_vector(vector.tolist(), k, include_distances=True)
         return [(self.ids[i], float(d)) for i, d in zip(found, dists, strict=True)]
-
-
-def category_prefix(category: str) -> str:
-    return f"indexes/{category}"
-
-
-def version_dir(category: str, version: str) -> str:
-    """Where a category's published version lives: the one spelling of the layout."""
-    return f"{category_prefix(category)}/versions/{version}"
 
 
 def build_index(vectors: np.ndarray, *, metric: str, n_trees: int, seed: int = 42) -> AnnoyIndex:
@@ -126,14 +120,17 @@ def publish(
     models: dict[str, Any],
     recall_sample: int = 200,
     retention: int = 7,
+    move_current: bool = True,
 ) -> dict[str, Any]:
-    """Builds, writes, verifies and then points CURRENT at a new version; returns its manifest."""
+    """Builds, writes and verifies a new version, then offers it to CURRENT; returns its manifest.
+
+    With `move_current`, current.advance decides (a day older than the served one, or a pin,
+    leaves CURRENT where it is), versions are pruned, and the returned dict (not the stored
+    manifest) gains "served": {"moved", "reason", "version"}. Without it nothing but the
+    version is written: the caller advances CURRENT and prunes when its own work is done.
+    """
     if retention < 1:
         raise ValueError("retention must keep at least the current version")
-    prefix = category_prefix(category)
-    pointer_key = f"{prefix}/CURRENT.json"
-    pointer_generation = storage.generation(pointer_key)
-    served = storage.read_json(pointer_key) if pointer_generation is not None else None
     # Creation time first after the day: prune compares it, so microseconds, not seconds.
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     version = f"{day}.{stamp}.{uuid.uuid4().hex[:6]}"
@@ -171,16 +168,13 @@ def publish(
         manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
         storage.write_json(f"{vdir}/manifest.json", manifest)
         verify(storage, vdir, manifest, vectors, built=ann_path)
-    history = [] if served is None else [served["version"], *served.get("previous", [])]
-    pointer = {"version": version, "date": day, "count": len(ids), "previous": history}
-    pointer["previous"] = history[: retention - 1]  # all that prune will keep
-    storage.write_bytes_if_generation(pointer_key, _json_bytes(pointer), pointer_generation)
+    if not move_current:
+        return manifest
+    served = current.advance(
+        storage, category, version=version, day=day, count=len(ids), retention=retention
+    )
     prune(storage, category, keep=retention)
-    return manifest
-
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, indent=2, sort_keys=True).encode()
+    return {**manifest, "served": served.as_json()}
 
 
 def load_version(storage: Storage, vdir: str) -> ServedIndex:
@@ -233,38 +227,20 @@ def verify(
 
 def load_current(storage: Storage, category: str) -> ServedIndex:
     """The version CURRENT points at; FileNotFoundError if the category has none yet."""
-    pointer_key = f"{category_prefix(category)}/CURRENT.json"
-    if not storage.exists(pointer_key):
+    pointer = current.read_pointer(storage, category)
+    if pointer is None:
         raise FileNotFoundError(f"no published index for category {category!r}")
-    version = storage.read_json(pointer_key)["version"]
-    return load_version(storage, version_dir(category, version))
-
-
-def _created(version: str) -> str:
-    """The creation stamp inside a version name (`<day>.<stamp>.<random>`), for ordering."""
-    return version.split(".")[1]
+    return load_version(storage, version_dir(category, pointer.version))
 
 
 def prune(storage: Storage, category: str, *, keep: int) -> list[str]:
-    """Deletes versions other than CURRENT and the `keep - 1` it replaced most recently.
-
-    Versions created after CURRENT are left alone: they may be another publish in flight.
-    """
-    prefix = f"{category_prefix(category)}/versions/"
-    versions = sorted({k[len(prefix) :].split("/", 1)[0] for k in storage.list(prefix)})
-    pointer = storage.read_json(f"{category_prefix(category)}/CURRENT.json")
-    current = pointer["version"]
-    kept = {current, *pointer.get("previous", [])[: keep - 1]}
-    doomed = [v for v in versions if v not in kept and _created(v) < _created(current)]
-    for version in doomed:
-        storage.delete_prefix(f"{prefix}{version}")
-    return doomed
+    """Deletes versions outside the rollback window of `keep` days (retention.prune_versions)."""
+    return retention.prune_versions(storage, category, keep_days=keep)
 
 
 def current_dim(storage: Storage, category: str) -> int | None:
     """The dimension of the version CURRENT points at; None if the category has none yet."""
-    pointer_key = f"{category_prefix(category)}/CURRENT.json"
-    if not storage.exists(pointer_key):
+    pointer = current.read_pointer(storage, category)
+    if pointer is None:
         return None
-    version = storage.read_json(pointer_key)["version"]
-    return int(storage.read_json(f"{version_dir(category, version)}/manifest.json")["dim"])
+    return int(storage.read_json(f"{version_dir(category, pointer.version)}/manifest.json")["dim"])

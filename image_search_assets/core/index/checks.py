@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from annoy import AnnoyIndex
@@ -163,4 +165,54 @@ def removed_outcome(served_ids: Sequence[str], removed_ids: set[str]) -> CheckOu
         if not served
         else f"{len(served)} removed product(s) still served: {served[:10]}",
         {"removed_to_date": len(removed_ids), "removed_but_served": len(served)},
+    )
+
+
+def freshness_outcome(
+    served_day: str | None, *, now: datetime, tz: ZoneInfo, max_lag_hours: float, pin: str = ""
+) -> CheckOutcome:
+    """The served day ended at most `max_lag_hours` ago, counted in the partitions' zone.
+
+    A day's data is complete at the midnight that ends it, so serving yesterday is a lag of
+    0-24 hours and the default allowance (30) gives the day's run until 06:00 to publish it.
+    """
+    yesterday = (now.astimezone(tz).date() - timedelta(days=1)).isoformat()
+    if served_day is None:
+        return CheckOutcome(False, f"nothing is served yet (yesterday was {yesterday})", {})
+    ended = datetime.combine(date.fromisoformat(served_day) + timedelta(days=1), time(), tz)
+    lag = (now - ended).total_seconds() / 3600
+    passed = lag <= max_lag_hours
+    held = f"; {pin}" if pin else ""
+    return CheckOutcome(
+        passed,
+        f"serves {served_day}, {lag:.1f} h after it ended ({tz.key}), within {max_lag_hours} h"
+        if passed
+        else f"serves {served_day}, {lag:.1f} h after it ended ({tz.key}): more than "
+        f"{max_lag_hours} h behind; yesterday {yesterday} is not served{held}",
+        {"served_day": served_day, "lag_hours": round(lag, 2), "max_lag_hours": max_lag_hours},
+    )
+
+
+def kept_unless_removed_outcome(
+    before_ids: Sequence[str], before_day: str, after_ids: Sequence[str], removed: set[str]
+) -> CheckOutcome:
+    """Every product served on an earlier day is still served unless the catalog removed it.
+
+    The daily checks compare a day with the live set it was built on; this one compares what
+    is served, so a rebuild from fewer days (a moved start_date) cannot pass unseen.
+    """
+    lost = sorted(set(before_ids) - set(after_ids) - removed)
+    return CheckOutcome(
+        not lost,
+        f"{len(after_ids)} served; all {len(before_ids)} of {before_day} kept or removed"
+        if not lost
+        else f"{len(lost)} of the {len(before_ids)} products served on {before_day} are gone "
+        f"without a removal: {lost[:10]}. A start_date moved forward or a changed timezone "
+        "rebuilds the index from fewer days",
+        {
+            "count": len(after_ids),
+            "before_count": len(before_ids),
+            "before_day": before_day,
+            "lost_without_removal": len(lost),
+        },
     )

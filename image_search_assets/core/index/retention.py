@@ -6,16 +6,22 @@ After day N publishes, for days before N - keep_days:
 - the `work/<day>/<category>/` chunks (resumable detection/embedding work) are deleted;
 - an `embeddings` partition is deleted once no live set in the window points at any of its
   rows (every product in it re-sent or removed since).
-Published versions are pruned separately (`index.retention`, annoy_index.prune).
+Published versions are pruned after each publish (`index.retention`, prune_versions): the
+rollback window is a number of distinct days, so re-runs of one day never use it up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+from image_search_assets.core.index import current
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import Storage
+
+# What a publish still writing looks like to a prune: an incomplete version or a hidden
+# temporary. Younger than this they are left alone; older, a killed or failed writer left them.
+GRACE_S = 6 * 3600.0
 
 
 @dataclass
@@ -68,3 +74,57 @@ def prune_category(storage: Storage, category: str, day: str, *, keep_days: int)
                 storage.delete(asset_value_key([category, "embeddings"], d))
                 pruned.embeddings.append(d)
     return pruned
+
+
+def _age_s(version: str, now: datetime) -> float:
+    """Seconds since a version was created, from its name (`<day>.<stamp>.<random>`).
+
+    A name not in that form is no publish's: it reads as brand new, so it is never deleted.
+    """
+    try:
+        stamp = datetime.strptime(version.split(".")[1], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    except (IndexError, ValueError):
+        return 0.0
+    return (now - stamp).total_seconds()
+
+
+def prune_versions(
+    storage: Storage, category: str, *, keep_days: int, grace_s: float = GRACE_S
+) -> list[str]:
+    """Deletes published versions outside the rollback window, and a crashed publish's leftovers.
+
+    Kept: the version CURRENT serves, the pinned one, the one CURRENT replaced most recently
+    (rollback's default), and the newest complete version of each of the newest `keep_days`
+    days. Deleted: other complete versions, and incomplete ones (no manifest, which a publish
+    writes last) or hidden temporaries once older than `grace_s`. Returns what was deleted.
+    """
+    if keep_days < 1:
+        raise ValueError("retention must keep at least the current version")
+    now = datetime.now(UTC)
+    prefix = f"{current.category_prefix(category)}/"
+    versions_prefix = f"{prefix}versions/"
+    temporaries = storage.leftovers(prefix, older_than_s=grace_s)
+    names = {k[len(versions_prefix) :].split("/", 1)[0] for k in storage.list(versions_prefix)}
+    names |= {
+        k[len(versions_prefix) :].split("/", 1)[0]
+        for k in temporaries
+        if k.startswith(versions_prefix)
+    }
+    complete = set(current.kept_versions(storage, category))
+    pointer = current.read_pointer(storage, category)
+    kept: set[str] = set()
+    if pointer is not None:
+        kept |= {pointer.version, *pointer.previous[:1]}
+        kept |= {pointer.pin.version} if pointer.pin else set()
+    newest_of_day: dict[str, str] = {}
+    for version in sorted(complete):  # day, then creation: the last one of a day wins
+        newest_of_day[current.version_day(version)] = version
+    kept |= {newest_of_day[d] for d in sorted(newest_of_day)[-keep_days:]}
+    doomed = [v for v in sorted(names - kept) if v in complete or _age_s(v, now) > grace_s]
+    for version in doomed:
+        storage.delete_prefix(f"{versions_prefix}{version}")
+    gone = tuple(f"{versions_prefix}{v}/" for v in doomed)
+    stray = [k for k in temporaries if not k.startswith(gone)]  # beside CURRENT, in kept ones
+    for key in stray:
+        storage.delete(key)
+    return doomed + stray

@@ -32,7 +32,12 @@ def test_publish_writes_a_verified_version_and_moves_current(tmp_path):
     store = LocalStorage(tmp_path)
     manifest, vectors = _publish(store, "2026-11-01", 50)
     served = annoy.load_current(store, "tops")
-    assert served.manifest == manifest
+    assert {**served.manifest, "served": manifest["served"]} == manifest
+    assert manifest["served"] == {
+        "moved": True,
+        "reason": f"tops serves 2026-11-01 ({manifest['version']})",
+        "version": manifest["version"],
+    }
     assert manifest["count"] == 50 and manifest["dim"] == 16
     assert manifest["recall_at_10"] > 0.9
     assert set(manifest["sha256"]) == {"index.ann", "ids.parquet"}
@@ -61,7 +66,7 @@ def test_recall_is_exact_for_brute_force_sized_search():
     assert annoy.recall_at_k(index, vectors, search_k=20) < 1.0
 
 
-def test_current_lists_what_it_replaced_and_prune_keeps_those_not_orphans(tmp_path, monkeypatch):
+def test_current_lists_what_it_replaced_and_retention_keeps_a_window_of_days(tmp_path, monkeypatch):
     store = LocalStorage(tmp_path)
     served = [_publish(store, f"2026-11-0{d}", 10 + d, retention=3)[0]["version"] for d in (1, 2)]
 
@@ -72,12 +77,21 @@ def test_current_lists_what_it_replaced_and_prune_keeps_those_not_orphans(tmp_pa
     with pytest.raises(RuntimeError):
         _publish(store, "2026-11-03", 13, retention=3)
     monkeypatch.undo()
+    (unserved,) = {k.split("/")[3] for k in store.list("indexes/tops/versions")} - set(served)
     served.append(_publish(store, "2026-11-04", 14, retention=3)[0]["version"])
     pointer = store.read_json("indexes/tops/CURRENT.json")
     assert pointer["version"] == served[2] and pointer["previous"] == [served[1], served[0]]
-    assert {k.split("/")[3] for k in store.list("indexes/tops/versions")} == set(served)
+    # Three days kept: the crashed publish's version verified, so it is day 3's.
+    assert {k.split("/")[3] for k in store.list("indexes/tops/versions")} == {
+        served[1],
+        unserved,
+        served[2],
+    }
     served.append(_publish(store, "2026-11-05", 15, retention=3)[0]["version"])
-    assert {k.split("/")[3] for k in store.list("indexes/tops/versions")} == set(served[1:])
+    assert {k.split("/")[3] for k in store.list("indexes/tops/versions")} == {
+        unserved,
+        *served[2:],
+    }
 
 
 def test_prune_leaves_versions_newer_than_current_alone(tmp_path):
