@@ -2,10 +2,16 @@
 
 from resources.catalog import CatalogResource, ImageFetchResource
 from resources.models import ModelsResource
-from resources.storage import PREVIOUS_PARTITION, StorageIOManager, StorageResource
+from resources.storage import (
+    PREVIOUS_PARTITION,
+    STORED_BY_STEP,
+    StorageIOManager,
+    StorageResource,
+)
 
 __all__ = [
     "PREVIOUS_PARTITION",
+    "STORED_BY_STEP",
     "CatalogResource",
     "ImageFetchResource",
     "ModelsResource",

@@ -11,6 +11,8 @@ from image_search_assets.core.storage import Storage, open_storage, split_gs_uri
 
 # AssetIn metadata flag marking an input as the asset's own previous partition.
 PREVIOUS_PARTITION = "image_search/previous_partition"
+# On an asset whose step stores its own value (it must be stored before the step's last act).
+STORED_BY_STEP = "image_search/stored_by_step"
 
 
 @functools.cache
@@ -45,7 +47,13 @@ class StorageIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         key = asset_value_key(context.asset_key.path, context.partition_key)
-        self.storage.open().write_parquet(key, obj)
+        if context.definition_metadata.get(STORED_BY_STEP):
+            # Stored by the step before it moved CURRENT; writing again here could fail the
+            # step after its final act (a full disk), and would write the same bytes twice.
+            if not self.storage.open().exists(key):
+                raise RuntimeError(f"{key}: the step did not store its value")
+        else:
+            self.storage.open().write_parquet(key, obj)
         context.add_output_metadata({"path": dg.MetadataValue.path(self.storage.open().uri(key))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | None:

@@ -9,18 +9,18 @@ import pandas as pd
 
 from image_search_assets.assets.retrying import crash_retry_policy, failure_policy, resume_scope
 from image_search_assets.core.index import annoy_index as annoy
-from image_search_assets.core.index import live_set, retention
+from image_search_assets.core.index import current, live_set, retention
 from image_search_assets.core.inference.chunks import work_prefix
 from image_search_assets.core.inference.models import LoadedModel
 from image_search_assets.core.inference.stages import StageResult, detect_items, embed_items
 from image_search_assets.core.planning.daily_gate import previous_day
 from image_search_assets.core.progress import Progress
-from image_search_assets.core.records import removals_key
+from image_search_assets.core.records import asset_value_key, removals_key
 from image_search_assets.core.storage import Storage
 from image_search_assets.k8s.job_config import k8s_op_tags
 from image_search_assets.settings import Category, Settings
 from image_search_assets.tags import detector_class_ids, gpu_pool, gpu_tags, step_gpus
-from resources import PREVIOUS_PARTITION, ModelsResource, StorageResource
+from resources import PREVIOUS_PARTITION, STORED_BY_STEP, ModelsResource, StorageResource
 
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
@@ -235,6 +235,7 @@ def category_assets(
         },
         kinds={"annoy"},
         op_tags=k8s_op_tags(settings, category, gpu=False),
+        metadata={STORED_BY_STEP: True},
         **common,
     )
     def annoy_index(
@@ -263,8 +264,10 @@ def category_assets(
             "removed": len(before & (removed - set(embeddings["product_id"]))),
         }
         served_dim = annoy.current_dim(store, name)
+        value_key = asset_value_key([name, "annoy_index"], day)
         if len(live) == 0 and served_dim is None:
             context.log.warning(f"{name}: no items to date; nothing to publish")
+            store.write_parquet(value_key, live)
             return dg.Output(live, metadata=counts)
         with failure_policy(context, settings.retry):
             if len(live):
@@ -282,13 +285,36 @@ def category_assets(
                 models=live_set.manifest_models(live),
                 recall_sample=settings.index.recall_sample,
                 retention=settings.index.retention,
+                move_current=False,
             )
+            # Publish last: whatever can fail happens before CURRENT moves. The day's live set,
+            # which the next day builds on, is stored here rather than by the IO manager after
+            # the step, and retention reads and prunes the old records now.
+            store.write_parquet(value_key, live)
             pruned = retention.prune_category(store, name, day, keep_days=settings.index.keep_days)
+            served = current.advance(
+                store,
+                name,
+                version=manifest["version"],
+                day=day,
+                count=len(live),
+                retention=settings.index.retention,
+            )
+        # CURRENT has moved (or was held): the step's outcome is decided. Pruning old versions
+        # is housekeeping that the next publish repeats, so its failure is a warning.
+        try:
+            annoy.prune(store, name, keep=settings.index.retention)
+        except Exception as e:  # noqa: BLE001
+            context.log.warning(f"{name}: pruning old versions failed, next publish retries: {e}")
+        if not served.moved:
+            context.log.warning(f"{name}: CURRENT not moved: {served.reason}")
         return dg.Output(
             live,
             metadata={
                 **counts,
                 "version": manifest["version"],
+                "served_version": served.serving,
+                "current": served.reason,
                 "recall_at_10": manifest["recall_at_10"],
                 "build_seconds": manifest["build_seconds"],
                 **pruned.as_metadata(),
