@@ -54,7 +54,8 @@ _HELP = {
 }
 
 
-def _flag(name: str) -> str:
+def flag(name: str) -> str:
+    """The command-line flag of a ServeLimits field."""
     return "--" + name.removesuffix("_s").replace("_", "-")
 
 
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kind = float if f.name.endswith("_s") and f.name != "keep_alive_s" else int
         parser.add_argument(
-            _flag(f.name), dest=f.name, type=kind, default=getattr(defaults, f.name),
+            flag(f.name), dest=f.name, type=kind, default=getattr(defaults, f.name),
             help=f"{_HELP[f.name]} (default %(default)s)",
         )  # fmt: skip
 
