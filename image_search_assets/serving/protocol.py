@@ -7,7 +7,7 @@ a long header's pieces quadratically (a 64 MiB header stalled every request for 
 h11 would bound the head size but parses in Python at about half httptools' speed, so the
 service keeps httptools and this subclass adds, per connection:
 - a head budget: request line and headers are fed to the parser at most `max_header_bytes`
-  in all; one byte more is answered 431 (414 while still in the request line) and closed;
+  in all; one byte more is answered 431 (414 when the request line is most of it) and closed;
 - a head deadline from the connection's start (or the request's first byte after a kept-alive
   idle) to the end of the headers, answered 408 and closed;
 - a body deadline from the end of the headers to the end of the body, closed;
@@ -110,7 +110,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _too_large(self) -> None:
         limit = self.limits.max_header_bytes
-        if self.headers is None or (not self.headers and self.url):
+        if len(getattr(self, "url", b"")) * 2 > limit:  # most of the head is the request line
             self._refuse(414, "uri_too_long", f"the request line is over {limit} bytes")
         else:
             self._refuse(431, "headers_too_large", f"request line and headers over {limit} bytes")
