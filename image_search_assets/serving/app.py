@@ -11,11 +11,10 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException
 
 from image_search_assets.core.storage import Storage
 from image_search_assets.serving.errors import code_of
@@ -72,11 +71,15 @@ def create_app(reader: IndexReader, storage: Storage, images: ImageQueries) -> F
         if category is not None and category not in reader.categories:
             raise HTTPException(400, f"unknown category {category!r}; have {reader.categories}")
 
-    # Starlette's HTTPException, not FastAPI's subclass: unknown routes (404) and methods (405)
-    # come from the router as the former.
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, code_of(exc.status_code), str(exc.detail), exc.headers)
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        status, detail = getattr(exc, "status_code", 500), str(getattr(exc, "detail", exc))
+        return error(status, code_of(status), detail, getattr(exc, "headers", None))
+
+    app.add_exception_handler(HTTPException, http_error)
+    # Unknown routes (404) and methods (405) come from Starlette's router as Starlette's own
+    # HTTPException, which a handler by status code catches.
+    for status in (404, 405):
+        app.add_exception_handler(status, http_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

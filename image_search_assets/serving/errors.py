@@ -10,7 +10,7 @@ import http
 import json
 from collections.abc import Mapping
 
-from starlette.responses import JSONResponse
+from fastapi.responses import JSONResponse
 
 # The code of a status the app or the server raises without naming one.
 CODES = {

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
 
 IMAGE_FIELD = "image"
 FIELDS = ("k", "category")  # the form fields besides the image
@@ -111,8 +111,13 @@ async def read_upload(request: Request, max_image_bytes: int) -> Upload:
     reader = _Reader(max_image_bytes)
     parser = MultipartParser(params[b"boundary"], reader.callbacks())  # type: ignore[arg-type]
     received = 0
+    more = True
     try:
-        async for chunk in request.stream():
+        while more:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise UploadRefused(400, "bad_request", "the client went away mid-body")
+            chunk, more = message.get("body", b""), message.get("more_body", False)
             received += len(chunk)
             if received > max_body:
                 raise UploadRefused(413, "too_large", f"the body is over {max_body} bytes")
@@ -120,8 +125,6 @@ async def read_upload(request: Request, max_image_bytes: int) -> Upload:
         parser.finalize()
     except FormParserError as e:
         raise UploadRefused(400, "bad_request", f"invalid multipart body: {e}") from e
-    except ClientDisconnect as e:
-        raise UploadRefused(400, "bad_request", "the client went away mid-body") from e
     if not reader.ended:
         raise UploadRefused(400, "bad_request", "invalid multipart body: no closing boundary")
     images = [p for p in reader.parts if p.name == IMAGE_FIELD]
