@@ -6,7 +6,8 @@ Builds two categories of synthetic unit vectors with the platform's publish, sta
 service as its own process on 127.0.0.1 and drives it over keep-alive connections: closed loop
 at several concurrencies with wrk (else aiohttp), then open loop at fixed rates (aiohttp: wrk
 has none), the last while a new version of one category is swapped in. The baseline is the
-same queries as bare in-process Annoy calls on the same index, in the same run.
+same queries as bare in-process Annoy calls on the same index, in the same run. Last, the
+hostile clients of serve_hostile.py, each while a fixed-rate load runs.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from typing import Any
 import numpy as np
 import requests
 import yaml
+from serve_hostile import hostile_cases
+from serve_wrk import wrk_closed
 
 from image_search_assets.core.index.annoy_index import publish
 from image_search_assets.core.storage import LocalStorage, Storage
 from image_search_assets.serving import IndexReader
 
 CATEGORIES = ("tops", "pants")
+HEADER_TIMEOUT_S = 10.0  # the service's default, as deployed
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -82,6 +86,11 @@ def bare(storage: Storage, n: int, queries: int, k: int) -> dict[str, Any]:
         "annoy_get_nns_by_item": {**percentiles(annoy_lat), "qps_1_thread": _qps(annoy_lat)},
         "reader_similar_to_product": {**percentiles(reader_lat), "qps_1_thread": _qps(reader_lat)},
     }
+
+
+def cpu_model() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    return next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "cpu")
 
 
 def load_1min() -> float:  # other work on the shared cores shows up here
@@ -149,36 +158,6 @@ async def _open(url: str, n: int, rate: float, seconds: float, k: int) -> dict[s
                                                    for a, b, _ in starts)}  # fmt: skip
 
 
-WRK_SCRIPT = """
-local cats = {"tops", "pants"}
-request = function()
-  local path = string.format("/v1/similar/%s-%06d?k=@K", cats[math.random(2)], math.random(0, @N))
-  return wrk.format("GET", path)
-end
-done = function(s, lat)
-  local e = s.errors
-  io.write(string.format("WRK %d %d %d %.3f %.3f %.3f %.3f\\n", s.requests, s.duration,
-    e.connect + e.read + e.write + e.status + e.timeout, lat:percentile(50) / 1000,
-    lat:percentile(99) / 1000, lat:percentile(99.9) / 1000, lat.max / 1000))
-end
-"""
-
-
-def wrk_closed(url: str, n: int, concurrency: int, seconds: float, k: int) -> dict[str, Any]:
-    """wrk's closed loop: `concurrency` keep-alive connections on one thread, random products."""
-    script = Path(tempfile.mkdtemp()) / "similar.lua"
-    script.write_text(WRK_SCRIPT.replace("@K", str(k)).replace("@N", str(n - 1)))
-    duration = f"-d{max(1, round(seconds))}s"
-    argv = ["wrk", "-t1", f"-c{concurrency}", duration, "-s", str(script), url]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    line = next(x for x in out.splitlines() if x.startswith("WRK "))
-    req, dur_us, errors, *ms = line.split()[1:]
-    stats = dict(zip(("p50_ms", "p99_ms", "p99_9_ms", "max_ms"), map(float, ms), strict=True))
-    qps = round(int(req) / (int(dur_us) / 1e6), 1)
-    return {"concurrency": concurrency, "generator": "wrk", "requests": int(req),
-            "errors": int(errors), "qps": qps, **stats}  # fmt: skip
-
-
 def _loadgen(kind: str, args: tuple, out: Any) -> None:
     fn = _closed if kind == "closed" else _open
     out.put(asyncio.run(fn(*args)))
@@ -197,9 +176,12 @@ def start_service(root: Path, port: int) -> subprocess.Popen:
     config = {"storage_root": str(root / "storage"), "catalog": str(root / "c.csv"),
               "categories": [{"name": c} for c in CATEGORIES]}  # fmt: skip
     (root / "platform.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "IMAGE_SEARCH_CONFIG": str(root / "platform.yaml")}
+    (root / "tmp").mkdir()  # the service's TMPDIR: an upload must write nothing here
+    env = {**os.environ, "IMAGE_SEARCH_CONFIG": str(root / "platform.yaml"),
+           "TMPDIR": str(root / "tmp")}  # fmt: skip
     argv = [str(Path(sys.executable).parent / "image-search"), "serve", "--port", str(port)]
-    argv += ["--poll-interval", "1", "--cache-dir", str(root / "cache")]
+    argv += ["--poll-interval", "1", "--cache-dir", str(root / "cache"), "--no-image-queries"]
+    argv += ["--header-timeout", str(HEADER_TIMEOUT_S)]
     log = (root / "serve.log").open("wb")
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
@@ -295,19 +277,23 @@ def main() -> None:
             print("fixed rate:", json.dumps(fixed[-1]))
         swap = {**swap_under_load(url, storage, staged, args), "load_1min": load_1min()}
         print("swap under load:", json.dumps(swap))
+        hostile = hostile_cases(
+            lambda s: run_loadgen("open", url, args.items, args.swap_rate, s, args.k),
+            args.port, root / "tmp", HEADER_TIMEOUT_S,
+        )  # fmt: skip
     finally:
         service.terminate()
         service.wait(30)
         shutil.rmtree(root, ignore_errors=True)  # 3 x 100k-item versions: ~270 MB
     result = {
         "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
-        "hardware": f"{platform.machine()} {platform.processor() or 'cpu'}, "
+        "hardware": f"{platform.machine()} {cpu_model()}, "
         f"{os.cpu_count()} cores shared by the server, the load generator and any other work "
         "(see each phase's load_1min)",
         "items_per_category": args.items, "dim": args.dim, "k": args.k, "n_trees": 16,
         "load_1min_at_start": load_at_start, "warm_up": warmup,
         "bare_in_process": baseline, "http_closed_loop": closed, "http_fixed_rate": fixed,
-        "swap_under_load": swap,
+        "swap_under_load": swap, "hostile_clients": hostile,
         "http_over_bare_p50": round(closed[0]["p50_ms"]
                                     / baseline["annoy_get_nns_by_item"]["p50_ms"], 1),
     }  # fmt: skip

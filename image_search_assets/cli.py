@@ -206,6 +206,7 @@ def _query_answer(reader, args: argparse.Namespace, settings: Settings):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from image_search_assets.serving.limits import from_args
     from image_search_assets.serving.service import cache_dir, serve
 
     serve(
@@ -214,6 +215,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         poll_interval_s=args.poll_interval,
         cache=cache_dir(args.cache_dir),
+        limits=from_args(args),
     )
     return 0
 
@@ -271,6 +273,8 @@ def cmd_release_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from image_search_assets.serving import limits as serve_limits
+
     parser = argparse.ArgumentParser(prog="image-search", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="generate the sample catalog and materialise its days")
@@ -293,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--port", type=int, default=8080)
     srv.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls")
     srv.add_argument("--cache-dir", help="gs:// index downloads (IMAGE_SEARCH_SERVING_CACHE)")
+    serve_limits.add_arguments(srv)  # --max-header-bytes, --header-timeout, ...
     srv.set_defaults(func=cmd_serve)
     rx = sub.add_parser("reindex", help="re-embed categories with the configured (new) models")
     rx.add_argument("--category", help="one category (default: every configured one)")

@@ -1,7 +1,8 @@
 """The similar-items HTTP service: FastAPI over an IndexReader.
 
 FastAPI (on Starlette, served by uvicorn) gives typed parameters with validation, JSON errors
-and OpenAPI docs (/docs, /openapi.json) from the signatures alone.
+and OpenAPI docs (/docs, /openapi.json) from the signatures alone. Every 4xx and 5xx body is
+`{"error": code, "detail": text}` (serving/errors.py), the server's own included.
 """
 
 from __future__ import annotations
@@ -10,46 +11,26 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
 
-from image_search_assets.core.ingest.images import ItemRejected
 from image_search_assets.core.storage import Storage
+from image_search_assets.serving.errors import code_of
+from image_search_assets.serving.errors import error_response as error
+from image_search_assets.serving.image_query import ImageQueries
 from image_search_assets.serving.metrics import build_registry
 from image_search_assets.serving.page import PAGE
-from image_search_assets.serving.reader import Answer, IndexReader, NotReady, UnknownProduct
-from image_search_assets.settings import Settings
+from image_search_assets.serving.reader import (
+    IndexReader,
+    ModelMismatch,
+    NotReady,
+    UnknownProduct,
+)
+from image_search_assets.serving.schema import MAX_K, SimilarOut, out
 
 log = logging.getLogger(__name__)
-MAX_K = 100
-
-
-class NeighbourOut(BaseModel):
-    product_id: str
-    category: str
-    distance: float
-    version: str
-
-
-class SimilarOut(BaseModel):
-    neighbours: list[NeighbourOut]
-    versions: dict[str, str]
-    query_category: str | None = None
-
-
-def _out(answer: Answer) -> SimilarOut:
-    return SimilarOut(
-        neighbours=[NeighbourOut(**vars(n)) for n in answer.neighbours],
-        versions=answer.versions,
-        query_category=answer.category,
-    )
-
-
-def _error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
 class LatencyMiddleware:
@@ -77,43 +58,52 @@ class LatencyMiddleware:
             self.histogram.labels(*labels).observe(time.perf_counter() - started)
 
 
-def create_app(reader: IndexReader, storage: Storage, settings: Settings) -> FastAPI:
+def create_app(reader: IndexReader, storage: Storage, images: ImageQueries) -> FastAPI:
     app = FastAPI(
         title="image-search similar items",
         version="1",
         description="Nearest neighbours from each category's current verified Annoy index.",
     )
-    registry, latency = build_registry(reader)
+    registry, latency = build_registry(reader, images)
     app.add_middleware(LatencyMiddleware, histogram=latency)  # type: ignore[arg-type]
 
     def check_category(category: str | None) -> None:
         if category is not None and category not in reader.categories:
             raise HTTPException(400, f"unknown category {category!r}; have {reader.categories}")
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, "bad_request" if exc.status_code < 500 else "error",
-                      str(exc.detail))  # fmt: skip
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        status, detail = getattr(exc, "status_code", 500), str(getattr(exc, "detail", exc))
+        return error(status, code_of(status), detail, getattr(exc, "headers", None))
+
+    app.add_exception_handler(HTTPException, http_error)
+    # Unknown routes (404) and methods (405) come from Starlette's router as Starlette's own
+    # HTTPException, which a handler by status code catches.
+    for status in (404, 405):
+        app.add_exception_handler(status, http_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        return _error(422, "invalid_parameter", problems)
+        return error(422, "invalid_parameter", problems)
 
     @app.exception_handler(UnknownProduct)
     async def unknown(_: Request, exc: UnknownProduct) -> JSONResponse:
-        return _error(404, "unknown_product", f"product {exc.args[0]!r} is in no served index")
+        return error(404, "unknown_product", f"product {exc.args[0]!r} is in no served index")
 
     @app.exception_handler(NotReady)
     async def not_ready(_: Request, exc: NotReady) -> JSONResponse:
-        return _error(503, "not_ready", str(exc))
+        return error(503, "not_ready", str(exc))
+
+    @app.exception_handler(ModelMismatch)
+    async def mismatch(_: Request, exc: ModelMismatch) -> JSONResponse:
+        return error(409, "model_mismatch", f"image queries are refused for {exc}")
 
     @app.exception_handler(Exception)
     async def internal(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)  # the trace stays in the log
-        return _error(500, "internal_error", "the service failed; see its log")
+        return error(500, "internal_error", "the service failed; see its log")
 
     @app.get("/v1/similar/{product_id}", response_model=SimilarOut)
     async def similar_to_product(
@@ -126,25 +116,9 @@ def create_app(reader: IndexReader, storage: Storage, settings: Settings) -> Fas
         Async on purpose: a query is ~0.1 ms of mmap reads, cheaper than a thread-pool hop.
         """
         check_category(category)
-        return _out(reader.similar_to_product(product_id, k, category))
+        return out(reader.similar_to_product(product_id, k, category))
 
-    @app.post("/v1/similar", response_model=SimilarOut)
-    def similar_to_image(
-        image: Annotated[UploadFile, File(description="a JPEG/PNG/WebP/... product photo")],
-        k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
-        category: Annotated[str | None, Form()] = None,
-    ) -> SimilarOut:
-        """Nearest items of an uploaded image: ingestion's guards, detection, embedding."""
-        check_category(category)
-        data = image.file.read(settings.fetch.max_bytes + 1)
-        from image_search_assets.serving.embedder import embed_upload
-
-        try:
-            vector = embed_upload(settings, data)
-        except ItemRejected as e:
-            status = 413 if e.reason == "too_large" else 422
-            return _error(status, f"bad_image:{e.reason}", e.detail or e.reason)  # type: ignore[return-value]
-        return _out(reader.similar_to_vector(vector, k, None if category is None else [category]))
+    images.route(app, check_category)
 
     @app.get("/v1/products")
     def products(
@@ -160,7 +134,7 @@ def create_app(reader: IndexReader, storage: Storage, settings: Settings) -> Fas
         """The stored image of a served product."""
         key = reader.image_key(product_id)
         if key is None or not storage.exists(key):
-            return _error(404, "no_image", f"no stored image for product {product_id!r}")
+            return error(404, "no_image", f"no stored image for product {product_id!r}")
         headers = {"Cache-Control": "max-age=3600"}
         return Response(storage.read_bytes(key), media_type="image/jpeg", headers=headers)
 
@@ -169,9 +143,30 @@ def create_app(reader: IndexReader, storage: Storage, settings: Settings) -> Fas
         """The process answers (liveness)."""
         return {"status": "ok"}
 
+    def category_status(category: str, refused: dict[str, str]) -> dict[str, Any]:
+        state = reader.state(category)
+        served = state.served
+        return {
+            "version": served.version if served else None,
+            "day": served.day if served else None,
+            "embedders": served.embedders() if served else [],
+            "pin": state.pin,
+            "image_queries": images.status(category, refused),
+        }
+
+    @app.get("/v1/versions")
+    def versions() -> dict[str, Any]:
+        """Each category's served version, its day and embedders, whether image queries are
+        answered for it, and the `pin` of its CURRENT.json as written (null when none)."""
+        refused = images.refusals()
+        return {"categories": {c: category_status(c, refused) for c in reader.categories}}
+
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        """200 only when every configured category serves a verified index."""
+        """200 only when every configured category serves a verified index. With image queries
+        on, the models were loaded before the port opened; a category whose served version
+        another embedder built is named under `image_queries` (product queries still answer)."""
+        refused = images.refusals()
         body = {}
         for category in reader.categories:
             state = reader.state(category)
@@ -179,9 +174,14 @@ def create_app(reader: IndexReader, storage: Storage, settings: Settings) -> Fas
                 "version": state.served.version if state.served else None,
                 "failed_loads": state.failed_loads,
                 "last_error": state.last_error,
+                "pin": state.pin,
+                "image_queries": images.status(category, refused),
             }
         ready = reader.ready()
-        return JSONResponse({"ready": ready, "categories": body}, status_code=200 if ready else 503)
+        return JSONResponse(
+            {"ready": ready, "embedder": images.identity, "categories": body},
+            status_code=200 if ready else 503,
+        )
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -1,4 +1,9 @@
-"""An uploaded query image, through ingestion's guards, to a vector. The only torch user here."""
+"""Uploaded query images to vectors, with the model that built the served versions.
+
+The only torch user here, and only when image queries are enabled: the service loads the
+models before it reports ready, and answers an image query for a category only while the
+served version's manifest names this embedder (LoadedVersion.embedder_mismatch).
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,50 @@ import threading
 import numpy as np
 
 from image_search_assets.core.ingest.images import ItemRejected, decode_image
+from image_search_assets.serving.budget import QueryBudget, query_cost
 from image_search_assets.settings import Settings
 
-# One embedding at a time: torch already uses every core for one image.
-_LOCK = threading.Lock()
 
+class QueryEmbedder:
+    """The configured detector and embedder, loaded once; one embedding at a time (torch
+    already uses every core for one image)."""
 
-def check_upload(settings: Settings, data: bytes) -> None:
-    """Raises ItemRejected as ingestion would (size, then format, pixels and dimensions)."""
-    if len(data) > settings.fetch.max_bytes:
-        raise ItemRejected("too_large", f"{len(data)} bytes > {settings.fetch.max_bytes}")
-    decode_image(data, max_pixels=settings.fetch.max_pixels)
+    def __init__(self, settings: Settings, budget: QueryBudget) -> None:
+        self.settings, self.budget = settings, budget
+        self.identity: str | None = None  # set by load()
+        self._lock = threading.Lock()
+
+    def load(self) -> str:
+        """Loads both models (torch, weights, a probe) and returns the embedder's identity."""
+        from image_search_assets.core.index.live_set import identity_json
+        from image_search_assets.core.inference.embed_file import query_models
+
+        _, embedder = query_models(self.settings)
+        self.identity = identity_json(embedder.identity)
+        return self.identity
+
+    def embed(self, data: bytes, wait_s: float) -> np.ndarray:
+        """The unit vector of uploaded bytes: one decode, inside the shared budget.
+
+        Raises ItemRejected (ingestion's reasons) or budget.Busy.
+        """
+        from image_search_assets.core.inference.embed_file import embed_image
+
+        fetch = self.settings.fetch
+        with self.budget.reserve_within(query_cost(data), wait_s):
+            img = decode_image(
+                data, max_pixels=fetch.max_pixels, max_decode_bytes=fetch.max_decode_bytes
+            )
+            with self._lock:
+                return embed_image(self.settings, img)
 
 
 def embed_upload(settings: Settings, data: bytes) -> np.ndarray:
-    """The unit vector of an uploaded image, embedded as the daily assets embed products."""
-    check_upload(settings, data)
-    # Lazy: torch loads on the first image query, never for product or vector queries.
-    from image_search_assets.core.inference.embed_file import embed_image_file
+    """An image file's vector for `image-search query --image`: ingestion's guards, one decode."""
+    from image_search_assets.core.inference.embed_file import embed_image
 
-    with _LOCK:
-        return embed_image_file(settings, data)
+    if len(data) > settings.fetch.max_bytes:
+        raise ItemRejected("too_large", f"{len(data)} bytes > {settings.fetch.max_bytes}")
+    fetch = settings.fetch
+    img = decode_image(data, max_pixels=fetch.max_pixels, max_decode_bytes=fetch.max_decode_bytes)
+    return embed_image(settings, img)

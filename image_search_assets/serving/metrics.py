@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from image_search_assets.serving.reader import IndexReader
+
+if TYPE_CHECKING:
+    from image_search_assets.serving.image_query import ImageQueries
 
 # Sub-millisecond to a second: a product query is ~1 ms, an image query a few hundred.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -58,9 +61,41 @@ class ReaderCollector(Collector):
         yield from (info, age, items, swaps, failed, ready)
 
 
-def build_registry(reader: IndexReader) -> tuple[CollectorRegistry, Histogram]:
+class ImageQueryCollector(Collector):
+    """Whether image queries are answered per category, and the decode memory in use."""
+
+    def __init__(self, images: ImageQueries) -> None:
+        self.images = images
+
+    def collect(self) -> Iterator[Any]:
+        answered = GaugeMetricFamily(
+            "image_search_image_queries_answered",
+            "1 when the served version's embedder is this service's; 0 when image queries are"
+            " refused for the category (model mismatch) or disabled",
+            labels=["category"],
+        )
+        refused = self.images.refusals()
+        for category in self.images.reader.categories:
+            ok = self.images.identity is not None and category not in refused
+            answered.add_metric([category], float(ok))
+        in_flight = GaugeMetricFamily(
+            "image_search_image_queries_in_flight", "Image queries being read, decoded or embedded"
+        )
+        in_flight.add_metric([], self.images.in_flight)
+        in_use = GaugeMetricFamily(
+            "image_search_decode_bytes_in_use", "Bytes of the image memory budget reserved now"
+        )
+        budget = None if self.images.embedder is None else self.images.embedder.budget
+        in_use.add_metric([], 0 if budget is None else budget.in_use)
+        yield from (answered, in_flight, in_use)
+
+
+def build_registry(
+    reader: IndexReader, images: ImageQueries
+) -> tuple[CollectorRegistry, Histogram]:
     registry = CollectorRegistry()
     registry.register(ReaderCollector(reader))
+    registry.register(ImageQueryCollector(images))
     latency = Histogram(
         "image_search_request_seconds",
         "HTTP request latency by route and status",

@@ -39,6 +39,14 @@ class NotReady(RuntimeError):
     """A category asked for has no verified index loaded yet."""
 
 
+class ModelMismatch(RuntimeError):
+    """A category's served version was built by another embedder than the query vector's."""
+
+    def __init__(self, refused: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{c}: {why}" for c, why in refused.items()))
+        self.refused = refused
+
+
 @dataclass(frozen=True)
 class Neighbour:
     product_id: str
@@ -64,6 +72,9 @@ class CategoryState:
     failed_loads: int = 0
     last_error: str | None = None
     refused: set[str] = field(default_factory=set)
+    # CURRENT.json's optional `pin` ({"version", "reason", "pinned_at"} or None), as written by
+    # whoever pinned the category; reported as is, never acted on here.
+    pin: dict | None = None
 
 
 class IndexReader:
@@ -137,7 +148,9 @@ class IndexReader:
         generation = self.storage.generation(pointer)
         if generation is None or generation == state.generation:
             return False
-        version = str(self.storage.read_json(pointer)["version"])
+        current = self.storage.read_json(pointer)
+        version = str(current["version"])
+        state.pin = current.get("pin")
         if version in state.refused or (state.served and state.served.version == version):
             state.generation = generation
             return False
@@ -208,11 +221,33 @@ class IndexReader:
             neighbours = [Neighbour(p, home.category, d, home.version) for p, d in found]
             return Answer(neighbours, {home.category: home.version}, home.category)
 
+    def embedder_refusals(self, identity: str) -> dict[str, str]:
+        """The served categories whose version another embedder built, and why."""
+        with self._lock:
+            served = {c: s.served for c, s in self._states.items() if s.served is not None}
+        return {c: why for c, v in served.items() if (why := v.embedder_mismatch(identity))}
+
     def similar_to_vector(
-        self, vector: np.ndarray, k: int = 10, categories: Sequence[str] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        categories: Sequence[str] | None = None,
+        *,
+        embedder: str | None = None,
     ) -> Answer:
-        """The k nearest items across `categories` (every served one if None), nearest first."""
+        """The k nearest items across `categories` (every served one if None), nearest first.
+
+        With `embedder` (the vector's model identity), raises ModelMismatch unless every held
+        version was built by it: checked on the versions that answer, so a swap between an
+        earlier check and the search cannot slip another model's index in.
+        """
         with self.hold(categories) as held:
+            if embedder is not None:
+                refused = {
+                    c: why for c, v in held.items() if (why := v.embedder_mismatch(embedder))
+                }
+                if refused:
+                    raise ModelMismatch(refused)
             found = [
                 Neighbour(pid, v.category, d, v.version)
                 for v in held.values()

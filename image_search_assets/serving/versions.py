@@ -140,6 +140,20 @@ class LoadedVersion:
     def row(self, product_id: str) -> int | None:
         return self.ids.row(product_id)
 
+    def embedders(self) -> list[str]:
+        """The embedder identities (JSON) its vectors were made with (the manifest's `models`)."""
+        models = self.manifest.get("models")
+        found = models.get("embedders") if isinstance(models, dict) else None
+        return [str(e) for e in found] if isinstance(found, list) else []
+
+    def embedder_mismatch(self, identity: str) -> str | None:
+        """Why a query vector of the embedder `identity` cannot be searched here, or None."""
+        served = self.embedders()
+        if served == [identity]:
+            return None
+        built = " and ".join(served) if served else "no recorded embedder"
+        return f"{self.version} was built with {built}; this service embeds with {identity}"
+
     def by_vector(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         found, dists = self.index.get_nns_by_vector(vector.tolist(), k, include_distances=True)
         return [(self.ids[i], float(d)) for i, d in zip(found, dists, strict=True)]

@@ -21,7 +21,7 @@ def test_page_shows_a_products_neighbours_as_pictures(tmp_path):
         publish_day(storage, category, DAY1, ids)
         store_images(storage, category, DAY1, ids)
     config = write_config(tmp_path, str(tmp_path / "storage"))
-    server = Server(config, tmp_path / "cache", tmp_path / "logs")
+    server = Server(config, tmp_path / "cache", tmp_path / "logs", "--no-image-queries")
     browser = Browser(tmp_path / "logs")
     try:
         from selenium.webdriver.common.by import By

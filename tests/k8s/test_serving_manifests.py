@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
 from image_search_assets import cli
-from image_search_assets.settings import ENV_OVERRIDES
+from image_search_assets.serving.limits import ServeLimits, flag, from_args
+from image_search_assets.settings import ENV_OVERRIDES, FetchConfig
 from tests.k8s.k8s_schemas import validate_strict
 
 SERVING = Path(__file__).resolve().parents[2] / "k8s" / "serving"
@@ -90,3 +92,28 @@ def test_selectors_and_targets_point_at_the_deployment():
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == sa
     namespaces = {d["metadata"]["namespace"] for d in DOCS}
     assert namespaces == {"dagster"}
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+def test_every_client_limit_is_stated_and_the_memory_limit_holds_the_image_budget(monkeypatch):
+    (container,) = BY_KIND["Deployment"]["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    # Stated, not left to defaults: a reader of the manifest sees what one client may cost.
+    assert all(flag(f.name) in command for f in fields(ServeLimits))
+    seen = []
+    monkeypatch.setattr(cli, "cmd_serve", lambda args: seen.append(args) or 0)
+    cli.main(command[1:])
+    limits = from_args(seen[0])
+    assert limits.image_queries and limits.header_timeout_s <= 30 and limits.body_timeout_s <= 60
+    # The process with torch and the models, every image query's memory and upload beside it.
+    process = int(1.5 * (1 << 30))
+    uploads = limits.max_image_queries * FetchConfig().max_bytes
+    memory = _bytes(container["resources"]["limits"]["memory"])
+    assert memory >= process + limits.decode_memory_bytes + uploads
+    assert limits.decode_memory_bytes >= FetchConfig().max_decode_bytes
+    # A pod's connections stay under the open-file limit a container gets by default (1024).
+    assert limits.max_connections < 1024
