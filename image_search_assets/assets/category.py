@@ -308,6 +308,7 @@ def category_assets(
             context.log.warning(f"{name}: pruning old versions failed, next publish retries: {e}")
         if not served.moved:
             context.log.warning(f"{name}: CURRENT not moved: {served.reason}")
+        pointer = current.read_pointer(store, name)
         return dg.Output(
             live,
             metadata={
@@ -315,6 +316,7 @@ def category_assets(
                 "version": manifest["version"],
                 "served_version": served.serving,
                 "current": served.reason,
+                "serving": current.describe(name, pointer) if pointer else "nothing served",
                 "recall_at_10": manifest["recall_at_10"],
                 "build_seconds": manifest["build_seconds"],
                 **pruned.as_metadata(),
