@@ -302,13 +302,14 @@ def category_assets(
             )
         # CURRENT has moved (or was held): the step's outcome is decided. Pruning old versions
         # is housekeeping that the next publish repeats, so its failure is a warning.
+        pointer = None
         try:
             annoy.prune(store, name, keep=settings.index.retention)
+            pointer = current.read_pointer(store, name)
         except Exception as e:  # noqa: BLE001
             context.log.warning(f"{name}: pruning old versions failed, next publish retries: {e}")
         if not served.moved:
             context.log.warning(f"{name}: CURRENT not moved: {served.reason}")
-        pointer = current.read_pointer(store, name)
         return dg.Output(
             live,
             metadata={
@@ -316,7 +317,7 @@ def category_assets(
                 "version": manifest["version"],
                 "served_version": served.serving,
                 "current": served.reason,
-                "serving": current.describe(name, pointer) if pointer else "nothing served",
+                "serving": current.describe(name, pointer) if pointer else served.reason,
                 "recall_at_10": manifest["recall_at_10"],
                 "build_seconds": manifest["build_seconds"],
                 **pruned.as_metadata(),
