@@ -122,7 +122,9 @@ def sigterm_as_preemption() -> Iterator[None]:
     """Within the block, SIGTERM raises Preempted instead of cancelling the step.
 
     Kubernetes sends SIGTERM when a node is preempted or a pod evicted, and Dagster would
-    otherwise treat it as a cancel (no retry). SIGINT, a person's cancel, is left alone.
+    otherwise treat it as a cancel (no retry). SIGINT, a person's cancel, is left alone. A
+    terminated run's step pods get SIGTERM too: the caller tells the two apart by the run's
+    status (assets/retrying.py).
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
