@@ -1,12 +1,21 @@
-"""What a step asks the instance before any work: was the run stopped, does another run publish
-this day, is the previous day being built? (The decisions live in core/planning/publishers.py.)
+"""What a step asks before any work: was the run stopped, does another run publish this day,
+is the previous day there (or being built), and is it of the configured models? The decisions
+live in core (core/planning/publishers.py, core/index/live_set.py).
 """
 
 from __future__ import annotations
 
-import dagster as dg
+from datetime import date
 
+import dagster as dg
+import pandas as pd
+
+from image_search_assets.core.index import live_set
+from image_search_assets.core.inference.models import LoadedModel
+from image_search_assets.core.planning.daily_gate import previous_day
 from image_search_assets.core.planning.publishers import DayRun, blocking_run, day_before, refusal
+from image_search_assets.settings import Settings
+from resources import ModelsResource, StorageResource
 
 PARTITION_TAG = "dagster/partition"
 BACKFILL_TAG = "dagster/backfill"
@@ -94,3 +103,51 @@ def previous_day_in_progress(
         if names is None or previous in names:  # a range: the backfill orders its days itself
             return f"backfill {backfill_id}"
     return None
+
+
+def previous_models(
+    context: dg.AssetExecutionContext, settings: Settings, storage: StorageResource
+) -> pd.DataFrame | None:
+    """The model identities of the previous day's live set (None on the first day, or while a
+    run or backfill still builds it). Fails with no retry, before any GPU work, when the
+    previous day has no live set and nothing is building it: the index step would fail anyway,
+    after every detection and embedding."""
+    day, name = context.partition_key, context.assets_def.key.path[0]
+    prev = previous_day(date.fromisoformat(day), date.fromisoformat(settings.start_date))
+    if prev is None:
+        return None
+    before = live_set.stored_models(storage.open(), name, str(prev))
+    if before is not None:
+        return before
+    building = previous_day_in_progress(context, name, str(prev))
+    if building is not None:
+        context.log.info(f"{name}: {prev} is still being built by {building}")
+        return None
+    raise dg.Failure(
+        description=(
+            f"{name}/annoy_index for {prev} is missing (the previous day this partition builds "
+            f"on): materialise {name}/annoy_index for {prev} first, e.g. by backfilling that "
+            "date. This day never runs on missing data; nothing was detected or embedded."
+        ),
+        metadata={"missing_partition": str(prev)},
+        allow_retries=False,
+    )
+
+
+def require_configured_models(
+    context: dg.AssetExecutionContext, models: ModelsResource, storage: StorageResource,
+    detector: LoadedModel, before: pd.DataFrame | None,
+) -> None:  # fmt: skip
+    """Fails with no retry, before any GPU work, if the configured detector or embedder is not
+    the one the previous day's index was built with (the annoy_index step checks again)."""
+    if before is None or before.empty:
+        return
+    day, name = context.partition_key, context.assets_def.key.path[0]
+    embedder = live_set.identity_json(models.embedder_identity(storage.read_gs))
+    detected_by = live_set.identity_json(detector.identity)
+    try:
+        notes = live_set.check_configured(before, embedder, detected_by, category=name, day=day)
+    except live_set.ModelChangeError as e:
+        raise dg.Failure(description=str(e), allow_retries=False) from e
+    for note in notes:
+        context.log.warning(note)
