@@ -9,6 +9,7 @@ import dagster as dg
 from image_search_assets.assets import category_assets, ingest_assets
 from image_search_assets.assets.reindex import reindex_job
 from image_search_assets.automation import build_asset_checks, build_schedules, build_sensors
+from image_search_assets.automation.pool_limits import pool_limits_sensor
 from image_search_assets.partitions import daily_partitions
 from image_search_assets.settings import Settings, load_settings
 from resources import (
@@ -67,7 +68,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=build_asset_checks(settings, daily_job),
         jobs=[daily_job, reindex_job(settings)],
         schedules=build_schedules(settings, daily_job),
-        sensors=build_sensors(settings, daily_job),
+        sensors=[*build_sensors(settings, daily_job), pool_limits_sensor(settings)],
         resources=build_resources(settings),
         executor=select_executor(),
     )

@@ -49,3 +49,8 @@ def test_schedule_and_index_checks_are_defined():
     assert defs.resolve_schedule_def("daily_index_schedule").job_name == DAILY_JOB
     checks = list(defs.resolve_asset_graph().asset_check_keys)
     assert len(checks) == 4 * len(load_settings().categories)
+
+
+def test_gpu_pool_limits_sensor_runs_by_default():
+    sensor = defs.resolve_sensor_def("gpu_pool_limits")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
