@@ -78,7 +78,8 @@ def failure_policy(context: dg.AssetExecutionContext, policy: BackoffPolicy) -> 
     included), and a run that another run of the day is publishing fails without retry.
     """
     stop_if_terminated(context)
-    require_sole_publisher(context)
+    if context.retry_number == 0:  # a retry continues work its first attempt was allowed
+        require_sole_publisher(context)
     try:
         with sigterm_as_preemption():
             yield
