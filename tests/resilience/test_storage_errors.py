@@ -76,6 +76,18 @@ def test_a_truncated_embeddings_partition_names_its_file(settings):
     assert annoy.load_current(store, "tops").manifest["version"] == before
 
 
+def test_a_truncated_asset_value_fails_its_reader_once_naming_the_file(settings):
+    """An IO manager's read: Dagster's crash retry policy would retry it, the taxonomy does not."""
+    path = Path(settings.storage_root) / asset_value_key(["tops", "embeddings"], DAY1)
+    truncate(path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_day(settings, DAY1, instance, [["tops", "annoy_index"]])
+    assert not result.success and events(result, "STEP_UP_FOR_RETRY") == []
+    (failure,) = events(result, "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert f"reading Parquet {path} failed" in message and "the file is damaged" in message
+
+
 def test_a_missing_previous_day_fails_before_any_gpu_work_naming_the_day(settings, tmp_path):
     (Path(settings.storage_root) / asset_value_key(["tops", "annoy_index"], DAY1)).unlink()
     message = failed_once(settings, DAY2, "tops__detections")
