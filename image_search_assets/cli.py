@@ -33,7 +33,8 @@ def _storage(settings: Settings):
 def ensure_dagster_home(settings: Settings) -> Path:
     """A persistent DAGSTER_HOME (var/dagster_home unless set) that `dagster dev` can reuse.
 
-    Its instance uses the weighted GPU pools, with each GPU type's budget set from the config.
+    Its instance uses the weighted GPU pools, with each GPU type's budget set from the config
+    on every call (the gpu_pool_limits sensor keeps it so under `dagster dev`).
     """
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -43,15 +44,11 @@ def ensure_dagster_home(settings: Settings) -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     import dagster as dg
 
-    from image_search_assets.tags import gpu_pool
+    from image_search_assets.gpu_budget import apply_pool_limits, gpu_pool_limits
 
-    budgets: dict[str, int] = {}
-    for category in settings.categories:
-        budgets[gpu_pool(category)] = budgets.get(gpu_pool(category), 0) + category.gpus
     with dg.DagsterInstance.get() as instance:
-        for pool, budget in budgets.items():
-            if instance.event_log_storage.get_concurrency_info(pool).slot_count == 0:
-                instance.event_log_storage.set_concurrency_slots(pool, budget)
+        # Every start, not only the first: a changed `gpus` reaches the existing instance.
+        apply_pool_limits(instance, gpu_pool_limits(settings))
     return home
 
 

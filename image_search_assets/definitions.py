@@ -16,6 +16,7 @@ from image_search_assets.automation import (
     rollback_job,
 )
 from image_search_assets.automation.run_health import dead_run_sensor
+from image_search_assets.automation.pool_limits import pool_limits_sensor
 from image_search_assets.partitions import daily_partitions
 from image_search_assets.settings import Settings, load_settings
 from resources import (
@@ -76,7 +77,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=[*build_asset_checks(settings, daily_job), *freshness.checks],
         jobs=[daily_job, reindex_job(settings), freshness.job, rollback_job(settings)],
         schedules=[*build_schedules(settings, daily_job), freshness.schedule],
-        sensors=[*build_sensors(settings, daily_job, freshness.job), dead_run_sensor],
+        sensors=[
+            *build_sensors(settings, daily_job, freshness.job),
+            dead_run_sensor,
+            pool_limits_sensor(settings),
+        ],
         resources=build_resources(settings),
         executor=select_executor(),
     )

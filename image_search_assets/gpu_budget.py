@@ -10,6 +10,11 @@ few modules pyproject.toml allows to. tests/gpu_budget/test_recovery_and_interna
 internal it uses, so a Dagster upgrade that moves them fails loudly. If Dagster gains native
 weighted slots, swap these storage classes for the stock ones and keep `decide`.
 
+The pools' limits come from the categories config in one place (`gpu_pool_limits`), applied by
+`apply_pool_limits` on every start: the `image-search` CLI, `python -m
+image_search_assets.k8s.pools` and the `gpu_pool_limits` sensor, running by default, so that an
+instance started by plain `dagster dev` gets its budget too, and a changed `gpus` reaches it.
+
 Enable it in dagster.yaml:
     event_log_storage:
       module: image_search_assets.gpu_budget
@@ -31,7 +36,8 @@ from dagster._utils.concurrency import ConcurrencyClaimStatus, ConcurrencySlotSt
 from sqlalchemy.exc import OperationalError
 
 from image_search_assets.core.planning.gpu_admission import Decision, decide
-from image_search_assets.tags import GPU_POOL_PREFIX, step_gpus
+from image_search_assets.settings import Settings
+from image_search_assets.tags import GPU_POOL_PREFIX, gpu_pool, step_gpus
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,35 @@ POLL_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 60.0
 LIVENESS_TTL_SECONDS = 10.0
 WAITERS_CONSIDERED = 3
+
+
+def gpu_pool_limits(settings: Settings) -> dict[str, int]:
+    """{pool: GPU budget}: the sum of the GPUs of the categories of each GPU type."""
+    limits: dict[str, int] = {}
+    for category in settings.categories:
+        pool = gpu_pool(category)
+        limits[pool] = limits.get(pool, 0) + category.gpus
+    return limits
+
+
+def apply_pool_limits(instance: Any, limits: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Sets each pool's slot count to its limit where it differs: {pool: (was, now)} changed.
+
+    Lowering a limit below the slots in use leaves the running steps be: Dagster deletes the
+    surplus slots as they are freed.
+    """
+    changed = {}
+    for pool, limit in limits.items():
+        was = instance.event_log_storage.get_concurrency_info(pool).slot_count
+        if was != limit:
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+            changed[pool] = (was, limit)
+    return changed
+
+
+def is_weighted(instance: Any) -> bool:
+    """Whether the instance's steps hold one slot per GPU (else one per step)."""
+    return isinstance(instance.event_log_storage, WeightedClaimsMixin)
 
 
 class _NotAdmitted(Exception):

@@ -1,11 +1,14 @@
 """Storage resource and the IO manager that keeps asset values under the storage root."""
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 import pandas as pd
 from dagster_gcp import GCSResource
 
+from image_search_assets.core.failures import classify
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import Storage, open_storage, split_gs_uri
 
@@ -40,6 +43,19 @@ class StorageResource(dg.ConfigurableResource):
         return _gcs_client(self.gcp_project).bucket(bucket).blob(name).download_as_bytes()
 
 
+@contextmanager
+def _permanent_fails_once() -> Iterator[None]:
+    """A permanent error (a corrupt file, a full disk) fails the step without retry: the
+    assets' crash retry policy would otherwise retry every error of an IO manager."""
+    try:
+        yield
+    except Exception as exc:
+        verdict = classify(exc)
+        if verdict.retryable:
+            raise
+        raise dg.Failure(description=verdict.message, allow_retries=False) from exc
+
+
 class StorageIOManager(dg.ConfigurableIOManager):
     """Asset values as Parquet at fixed, partition-keyed keys: a re-run overwrites, never adds."""
 
@@ -53,7 +69,8 @@ class StorageIOManager(dg.ConfigurableIOManager):
             if not self.storage.open().exists(key):
                 raise RuntimeError(f"{key}: the step did not store its value")
         else:
-            self.storage.open().write_parquet(key, obj)
+            with _permanent_fails_once():
+                self.storage.open().write_parquet(key, obj)
         context.add_output_metadata({"path": dg.MetadataValue.path(self.storage.open().uri(key))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | None:
@@ -75,4 +92,5 @@ class StorageIOManager(dg.ConfigurableIOManager):
                 metadata={"missing_partition": partition, "expected_at": storage.uri(key)},
                 allow_retries=False,
             )
-        return storage.read_parquet(key)
+        with _permanent_fails_once():
+            return storage.read_parquet(key)

@@ -57,3 +57,8 @@ def test_every_job_is_defined():
     names = {job.name for job in defs.resolve_all_job_defs()} - {"__ASSET_JOB"}
     assert names == {DAILY_JOB, "reindex", "index_freshness", "rollback_index"}
     assert {s.name for s in defs.sensors or ()} >= {"run_failure_alert", "check_failure_alert"}
+
+
+def test_gpu_pool_limits_sensor_runs_by_default():
+    sensor = defs.resolve_sensor_def("gpu_pool_limits")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

@@ -1,19 +1,18 @@
 """One factory builds every category's detections → embeddings → annoy_index chain."""
 
-from datetime import date
 from typing import Any, cast
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
+from image_search_assets.assets.guards import previous_models, require_configured_models
 from image_search_assets.assets.retrying import crash_retry_policy, failure_policy, resume_scope
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import current, live_set, retention
 from image_search_assets.core.inference.chunks import work_prefix
 from image_search_assets.core.inference.models import LoadedModel
 from image_search_assets.core.inference.stages import StageResult, detect_items, embed_items
-from image_search_assets.core.planning.daily_gate import previous_day
 from image_search_assets.core.progress import Progress
 from image_search_assets.core.records import asset_value_key, removals_key
 from image_search_assets.core.storage import Storage
@@ -90,27 +89,6 @@ def _removed_ids(context: dg.AssetExecutionContext, store: Storage, day: str) ->
     return set(store.read_parquet(key)["product_id"].astype(str))
 
 
-def _require_configured_models(
-    context: dg.AssetExecutionContext, settings: Settings, models: ModelsResource,
-    storage: StorageResource, detector: LoadedModel,
-) -> None:  # fmt: skip
-    """Fails with no retry, before any GPU work, if the configured detector or embedder is not
-    the one the previous day's index was built with (the annoy_index step checks again)."""
-    day, name = context.partition_key, context.assets_def.key.path[0]
-    prev = previous_day(date.fromisoformat(day), date.fromisoformat(settings.start_date))
-    before = None if prev is None else live_set.stored_models(storage.open(), name, str(prev))
-    if before is None or before.empty:  # the first day, or a missing one annoy_index names
-        return
-    embedder = live_set.identity_json(models.embedder_identity(storage.read_gs))
-    detected_by = live_set.identity_json(detector.identity)
-    try:
-        notes = live_set.check_configured(before, embedder, detected_by, category=name, day=day)
-    except live_set.ModelChangeError as e:
-        raise dg.Failure(description=str(e), allow_retries=False) from e
-    for note in notes:
-        context.log.warning(note)
-
-
 def category_assets(
     category: Category, *, partitions: dg.PartitionsDefinition, settings: Settings
 ) -> list[dg.AssetsDefinition]:
@@ -141,10 +119,11 @@ def category_assets(
     ) -> dg.Output[pd.DataFrame]:
         """The day's items of this category: one detected box per product image."""
         with failure_policy(context, settings.retry):
+            before = previous_models(context, settings, storage)
             gpus = _planned_gpus(context, category)
             detector = models.detector_replicas(random_head, gpus, storage.read_gs)
             class_ids = _category_labels(context, category, detector.primary)
-            _require_configured_models(context, settings, models, storage, detector.primary)
+            require_configured_models(context, models, storage, detector.primary, before)
             todo = cast(pd.DataFrame, product_images[product_images["category"] == name])
             result = detect_items(
                 todo,

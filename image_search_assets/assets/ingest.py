@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from image_search_assets.assets.retrying import crash_retry_policy, failure_policy
+from image_search_assets.core import partition_scheme
 from image_search_assets.core.inference.stages import fetch_images
 from image_search_assets.core.planning.retry import BackoffPolicy
 from image_search_assets.core.progress import Progress
@@ -36,6 +37,31 @@ def _record_quarantine(
         context.log.warning(f"quarantined {len(quarantined)} {what}: {_reasons(quarantined)}")
 
 
+def _scheme(partitions: dg.PartitionsDefinition) -> partition_scheme.PartitionScheme:
+    daily = cast(dg.TimeWindowPartitionsDefinition, partitions)
+    return partition_scheme.PartitionScheme(
+        start_date=daily.start.strftime("%Y-%m-%d"),
+        timezone=daily.timezone,
+        cron_schedule=daily.cron_schedule,
+        fmt=daily.fmt,
+    )
+
+
+def _require_same_scheme(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    scheme: partition_scheme.PartitionScheme,
+    categories: list[str],
+) -> None:
+    """Fails with no retry if the config would cut the stored days differently."""
+    try:
+        notes = partition_scheme.check_and_record(storage.open(), scheme, categories)
+    except partition_scheme.SchemeChangeError as e:
+        raise dg.Failure(description=str(e), allow_retries=False) from e
+    for note in notes:
+        context.log.info(note)
+
+
 def ingest_assets(
     partitions: dg.PartitionsDefinition,
     categories: list[str],
@@ -50,6 +76,7 @@ def ingest_assets(
         "kinds": {"pandas"},
         "retry_policy": crash_retry_policy(retry),
     }
+    scheme = _scheme(partitions)
 
     @dg.asset(**common)
     def new_products(
@@ -57,6 +84,7 @@ def ingest_assets(
     ) -> dg.Output[pd.DataFrame]:
         """The day's catalog rows that passed validation; bad rows are quarantined."""
         with failure_policy(context, retry):
+            _require_same_scheme(context, storage, scheme, categories)
             day = catalog.day(partition_date(context), categories)
             _record_quarantine(context, storage, "catalog", day.quarantined, "catalog row(s)")
             # Every category's annoy_index drops these; the report counts them.

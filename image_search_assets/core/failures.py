@@ -3,8 +3,11 @@
 Retryable: preemption or eviction (SIGTERM), transient network and GCS errors (429, 5xx,
 timeouts, resets) and CUDA OOM (the next attempt halves the batch, see core/inference/chunks.py).
 Permanent: bad configuration, a catalog schema violation, a lost compare-and-swap, a failed index
-verification and code errors. Anything unknown is permanent too: a retry must be earned, because
-retrying what cannot succeed only burns GPU hours. Per-item failures never get here: they are
+verification, a corrupt or missing stored file, a full disk and code errors. A full disk is not
+retried: it does not empty itself within a retry's wait, and retrying holds the day's GPUs for
+hours of backoff; the alert names the path, someone frees space and re-executes. Anything
+unknown is permanent too: a retry must be earned, because retrying what cannot succeed only
+burns GPU hours. Per-item failures never get here: they are
 quarantined where they happen (core/ingest/fetch.py, core/ingest/images.py).
 """
 
@@ -20,7 +23,12 @@ from dataclasses import dataclass
 from image_search_assets.core.index.annoy_index import IndexVerificationError
 from image_search_assets.core.inference.gpu_memory import GpuMemoryExhausted, is_cuda_oom
 from image_search_assets.core.ingest.catalog import CatalogSchemaError
-from image_search_assets.core.storage import PreconditionFailed
+from image_search_assets.core.storage_errors import (
+    CorruptObject,
+    MissingObject,
+    PreconditionFailed,
+    StorageFull,
+)
 from image_search_assets.settings import ConfigError
 
 CODE_ERRORS = (
@@ -89,6 +97,18 @@ def _classify_one(exc: BaseException) -> Verdict | None:
     if isinstance(exc, PreconditionFailed):
         fix = "another run published this category at the same time; keep one active run per job"
         return Verdict(False, "concurrent_write", f"{exc}. Fix: {fix}, {RERUN}.")
+    if isinstance(exc, StorageFull):
+        fix = "free space under the storage root (or grow its volume)"
+        return Verdict(False, "storage_full", f"{exc}. Fix: {fix}, {RERUN}.")
+    if isinstance(exc, CorruptObject):
+        fix = (
+            "the file is damaged (a truncated or partial write): restore it from a backup, or "
+            "delete it and re-materialise the asset partition that writes it"
+        )
+        return Verdict(False, "corrupt_file", f"{exc}. Fix: {fix}, {RERUN}.")
+    if isinstance(exc, MissingObject):
+        fix = "materialise the asset partition that writes it (or restore it from a backup)"
+        return Verdict(False, "missing_file", f"{exc}. Fix: {fix}, {RERUN}.")
     if isinstance(exc, IndexVerificationError):
         fix = "the previous version still serves; inspect the new version's files"
         return Verdict(False, "index_verification", f"{exc}. Fix: {fix}, {RERUN}.")
@@ -122,7 +142,9 @@ def sigterm_as_preemption() -> Iterator[None]:
     """Within the block, SIGTERM raises Preempted instead of cancelling the step.
 
     Kubernetes sends SIGTERM when a node is preempted or a pod evicted, and Dagster would
-    otherwise treat it as a cancel (no retry). SIGINT, a person's cancel, is left alone.
+    otherwise treat it as a cancel (no retry). SIGINT, a person's cancel, is left alone. A
+    terminated run's step pods get SIGTERM too: the caller tells the two apart by the run's
+    status (assets/retrying.py).
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread

@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# PreconditionFailed stays importable from here, where its callers know it.
+from image_search_assets.core.storage_errors import PreconditionFailed, names_object
+
 if TYPE_CHECKING:
     # pandas costs half a second to import; readers that never touch a table skip it.
     import pandas as pd
@@ -38,10 +41,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(COPY_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class PreconditionFailed(RuntimeError):
-    """A conditional write lost a race: someone else changed the object first."""
 
 
 class Storage(ABC):
@@ -79,12 +78,14 @@ class Storage(ABC):
         """Writes only if the object is still at `generation`; else raises PreconditionFailed."""
 
     # -- typed helpers -----------------------------------------------------------------------
+    @names_object("reading JSON")
     def read_json(self, key: str) -> Any:
         return json.loads(self.read_bytes(key))
 
     def write_json(self, key: str, value: Any) -> None:
         self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
 
+    @names_object("reading Parquet")
     def read_parquet(self, key: str) -> pd.DataFrame:
         import pandas as pd
 
@@ -95,6 +96,7 @@ class Storage(ABC):
         df.to_parquet(buf, index=False)
         self.write_bytes(key, buf.getvalue())
 
+    @names_object("reading .npy")
     def read_npy(self, key: str) -> np.ndarray:
         return np.load(io.BytesIO(self.read_bytes(key)), allow_pickle=False)
 
@@ -141,9 +143,11 @@ class LocalStorage(Storage):
             raise ValueError(f"key {key!r} escapes the storage root")
         return path
 
+    @names_object("reading")
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
+    @names_object("writing")
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +158,7 @@ class LocalStorage(Storage):
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    @names_object("writing")
     def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -164,12 +169,14 @@ class LocalStorage(Storage):
             os.fsync(f.fileno())
         os.replace(tmp, target)
 
+    @names_object("downloading")
     def download_to(self, key: str, path: str | os.PathLike[str]) -> None:
         shutil.copyfile(self._path(key), path)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    @names_object("listing")
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
         if base.is_file():
@@ -182,6 +189,7 @@ class LocalStorage(Storage):
             if p.is_file() and not p.name.startswith(".")
         )
 
+    @names_object("deleting")
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
@@ -198,6 +206,7 @@ class LocalStorage(Storage):
             if p.is_file() and p.stat().st_mtime < cutoff
         )
 
+    @names_object("deleting")
     def delete_prefix(self, prefix: str) -> None:
         path = self._path(prefix)
         if path.is_dir():
@@ -240,26 +249,33 @@ class GCSStorage(Storage):
     def _name(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @names_object("reading")
     def read_bytes(self, key: str) -> bytes:
         return self.bucket.blob(self._name(key)).download_as_bytes()
 
+    @names_object("writing")
     def write_bytes(self, key: str, data: bytes) -> None:
         self.bucket.blob(self._name(key)).upload_from_string(data)
 
+    @names_object("writing")
     def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
         self.bucket.blob(self._name(key)).upload_from_filename(str(path))
 
+    @names_object("downloading")
     def download_to(self, key: str, path: str | os.PathLike[str]) -> None:
         self.bucket.blob(self._name(key)).download_to_filename(str(path))
 
+    @names_object("checking")
     def exists(self, key: str) -> bool:
         return self.bucket.blob(self._name(key)).exists()
 
+    @names_object("listing")
     def list(self, prefix: str) -> list[str]:
         full = self._name(prefix)
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(b.name[cut:] for b in self.client.list_blobs(self.bucket_name, prefix=full))
 
+    @names_object("deleting")
     def delete(self, key: str) -> None:
         from google.api_core.exceptions import NotFound
 
@@ -269,6 +285,7 @@ class GCSStorage(Storage):
     def uri(self, key: str) -> str:
         return f"gs://{self.bucket_name}/{self._name(key)}"
 
+    @names_object("checking")
     def generation(self, key: str) -> int | None:
         blob = self.bucket.get_blob(self._name(key))
         return None if blob is None else blob.generation

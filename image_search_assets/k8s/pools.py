@@ -1,8 +1,9 @@
 """The GPU pools' limits, from the categories config: one pool per GPU type, limit = its GPUs.
 
 `python -m image_search_assets.k8s.pools` writes them into the Dagster instance that
-DAGSTER_HOME points at (run it in the daemon pod after every change to the categories).
-`--dry-run` only prints them.
+DAGSTER_HOME points at at once; the `gpu_pool_limits` sensor does the same within a minute of
+any change to the categories. `--dry-run` only prints them. Both compute and apply them with
+image_search_assets/gpu_budget.py.
 """
 
 from __future__ import annotations
@@ -10,17 +11,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from image_search_assets.settings import Settings, load_settings
-from image_search_assets.tags import gpu_pool
+from image_search_assets.gpu_budget import apply_pool_limits, gpu_pool_limits
+from image_search_assets.settings import load_settings
 
-
-def gpu_pool_limits(settings: Settings) -> dict[str, int]:
-    """{pool: GPU budget}: the sum of the GPUs of the categories of each GPU type."""
-    limits: dict[str, int] = {}
-    for category in settings.categories:
-        pool = gpu_pool(category)
-        limits[pool] = limits.get(pool, 0) + category.gpus
-    return limits
+__all__ = ["gpu_pool_limits", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -29,11 +23,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     limits = gpu_pool_limits(load_settings())
     if not args.dry_run:
-        import dagster as dg  # only for writing: --dry-run needs no instance
+        import dagster as dg  # only for writing: --dry-run opens no instance
 
         with dg.DagsterInstance.get() as instance:
-            for pool, limit in limits.items():
-                instance.event_log_storage.set_concurrency_slots(pool, limit)
+            apply_pool_limits(instance, limits)
     for pool, limit in limits.items():
         print(f"{pool}\t{limit}")
 

@@ -98,9 +98,12 @@ def test_missing_previous_partition_fails_clearly_and_is_not_retried(settings):
         result = run_day(settings, DAYS[2], instance)
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert {e.step_key for e in failures} == {f"{c}__annoy_index" for c in settings.category_names}
+    # Caught in detections, before any GPU work: nothing was detected or embedded.
+    assert {e.step_key for e in failures} == {f"{c}__detections" for c in settings.category_names}
     message = failures[0].event_specific_data.error.message
     assert "2026-11-02 is missing" in message and "previous day" in message
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert not any(s.endswith(("__embeddings", "__annoy_index")) for s in started)
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     served = load_current(open_storage(settings), "tops")
     assert served.manifest["date"] == DAYS[0]  # day 1 still serves

@@ -184,12 +184,18 @@ def platform_env(config: Path, **extra: str) -> dict[str, str]:
 class DagsterDev:
     """`dagster dev` (webserver + daemon + one shared code server) on 127.0.0.1."""
 
-    def __init__(self, home: Path, config: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        config: Path,
+        extra_env: dict[str, str] | None = None,
+        workspace: Path = REPO / "workspace.yaml",
+    ) -> None:
         self.home, self.port = home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = platform_env(config, DAGSTER_HOME=str(home), **(extra_env or {}))
         argv = [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1"]
-        argv += ["-p", str(self.port), "-w", str(REPO / "workspace.yaml")]
+        argv += ["-p", str(self.port), "-w", str(workspace)]
         self.service = Service("dagster-dev", argv, env, home.parent / "process-logs")
 
     def __enter__(self) -> DagsterDev:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import Storage
+from image_search_assets.core.storage_errors import naming
 
 LIVE_COLUMNS = ("product_id", "day", "added_on", "embedder", "detector")
 MODEL_COLUMNS = ("embedder", "detector")
@@ -124,9 +125,10 @@ def stored_models(storage: Storage, category: str, day: str) -> pd.DataFrame | N
     key = asset_value_key([category, "annoy_index"], day)
     if not storage.exists(key):
         return None
-    stored = pq.ParquetFile(pa.BufferReader(storage.read_bytes(key)))
-    present = [c for c in MODEL_COLUMNS if c in stored.schema_arrow.names]
-    table = stored.read(columns=present).to_pandas()
+    with naming(storage, "reading Parquet", key):
+        stored = pq.ParquetFile(pa.BufferReader(storage.read_bytes(key)))
+        present = [c for c in MODEL_COLUMNS if c in stored.schema_arrow.names]
+        table = stored.read(columns=present).to_pandas()
     return with_model_columns(table).drop_duplicates().reset_index(drop=True)
 
 
@@ -261,9 +263,10 @@ def _stored_vectors(storage: Storage, key: str) -> tuple[list[str], np.ndarray]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(
-        pa.BufferReader(storage.read_bytes(key)), columns=["product_id", "vector"]
-    )
+    with naming(storage, "reading Parquet", key):
+        table = pq.read_table(
+            pa.BufferReader(storage.read_bytes(key)), columns=["product_id", "vector"]
+        )
     ids = [str(i) for i in table.column("product_id").to_pylist()]
     column = table.column("vector").combine_chunks()
     if len(column) == 0:
