@@ -15,8 +15,8 @@ from image_search_assets.automation import (
     build_sensors,
     rollback_job,
 )
-from image_search_assets.automation.run_health import dead_run_sensor
 from image_search_assets.automation.pool_limits import pool_limits_sensor
+from image_search_assets.automation.run_health import dead_run_sensor
 from image_search_assets.partitions import daily_partitions
 from image_search_assets.settings import Settings, load_settings
 from resources import (

@@ -9,6 +9,7 @@ where it was.
 from datetime import datetime, time, timedelta
 
 import dagster as dg
+import pytest
 
 from image_search_assets.automation.chain import CHAIN_ACTION_TAG
 from image_search_assets.automation.schedules import SCHEDULE_NAME
@@ -16,14 +17,15 @@ from image_search_assets.core.index.current import read_pointer
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.definitions import DAILY_JOB, build_definitions, build_resources
 from resources import StorageResource
-from tests.assets.test_lifecycle import (  # noqa: F401 - lifecycle_catalog is a fixture
-    DAYS,
-    LIVE,
-    lifecycle_catalog,
-    run_day,
-    served_ids,
-)
+from tests.assets.test_lifecycle import DAYS, LIVE, ROWS, run_day, served_ids, write_catalog
 from tests.conftest import small_settings
+
+
+@pytest.fixture(scope="module")
+def lifecycle_catalog(tmp_path_factory):
+    """test_lifecycle's week of adds, re-sends and removals."""
+    out = tmp_path_factory.mktemp("forward")
+    return write_catalog(out, ROWS, {"tops": 7, "pants": 0, "hats": 2}, "lifecycle.csv")
 
 
 def tick(settings, instance, at: datetime):
