@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 
 from image_search_assets.assets.guards import previous_models, require_configured_models
-from image_search_assets.assets.retrying import crash_retry_policy, failure_policy, resume_scope
+from image_search_assets.assets.retrying import (
+    crash_retry_policy,
+    failure_policy,
+    resume_scope,
+    stop_if_terminated,
+)
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import current, live_set, retention
 from image_search_assets.core.inference.chunks import work_prefix
@@ -271,6 +276,7 @@ def category_assets(
             # the step, and retention reads and prunes the old records now.
             store.write_parquet(value_key, live)
             pruned = retention.prune_category(store, name, day, keep_days=settings.index.keep_days)
+            stop_if_terminated(context)  # an operator's stop wins over the final act
             served = current.advance(
                 store,
                 name,

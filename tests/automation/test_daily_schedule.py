@@ -166,7 +166,10 @@ def test_a_late_predecessor_delays_the_next_day_and_never_drops_it(settings, ins
 def test_a_failed_day_holds_the_chain_until_it_is_re_executed(settings, instance):
     materialise_index(instance, settings, DAY1)
     materialise_index(instance, settings, DAY2, ["tops", "pants"])  # hats failed
-    failed = add_run(instance, DAY2, dg.DagsterRunStatus.FAILURE)
+    # As Dagster tags a run that failed because a step did (after that step's retries).
+    failed = add_run(
+        instance, DAY2, dg.DagsterRunStatus.FAILURE, **{"dagster/failure_reason": "STEP_FAILURE"}
+    )
     ticks = Ticks(settings, instance, morning_after(settings, DAY3))
     for _ in range(2):
         skipped = ticks.next()
