@@ -27,4 +27,10 @@ def embed_upload(settings: Settings, data: bytes) -> np.ndarray:
     from image_search_assets.core.inference.embed_file import embed_image_file
 
     with _LOCK:
-        return embed_image_file(settings, data)
+        return embed_image_file(
+            settings.detector,
+            settings.embedder,
+            len(settings.categories) + 1,
+            settings.device,
+            data,
+        )

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from image_search_assets.core.config import ModelConfig
 from image_search_assets.core.inference import naive
 from image_search_assets.core.inference.models import ModelSpec, load_detector, load_embedder
 from image_search_assets.core.ingest.images import decode_image
-from image_search_assets.settings import Settings
 
 
-def embed_image_file(settings: Settings, data: bytes) -> np.ndarray:
-    """Detects the main item of any category, crops it and returns its unit vector."""
-    d, e = settings.detector, settings.embedder
+def embed_image_file(
+    d: ModelConfig, e: ModelConfig, num_classes: int, device: str, data: bytes
+) -> np.ndarray:
+    """Detects the main item of any category, crops it and returns its unit vector.
+
+    `num_classes` is the detector's head: the categories plus background.
+    """
     # The same pins and opt-ins as the daily steps: a query never loads bytes a step would refuse.
     detector_spec = ModelSpec(
-        d.arch, d.weights, d.input_size, len(settings.categories) + 1, d.sha256, d.allow_torchscript
+        d.arch, d.weights, d.input_size, num_classes, d.sha256, d.allow_torchscript
     )
     embedder_spec = ModelSpec(
         e.arch, e.weights, e.input_size, sha256=e.sha256, allow_torchscript=e.allow_torchscript
     )
-    detector = load_detector(detector_spec, settings.device)
-    embedder = load_embedder(embedder_spec, settings.device)
+    detector = load_detector(detector_spec, device)
+    embedder = load_embedder(embedder_spec, device)
     img = decode_image(data)
     det = naive.detect(detector, [img], 1)[0]
     box = naive.choose_box(
