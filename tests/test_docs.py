@@ -65,12 +65,13 @@ def test_the_path_check_catches_a_stale_path(tmp_path):
     assert not any(_exists(doc, t) for t in _candidates(doc.read_text()))
 
 
-def test_readme_is_a_front_door_with_both_commands_in_its_first_screen():
+def test_readme_is_a_front_door_with_both_commands_and_both_tiers_in_its_first_screen():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 120
     first = "\n".join(lines[:40])
     assert 'pip install -e ".[dev]"' in first and "image-search demo" in first
-    assert "python -m pytest" in first
+    assert 'python -m pytest -m "not e2e"' in first  # the fast tier
+    assert "python -m pytest -m e2e" in first  # the end-to-end tier
 
 
 def test_no_dated_work_log_remains():
