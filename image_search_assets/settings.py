@@ -8,7 +8,6 @@ a k8s deployment or a test can move storage without copying the whole file.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, replace
 from datetime import date, time
 from pathlib import Path
@@ -17,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from image_search_assets.core.config import ConfigError, ModelConfig
 from image_search_assets.core.ingest.url_rules import DEPLOYED_KINDS, LOCAL_KINDS, URL_KINDS
 from image_search_assets.core.planning.gpu_plan import ThroughputModel
 from image_search_assets.core.planning.retry import BackoffPolicy
@@ -33,10 +33,6 @@ ENV_OVERRIDES = {
 }
 
 
-class ConfigError(ValueError):
-    """The configuration is invalid; the message says what to fix."""
-
-
 @dataclass(frozen=True)
 class Category:
     name: str
@@ -47,30 +43,6 @@ class Category:
     # category that matches none takes the best box of any label.
     class_ids: tuple[int, ...] = ()
     labels: tuple[str, ...] = ()
-
-
-# The engine's choices (core/inference/engine/precision.py), spelled out so that config needs
-# no torch; tests/core/inference/engine/test_precision.py holds the two together.
-PRECISIONS = ("auto", "calibrate", "fp32", "fp16", "bf16")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: str
-    weights: str = "random"
-    input_size: int = 224
-    batch_size: int = 16
-    score_threshold: float = 0.5
-    precision: str = "auto"  # auto | calibrate | fp32 | fp16 | bf16 (engine/precision.py)
-    compile: bool = False  # torch.compile (any device); pays off on long runs (see benchmarks)
-    sha256: str | None = None  # pin the checkpoint: other bytes fail the step, never retried
-    allow_torchscript: bool = False  # TorchScript carries code: load it only when set
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
-            raise ValueError(f"sha256 {self.sha256!r} is not 64 lower-case hex digits")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,11 @@
-"""Shared fixtures: small platform settings, the sample catalog and an in-process GCS emulator."""
+"""Shared fixtures (small platform settings, the sample catalog, an in-process GCS emulator) and
+the two test tiers.
+
+The end-to-end tier (`-m e2e`) is every test under tests/e2e/, every test that takes a fixture
+starting a server beside it, and the tests elsewhere that carry `@pytest.mark.e2e` with their
+reason: real run processes, or minutes of work (a real compile, a week of days, a rollout on
+both storages). Everything else is the fast tier (`-m "not e2e"`), the README's first command.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,16 @@ from tests.net_guard import connects  # noqa: F401  (the network guard fixture)
 TEST_CATEGORIES = ("tops", "pants", "hats")
 TEST_MIX = {"tops": 3, "pants": 2, "hats": 1}
 START = date(2026, 11, 1)
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+E2E_FIXTURES = {"postgres_url"}  # a real PostgreSQL server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks the end-to-end tier by place and by fixture, so a new test joins it by itself."""
+    for item in items:
+        in_e2e = E2E_DIR in item.path.parents
+        if in_e2e or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 def small_settings(storage_root: str, catalog: str) -> Settings:

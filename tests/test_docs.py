@@ -1,7 +1,9 @@
-"""Docs name only paths that exist, and the README is a front door with both commands up top."""
+"""Docs name only paths that exist, list the environment the code reads, and the README is a
+front door with both commands and both test tiers up top."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -63,15 +65,113 @@ def test_the_path_check_catches_a_stale_path(tmp_path):
     assert not any(_exists(doc, t) for t in _candidates(doc.read_text()))
 
 
-def test_readme_is_a_front_door_with_both_commands_in_its_first_screen():
+def test_readme_is_a_front_door_with_both_commands_and_both_tiers_in_its_first_screen():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 120
     first = "\n".join(lines[:40])
     assert 'pip install -e ".[dev]"' in first and "image-search demo" in first
-    assert "python -m pytest" in first
+    assert 'python -m pytest -m "not e2e"' in first  # the fast tier
+    assert "python -m pytest -m e2e" in first  # the end-to-end tier
 
 
 def test_no_dated_work_log_remains():
     assert not (ROOT / "docs" / "notes").exists()
     dated = [p for p in ROOT.rglob("*.md") if re.search(r"\d{4}-\d{2}-\d{2}", p.name)]
     assert [p for p in dated if ".venv" not in p.parts] == []
+
+
+ENV_DOC = ROOT / "docs" / "configuration.md"
+ENV_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \|", re.M)
+
+
+def _module_strings(tree: ast.Module) -> dict[str, set[str]]:
+    """Names bound to strings: module constants, dict literals' keys, loop variables over them."""
+    names: dict[str, set[str]] = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        value = getattr(node, "value", None)
+        if not isinstance(target, ast.Name):
+            continue
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            names[target.id] = {value.value}
+        elif isinstance(value, ast.Dict) and all(
+            isinstance(k, ast.Constant) and isinstance(k.value, str) for k in value.keys
+        ):
+            names[target.id] = {k.value for k in value.keys}  # type: ignore[union-attr]
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.For):
+            continue
+        it, var = node.iter, node.target
+        if isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute):
+            it = it.func.value if it.func.attr in ("items", "keys") else it
+        var = var.elts[0] if isinstance(var, ast.Tuple) else var
+        if isinstance(it, ast.Name) and it.id in names and isinstance(var, ast.Name):
+            names[var.id] = names[it.id]
+    return names
+
+
+def _is_environ(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+        isinstance(node, ast.Name) and node.id == "environ"
+    )
+
+
+def _env_key(node: ast.AST) -> ast.AST | None:
+    """The key expression of an environment read: environ.get/[], getenv, Dagster's EnvVar."""
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.ctx, ast.Load)
+        and _is_environ(node.value)
+    ):
+        return node.slice
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if name in ("getenv", "EnvVar"):
+        return node.args[0]
+    if (
+        name in ("get", "setdefault")
+        and isinstance(func, ast.Attribute)
+        and _is_environ(func.value)
+    ):
+        return node.args[0]
+    return None
+
+
+def env_reads(paths: list[Path]) -> tuple[set[str], list[str]]:
+    """The variables the code reads, and the reads whose key no constant names."""
+    found: set[str] = set()
+    unresolved: list[str] = []
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        names = _module_strings(tree)
+        for node in ast.walk(tree):
+            key = _env_key(node)
+            if key is None:
+                continue
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                found.add(key.value)
+            elif isinstance(key, ast.Name) and key.id in names:
+                found |= names[key.id]
+            else:
+                unresolved.append(f"{path}:{node.lineno}")
+    return found, unresolved
+
+
+def test_the_environment_table_lists_exactly_the_variables_the_code_reads():
+    code = sorted((ROOT / "image_search_assets").rglob("*.py"))
+    code += sorted((ROOT / "resources").rglob("*.py"))
+    read, unresolved = env_reads(code)
+    assert unresolved == []  # a key built at run time: name it in a constant the test can see
+    assert set(ENV_ROW.findall(ENV_DOC.read_text())) == read
+
+
+def test_the_environment_reader_finds_each_form_of_read(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text(
+        "import os\nimport dagster as dg\nNAME = 'B'\nTABLE = {'C': 1, 'D': 2}\n"
+        "os.environ.get('A')\nos.getenv(NAME)\nfor k, v in TABLE.items():\n    os.environ[k]\n"
+        "dg.EnvVar('E')\nos.environ['W'] = 'written, not read'\nos.environ.get(f'X{1}')\n"
+    )
+    assert env_reads([src]) == ({"A", "B", "C", "D", "E"}, [f"{src}:11"])

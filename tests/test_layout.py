@@ -179,3 +179,12 @@ def test_every_python_file_stays_under_the_size_a_reader_can_hold():
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_every_test_folder_is_a_concern_the_development_page_names():
+    # docs/development.md tells a reader where each kind of test lives: a new folder joins it.
+    page = (ROOT / "docs" / "development.md").read_text()
+    folders = sorted(
+        d.name for d in (ROOT / "tests").iterdir() if d.is_dir() and any(d.rglob("test_*.py"))
+    )
+    assert folders and [f for f in folders if f"`tests/{f}/`" not in page] == []

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from image_search_assets.core.config import ConfigError
 from image_search_assets.core.index.annoy_index import IndexVerificationError
 from image_search_assets.core.inference.gpu_memory import GpuMemoryExhausted, is_cuda_oom
 from image_search_assets.core.ingest.catalog import CatalogSchemaError
@@ -29,7 +30,6 @@ from image_search_assets.core.storage_errors import (
     PreconditionFailed,
     StorageFull,
 )
-from image_search_assets.settings import ConfigError
 
 CODE_ERRORS = (
     TypeError,

@@ -28,9 +28,8 @@ class QueryEmbedder:
     def load(self) -> str:
         """Loads both models (torch, weights, a probe) and returns the embedder's identity."""
         from image_search_assets.core.index.live_set import identity_json
-        from image_search_assets.core.inference.embed_file import query_models
 
-        _, embedder = query_models(self.settings)
+        _, embedder = _models(self.settings)
         self.identity = identity_json(embedder.identity)
         return self.identity
 
@@ -39,23 +38,35 @@ class QueryEmbedder:
 
         Raises ItemRejected (ingestion's reasons) or budget.Busy.
         """
-        from image_search_assets.core.inference.embed_file import embed_image
-
         fetch = self.settings.fetch
         with self.budget.reserve_within(query_cost(data), wait_s):
             img = decode_image(
                 data, max_pixels=fetch.max_pixels, max_decode_bytes=fetch.max_decode_bytes
             )
             with self._lock:
-                return embed_image(self.settings, img)
+                return _embed(self.settings, img)
 
 
 def embed_upload(settings: Settings, data: bytes) -> np.ndarray:
     """An image file's vector for `image-search query --image`: ingestion's guards, one decode."""
-    from image_search_assets.core.inference.embed_file import embed_image
-
     if len(data) > settings.fetch.max_bytes:
         raise ItemRejected("too_large", f"{len(data)} bytes > {settings.fetch.max_bytes}")
     fetch = settings.fetch
     img = decode_image(data, max_pixels=fetch.max_pixels, max_decode_bytes=fetch.max_decode_bytes)
-    return embed_image(settings, img)
+    return _embed(settings, img)
+
+
+def _models(settings: Settings):
+    """The configured (detector, embedder); torch is imported here, on first use."""
+    from image_search_assets.core.inference.embed_file import query_models
+
+    # The detector's head: the categories plus background.
+    return query_models(
+        settings.detector, settings.embedder, len(settings.categories) + 1, settings.device
+    )
+
+
+def _embed(settings: Settings, img) -> np.ndarray:
+    from image_search_assets.core.inference.embed_file import embed_image
+
+    return embed_image(_models(settings), settings.detector, settings.embedder, img)

@@ -82,6 +82,7 @@ def _checks(result) -> dict[str, bool]:
     }
 
 
+@pytest.mark.e2e  # minutes: a week of daily runs on each storage
 @pytest.mark.parametrize("backend", ["local", "gcs"])
 def test_a_week_of_adds_resends_removals_and_readds_serves_the_live_set(
     tmp_path, lifecycle_catalog, backend, request

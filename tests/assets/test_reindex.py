@@ -215,6 +215,7 @@ def rollout(tmp_path: Path, monkeypatch, capsys, root: str, role: str) -> dict:
     return outcome
 
 
+@pytest.mark.e2e  # minutes: days, a rollout and a re-index on both storages
 def test_an_embedder_rollout_gives_identical_results_on_local_and_gcs_storage(
     tmp_path, monkeypatch, capsys, request
 ):
@@ -224,6 +225,7 @@ def test_an_embedder_rollout_gives_identical_results_on_local_and_gcs_storage(
     assert gcs == local
 
 
+@pytest.mark.e2e  # minutes: days, a rollout and a re-index
 def test_a_detector_only_rollout_reindexes_too(tmp_path, monkeypatch, capsys):
     rollout(tmp_path, monkeypatch, capsys, str(tmp_path / "storage"), "detector")
 

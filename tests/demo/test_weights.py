@@ -46,6 +46,7 @@ def products():
     return draw_eval_set(["bags", "dresses"], per_combo=6, seed=2026)
 
 
+@pytest.mark.e2e  # minutes: embeds an evaluation set with both weights
 @pytest.mark.parametrize("weights", ["demo", "random"])
 def test_neighbours_share_colour_and_pattern_with_demo_weights_only(products, weights):
     detector, embedder = specs(weights)

@@ -1,7 +1,4 @@
-"""End-to-end tests: real webserver, daemon and browser processes on 127.0.0.1 (`-m e2e`)."""
+"""End-to-end tests: real webserver, daemon and browser processes on 127.0.0.1.
 
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "e2e: starts real processes (dagster dev, Chromium); select with -m e2e"
-    )
+Every test here is in the end-to-end tier (`-m e2e`): tests/conftest.py marks this folder.
+"""

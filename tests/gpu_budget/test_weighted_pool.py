@@ -168,6 +168,7 @@ def run_concurrently(home: Path, runs: int = 2) -> list[str]:
     return [finish(p) for p in [start_run(home) for _ in range(runs)]]
 
 
+@pytest.mark.e2e  # real run processes side by side
 def test_budget_holds_across_two_concurrent_runs_on_sqlite(sqlite_home):
     run_ids = run_concurrently(sqlite_home)
     with dg.DagsterInstance.from_config(str(sqlite_home)) as instance:
@@ -186,6 +187,7 @@ def test_budget_holds_across_two_concurrent_runs_on_postgres(tmp_path, postgres_
     assert info.slot_count == 4 and info.active_slot_count == 0
 
 
+@pytest.mark.e2e  # real run processes side by side
 def test_a_four_gpu_step_is_not_starved_by_a_stream_of_one_gpu_steps(sqlite_home):
     # Run A: 8 one-GPU steps of 10 s on a budget of 4, so 4 run and 4 wait. Run B, a separate
     # process, then asks for 4 GPUs. Greedy admission would hand every freed GPU to A's waiting

@@ -72,6 +72,7 @@ def chunk_mtimes(store, prefix: str) -> dict[str, int]:
     return {k: Path(store.uri(k)).stat().st_mtime_ns for k in keys}
 
 
+@pytest.mark.e2e  # a real run process, killed and resumed
 def test_sigkilled_embedding_step_is_retried_and_resumes_exactly_once(tmp_path):
     catalog = generate_catalog(
         tmp_path / "catalog",

@@ -17,6 +17,7 @@ from tests.core.inference.engine.conftest import CLASS_IDS, jpeg, product
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torchvision")
 
 
+@pytest.mark.e2e  # minutes: a real inductor compile
 def test_compiled_detection_matches_eager_with_one_recompile_for_all_batch_sizes(ssdlite):
     blobs = [jpeg(product(i)) for i in range(11)]  # batches of 4, 4, 3, then of 2
     options = {"class_ids": CLASS_IDS, "score_threshold": 0.35, "amp": None}

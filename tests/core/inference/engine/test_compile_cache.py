@@ -99,6 +99,7 @@ def cold(tmp_path_factory) -> tuple[Path, dict]:
     return location, step(location)
 
 
+@pytest.mark.e2e  # minutes: fresh step processes compile for real
 def test_a_cold_step_compiles_and_leaves_an_archive(cold):
     location, result = cold
     assert_matches_eager(result)
@@ -113,6 +114,7 @@ def test_a_cold_step_compiles_and_leaves_an_archive(cold):
     assert (location / key()).is_file()
 
 
+@pytest.mark.e2e  # minutes: fresh step processes compile for real
 def test_a_warm_step_compiles_nothing_and_gives_the_same_outputs(cold):
     location, first = cold
     archive = (location / key()).read_bytes()
@@ -142,6 +144,7 @@ def with_manifest(archive: bytes, manifest: dict) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.e2e  # minutes: fresh step processes compile for real
 @pytest.mark.parametrize("kind", ["corrupt", "truncated", "foreign torch"])
 def test_a_bad_archive_falls_back_to_a_cold_compile(cold, tmp_path, kind):
     good = (cold[0] / key()).read_bytes()

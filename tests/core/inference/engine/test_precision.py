@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from image_search_assets.core.config import PRECISIONS
 from image_search_assets.core.inference import models
 from image_search_assets.core.inference.engine import (
     EngineStats,
@@ -21,7 +22,7 @@ from image_search_assets.core.inference.engine import (
     precision,
 )
 from image_search_assets.core.inference.models import ModelSpec
-from image_search_assets.settings import PRECISIONS, load_settings
+from image_search_assets.settings import load_settings
 from tests.core.inference.engine.conftest import jpeg, product
 from tests.core.inference.engine.test_detect import assert_equivalent, naive
 from tests.core.inference.engine.test_embed import boxes_for
