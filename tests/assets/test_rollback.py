@@ -17,6 +17,8 @@ from tests.assets.test_lifecycle import DAYS, LIVE, ROWS, run_day, served_ids, w
 from tests.conftest import small_settings
 from tests.e2e.harness import platform_env, run_command
 
+pytestmark = pytest.mark.e2e  # minutes: a week of daily runs, then rollbacks by CLI and job
+
 CLI = str(Path(sys.executable).parent / "image-search")
 
 

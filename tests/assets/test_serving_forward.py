@@ -20,6 +20,8 @@ from resources import StorageResource
 from tests.assets.test_lifecycle import DAYS, LIVE, ROWS, run_day, served_ids, write_catalog
 from tests.conftest import small_settings
 
+pytestmark = pytest.mark.e2e  # minutes: five daily runs, then the rebuilds
+
 
 @pytest.fixture(scope="module")
 def lifecycle_catalog(tmp_path_factory):
