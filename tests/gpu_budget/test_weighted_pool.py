@@ -128,6 +128,7 @@ def test_budget_of_four_runs_tops_alone_then_pants_with_one_gpu_steps(sqlite_ins
     assert info.slot_count == 4 and info.active_slot_count == 0
 
 
+@pytest.mark.e2e  # 13 real step processes; the budget test above keeps the job in the fast tier
 def test_waiting_consumes_no_retry_and_says_why(sqlite_instance):
     result = run(sqlite_instance)
     assert result.success

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image, ImageDraw
 
 DAY = "2026-11-01"
@@ -102,6 +103,7 @@ def _run(spec: dict[str, str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.e2e  # real run processes: a baseline day and a hostile day
 def test_a_hostile_day_quarantines_every_hostile_row_within_a_memory_bound(
     tmp_path, gcs_bucket
 ) -> None:
