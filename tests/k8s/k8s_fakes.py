@@ -197,3 +197,26 @@ class FakeCoreApi:
         uid = wanted.get("involvedObject.uid")
         items = [e for e in self.events if uid is None or e.involved_object.uid == uid]
         return k8s.CoreV1EventList(items=items)
+
+
+def reclaimed_pod(job: k8s.V1Job, at: datetime) -> k8s.V1Pod:
+    """The Job's pod after GKE reclaimed its spot VM: the kubelet's graceful node shutdown
+    failed it (DisruptionTarget / TerminationByKubelet) and it is being deleted."""
+    pod = running_pod(job, at)
+    pod.metadata.deletion_timestamp = at
+    pod.status = k8s.V1PodStatus(
+        phase="Failed",
+        reason="Terminated",
+        message="Pod was terminated in response to imminent node shutdown.",
+        conditions=[
+            k8s.V1PodCondition(type="PodScheduled", status="True"),
+            k8s.V1PodCondition(
+                type="DisruptionTarget",
+                status="True",
+                reason="TerminationByKubelet",
+                message="Pod was terminated in response to imminent node shutdown.",
+                last_transition_time=at,
+            ),
+        ],
+    )
+    return pod

@@ -15,6 +15,9 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+# The GPU counts a day's plan gives a step: one node's worth at most (4 GPUs on one VM).
+GPU_COUNTS = (1, 2, 4)
+
 
 @dataclass(frozen=True)
 class ThroughputModel:
@@ -57,7 +60,7 @@ def plan_gpus(
     items: Mapping[str, int],
     *,
     model: ThroughputModel,
-    choices: Sequence[int] = (1, 2, 4),
+    choices: Sequence[int] = GPU_COUNTS,
     slack: float = 1.05,
 ) -> GpuPlan:
     """The fewest GPUs per category that keep the makespan within `slack` of the fastest plan."""
