@@ -18,7 +18,11 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from image_search_assets.core.ingest.url_rules import DEPLOYED_KINDS, LOCAL_KINDS, URL_KINDS
-from image_search_assets.core.planning.gpu_options import GpuOption, category_options, is_single_type
+from image_search_assets.core.planning.gpu_options import (
+    GpuOption,
+    category_options,
+    is_single_type,
+)
 from image_search_assets.core.planning.gpu_plan import ThroughputModel
 from image_search_assets.core.planning.retry import BackoffPolicy
 

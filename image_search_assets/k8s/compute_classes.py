@@ -7,8 +7,9 @@ one rule per option, and GKE moves to the next rule at once when a rule's VMs ca
 option list and GPU count the day's plan may give a step (gpu_plan.GPU_COUNTS).
 
 `python -m image_search_assets.k8s.compute_classes` writes k8s/gpu/compute-classes.yaml,
-k8s/gpu/quotas.tsv (what k8s/gke-setup.sh checks) and k8s/kueue/queues.yaml from platform.yaml; tests/k8s/test_compute_classes.py checks that the
-committed files are what it writes, and validates them against tests/k8s/crd_schemas.py.
+k8s/gpu/quotas.tsv (what k8s/gke-setup.sh checks) and k8s/kueue/queues.yaml from platform.yaml.
+tests/k8s/test_gpu_options.py checks that the committed files are what it writes, and
+validates them against the strict schemas of tests/k8s/crd_schemas.py.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ MACHINES = {
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 SPOT_LABEL = "cloud.google.com/gke-spot"
 FLEX_START_LABEL = "cloud.google.com/gke-flex-start"
+# Kueue's current spelling (the old Borrow/Preempt values are deprecated).
+NEXT_FLAVOR = "TryNextFlavor"
 
 
 def class_name(options: Sequence[GpuOption], gpus: int) -> str:
@@ -175,7 +178,10 @@ def kueue_objects(settings: Settings) -> list[dict[str, Any]]:
         "spec": {
             "namespaceSelector": {},
             "queueingStrategy": "BestEffortFIFO",
-            "flavorFungibility": {"whenCanBorrow": "TryNextFlavor", "whenCanPreempt": "TryNextFlavor"},
+            "flavorFungibility": {
+                "whenCanBorrow": "TryNextFlavor",
+                "whenCanPreempt": "TryNextFlavor",
+            },
             "resourceGroups": [
                 {
                     "coveredResources": ["cpu", "memory", "ephemeral-storage"],

@@ -157,7 +157,11 @@ def node_reclaimed(pods: Sequence[V1Pod]) -> str | None:
     for pod in pods:
         status = pod.status
         for c in (status.conditions if status else None) or []:
-            if c.type == "DisruptionTarget" and c.status == "True" and c.reason in NODE_GONE_REASONS:
+            if (
+                c.type == "DisruptionTarget"
+                and c.status == "True"
+                and c.reason in NODE_GONE_REASONS
+            ):
                 name = pod.metadata.name if pod.metadata else "?"
                 return _clip(f"pod {name} {c.reason}: {c.message or ''}")
     return None

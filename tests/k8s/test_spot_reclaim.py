@@ -56,7 +56,9 @@ class SpotCluster(FakeBatchApi):
             ok = proc.returncode == 0
             job.status = kubernetes.client.V1JobStatus(succeeded=int(ok), failed=int(not ok))
             if not ok:  # the node went away: the pod is as the kubelet's shutdown left it
-                self.core.pods = [p for p in self.core.pods if p.metadata.labels["job-name"] != name]
+                self.core.pods = [
+                    p for p in self.core.pods if p.metadata.labels["job-name"] != name
+                ]
                 self.core.pods.append(reclaimed_pod(job, datetime.now(UTC)))
         return job
 

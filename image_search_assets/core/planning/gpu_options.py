@@ -41,7 +41,9 @@ class GpuOption:
         return self.model + ("-spot" if self.spot else "") + ("-flex" if self.flex_start else "")
 
     def describe(self) -> str:
-        return self.type + (" spot" if self.spot else "") + (" flex-start" if self.flex_start else "")
+        return (
+            self.type + (" spot" if self.spot else "") + (" flex-start" if self.flex_start else "")
+        )
 
 
 def gpu_model_key(name: str) -> str:
