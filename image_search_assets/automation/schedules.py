@@ -2,7 +2,7 @@
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -103,7 +103,7 @@ def _fixed_seconds(launches: _Launches, event, engine: object) -> float | None:
     return max(0.0, event.timestamp - launched - float(engine_s))
 
 
-def _gpu_model(meta: dict) -> str | None:
+def _gpu_model(meta: Mapping[str, dg.MetadataValue]) -> str | None:
     """The GPU model a step ran on ("l4", "t4"), as its `gpu_model` metadata names it; None for
     a step on the CPU or one recorded before steps named their GPU."""
     name = str(meta["gpu_model"].value) if "gpu_model" in meta else ""

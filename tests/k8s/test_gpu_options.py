@@ -79,6 +79,7 @@ def test_a_one_option_list_is_the_single_type_config():
         ({"default_gpu_options": ["nvidia-l4", "nvidia-l4"]}, "twice"),
         ({"default_gpu_options": [{"type": "tesla-t4"}]}, "not a GKE accelerator"),
         ({"default_gpu_options": [{"type": "nvidia-l4", "zone": "a"}]}, "zone"),
+        ({"default_gpu_options": [{"type": "nvidia-l4", "spot": "yes"}]}, "true or false"),
     ],
 )
 def test_bad_gpu_options_are_config_errors(change, message):

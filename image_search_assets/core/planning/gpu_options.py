@@ -27,6 +27,8 @@ class GpuOption:
     def __post_init__(self) -> None:
         if not _TYPE.fullmatch(self.type):
             raise ValueError(f"GPU type {self.type!r} is not a GKE accelerator (nvidia-...)")
+        if not isinstance(self.spot, bool) or not isinstance(self.flex_start, bool):
+            raise ValueError(f"{self.type}: spot and flex_start are true or false")
         if self.spot and self.flex_start:
             raise ValueError(f"{self.type}: an option is spot or flex-start, not both")
 
@@ -72,8 +74,8 @@ def parse_options(raw: Iterable[Any], what: str) -> tuple[GpuOption, ...]:
     """GpuOptions from the YAML list; a bare string is an on-demand option of that type."""
     options = []
     for entry in raw:
-        entry = {"type": entry} if isinstance(entry, str) else dict(entry)
-        options.append(GpuOption(**entry))
+        fields: dict[str, Any] = {"type": entry} if isinstance(entry, str) else dict(entry)
+        options.append(GpuOption(**fields))
     if not options:
         raise ValueError(f"{what}: the GPU options list is empty")
     if len(set(options)) != len(options):

@@ -98,9 +98,7 @@ REFERENCE_FREE_BYTES = 14 * 2**30
 MAX_BATCH_SCALE = 8  # past this the GPU is busy enough; bigger batches only add latency
 
 
-def sized_for_memory(
-    batch_size: int, device: torch.device, free_bytes: int | None = None
-) -> int:
+def sized_for_memory(batch_size: int, device: torch.device, free_bytes: int | None = None) -> int:
     """The batch to start with on `device`: the configured one scaled by the GPU's free memory
     against the GPU it was chosen on, rounded down to a power of two times the configured size
     (compiled graphs and calibration stay comparable), never below 1.
