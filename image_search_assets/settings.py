@@ -18,6 +18,11 @@ import yaml
 
 from image_search_assets.core.config import ConfigError, ModelConfig
 from image_search_assets.core.ingest.url_rules import DEPLOYED_KINDS, LOCAL_KINDS, URL_KINDS
+from image_search_assets.core.planning.gpu_options import (
+    GpuOption,
+    category_options,
+    is_single_type,
+)
 from image_search_assets.core.planning.gpu_plan import ThroughputModel
 from image_search_assets.core.planning.retry import BackoffPolicy
 
@@ -37,7 +42,8 @@ ENV_OVERRIDES = {
 class Category:
     name: str
     gpus: int = 1
-    gpu_type: str = "nvidia-tesla-t4"
+    gpu_type: str = "nvidia-tesla-t4"  # with gpu_options: the first (most preferred) option's
+    gpu_options: tuple[GpuOption, ...] = ()  # in order (gpu_options.py); () = gpu_type on-demand
     # Which detector labels count as this category (tags.detector_class_ids): explicit label
     # ids, else the labels with these names, else the label named like the category; a
     # category that matches none takes the best box of any label.
@@ -165,10 +171,18 @@ class Settings:
         return replace(self, **values)
 
 
-def _categories(raw: list[dict[str, Any]], default_gpu_type: str) -> tuple[Category, ...]:
+def _gpu_fields(entry: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        options = category_options(entry, config)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"category {entry.get('name')!r}: {e}") from e
+    return {"gpu_type": options[0].type, "gpu_options": () if is_single_type(options) else options}
+
+
+def _categories(raw: list[dict[str, Any]], config: dict[str, Any]) -> tuple[Category, ...]:
     cats = []
     for entry in raw:
-        entry = {"gpu_type": default_gpu_type, **entry}
+        entry = {**entry, **_gpu_fields(entry, config)}
         entry["class_ids"] = tuple(entry.get("class_ids", ()))
         entry["labels"] = tuple(entry.get("labels", ()))
         cat = Category(**entry)
@@ -208,7 +222,7 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
     fetch["allow_private_hosts"] = tuple(fetch.get("allow_private_hosts", ()))
     fetch.update(_url_policy(fetch, str(raw.get("storage_root", "var/storage"))))
     return Settings(
-        categories=_categories(raw["categories"], raw.get("default_gpu_type", "nvidia-tesla-t4")),
+        categories=_categories(raw["categories"], raw),
         start_date=start_date,
         timezone=timezone,
         storage_root=str(raw.get("storage_root", "var/storage")),

@@ -5,31 +5,46 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+from image_search_assets.core.planning.gpu_options import family
 from image_search_assets.settings import Category, ConfigError
 
 PRIORITY_TAG = "dagster/priority"
 GPUS_TAG = "image_search/gpus"
-GPU_TYPE_TAG = "image_search/gpu_type"
+GPU_TYPE_TAG = "image_search/gpu_type"  # with GPU options: the most preferred option's type
+GPU_FAMILY_TAG = "image_search/gpu_options"  # the option list's name (gpu_options.family)
 CATEGORY_TAG = "image_search/category"
 # Run tag holding the day's GPU plan as JSON {category: gpus}; it overrides GPUS_TAG.
 GPU_PLAN_TAG = "image_search/gpu_plan"
 GPU_POOL_PREFIX = "gpu-"
 
 
+def gpu_request(category: Category) -> str:
+    """What a category's GPU steps ask for: its GPU type, or its option list's name (the
+    ComputeClasses of k8s/compute_classes.py are named for it)."""
+    return family(category.gpu_options) if category.gpu_options else category.gpu_type
+
+
 def gpu_pool(category: Category) -> str:
-    """The weighted pool of the category's GPU type; its limit is that type's GPU budget."""
-    return f"{GPU_POOL_PREFIX}{category.gpu_type}"
+    """The weighted pool of what the category's steps ask for; its limit is their GPU budget.
+
+    `gpu-nvidia-tesla-t4` for a single type, `gpu-l4-spot.l4.t4.l4-flex` for an option list:
+    every category with the same list shares one budget, whichever GPU a step lands on.
+    """
+    return f"{GPU_POOL_PREFIX}{gpu_request(category)}"
 
 
 def gpu_tags(category: Category) -> dict[str, str]:
     # Bigger steps first (Dagster's step priority): the longest work starts earliest, as in the
     # reference case's schedule, and a 4-GPU step queues ahead of 1-GPU ones.
-    return {
+    tags = {
         GPUS_TAG: str(category.gpus),
         GPU_TYPE_TAG: category.gpu_type,
         CATEGORY_TAG: category.name,
         PRIORITY_TAG: str(category.gpus),
     }
+    if category.gpu_options:  # the executor picks the class of the planned GPU count by it
+        tags[GPU_FAMILY_TAG] = family(category.gpu_options)
+    return tags
 
 
 def step_gpus(run_tags: Mapping[str, str], step_tags: Mapping[str, str]) -> int:

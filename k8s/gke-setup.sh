@@ -18,7 +18,11 @@ NODE_LOCATIONS="${NODE_LOCATIONS:-asia-east1-a,asia-east1-c}"  # zones with T4s;
 CLUSTER="${CLUSTER:-image-search}"
 CPU_MACHINE_TYPE="${CPU_MACHINE_TYPE:-e2-standard-8}"
 CPU_MAX_NODES="${CPU_MAX_NODES:-6}"
-GPU_TYPE="${GPU_TYPE:-nvidia-tesla-t4}"  # must match default_gpu_type in platform.yaml
+# GPU_CLASSES=true (platform.yaml lists GPU options): no fixed GPU pool; GKE creates the node
+# pools of the ComputeClasses in k8s/gpu/ (GKE >= 1.33.3-gke.1136000) and the script checks the
+# quota of every option. false (a single default_gpu_type): the one GPU node pool below.
+GPU_CLASSES="${GPU_CLASSES:-true}"
+GPU_TYPE="${GPU_TYPE:-nvidia-tesla-t4}"  # GPU_CLASSES=false: must match default_gpu_type
 GPU_POOL="${GPU_POOL:-gpu-t4}"
 GPU_MACHINE_TYPE="${GPU_MACHINE_TYPE:-n1-standard-16}"
 GPUS_PER_NODE="${GPUS_PER_NODE:-4}"  # the largest category (tops) needs 4 on one node
@@ -95,10 +99,29 @@ exists gcloud container clusters describe "${CLUSTER}" --location "${REGION}" ||
     --num-nodes 1 \
     --enable-autoscaling --total-min-nodes 1 --total-max-nodes "${CPU_MAX_NODES}"
 
-# GPU pool: from 0 nodes, in any of its zones that has T4s (location policy ANY: a stock-out in
-# one zone is served from the other), tainted so only pods that tolerate the taint land here.
+# GPU options: each one's regional quota must cover the day's GPU budget, since any one of
+# them may have to carry the whole day (k8s/gpu/quotas.tsv, from platform.yaml).
+if [[ "${GPU_CLASSES}" == "true" ]]; then
+  while IFS=$'\t' read -r metric needed; do
+    if [[ -n "${DRY_RUN:-}" ]]; then
+      echo "quota check: ${metric} >= ${needed} in ${REGION}"
+      continue
+    fi
+    limit=$(gcloud compute regions describe "${REGION}" --flatten quotas \
+      --filter "quotas.metric=${metric}" --format 'value(quotas.limit)')
+    if [[ -z "${limit}" ]] || (( ${limit%.*} < needed )); then
+      echo "quota ${metric} in ${REGION} is '${limit}', the GPU options need ${needed}" >&2
+      exit 1
+    fi
+  done < "$(dirname "$0")/gpu/quotas.tsv"
+fi
+
+# GPU pool (GPU_CLASSES=false): from 0 nodes, in any of its zones that has T4s (location policy
+# ANY: a stock-out in one zone is served from the other), tainted so only pods that tolerate
+# the taint land here.
 spot=()
 [[ "${GPU_SPOT}" == "true" ]] && spot=(--spot)
+[[ "${GPU_CLASSES}" == "true" ]] ||
 exists gcloud container node-pools describe "${GPU_POOL}" --cluster "${CLUSTER}" \
   --location "${REGION}" ||
   run gcloud container node-pools create "${GPU_POOL}" \
@@ -210,6 +233,7 @@ if [[ -z "${DRY_RUN:-}" ]]; then
   # The namespace with its Pod Security labels, then the Postgres password as a Kubernetes
   # Secret (read by every pod through a secretKeyRef; never a --set-string or plain env).
   kubectl apply -f "$(dirname "$0")/policy/namespace.yaml"
+  [[ "${GPU_CLASSES}" == "true" ]] && kubectl apply -f "$(dirname "$0")/gpu/compute-classes.yaml"
   gcloud secrets versions access latest --secret dagster-pg-password |
     kubectl -n "${NAMESPACE}" create secret generic dagster-postgresql-secret \
       --from-file=postgresql-password=/dev/stdin --dry-run=client -o yaml | kubectl apply -f -

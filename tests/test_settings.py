@@ -64,3 +64,35 @@ def test_the_compile_cache_setting_reaches_the_engine_of_every_gpu_step(monkeypa
         assert compile_cache.active() is None  # off again: no cache configured
     finally:
         compile_cache.configure(None)
+
+
+def test_gpu_options_default_and_per_category():
+    s = parse_settings(
+        {
+            "default_gpu_options": [{"type": "nvidia-l4", "spot": True}, "nvidia-tesla-t4"],
+            "categories": [
+                {"name": "tops", "gpus": 4},
+                {"name": "ties", "gpu_type": "nvidia-tesla-t4"},
+                {
+                    "name": "hats",
+                    "gpu_options": ["nvidia-l4", {"type": "nvidia-l4", "flex_start": True}],
+                },
+            ],
+        }
+    )
+    tops, ties, hats = s.categories
+    assert [(o.type, o.spot) for o in tops.gpu_options] == [
+        ("nvidia-l4", True),
+        ("nvidia-tesla-t4", False),
+    ]
+    assert tops.gpu_type == "nvidia-l4"  # the most preferred option's
+    assert (ties.gpu_type, ties.gpu_options) == ("nvidia-tesla-t4", ())  # a single type
+    assert [o.slug for o in hats.gpu_options] == ["l4", "l4-flex"]
+    with pytest.raises(ConfigError, match="not both"):
+        parse_settings(
+            {
+                "categories": [
+                    {"name": "ties", "gpu_type": "nvidia-l4", "gpu_options": ["nvidia-l4"]}
+                ]
+            }
+        )

@@ -16,6 +16,7 @@ from image_search_assets.assets.retrying import (
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import current, live_set, retention
 from image_search_assets.core.inference.chunks import work_prefix
+from image_search_assets.core.inference.engine.runtime import device_model
 from image_search_assets.core.inference.models import LoadedModel
 from image_search_assets.core.inference.stages import StageResult, detect_items, embed_items
 from image_search_assets.core.progress import Progress
@@ -153,6 +154,7 @@ def category_assets(
                 "images_per_second": round(result.items_per_second, 2),
                 **_run_metadata(result),
                 "devices": ", ".join(map(str, detector.devices)),
+                "gpu_model": device_model(detector.devices),  # the schedule plans per model
                 "gpus": gpus,
                 "class_ids": ", ".join(map(str, class_ids)) or "any",
                 **_model_metadata(context, detector.primary.identity),
@@ -202,6 +204,7 @@ def category_assets(
                 "crops_per_second": round(result.items_per_second, 2),
                 **_run_metadata(result),
                 "devices": ", ".join(map(str, embedder.devices)),
+                "gpu_model": device_model(embedder.devices),  # the schedule plans per model
                 "gpus": gpus,
                 **_model_metadata(context, identity),
             },

@@ -2,7 +2,7 @@
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from image_search_assets.core.planning.daily_gate import (
     decide_next,
     last_ready_day,
 )
+from image_search_assets.core.planning.gpu_options import gpu_model_key
 from image_search_assets.core.planning.gpu_plan import StageRate, measured_throughput
 from image_search_assets.settings import Settings
 from image_search_assets.tags import GPU_PLAN_TAG
@@ -75,9 +76,16 @@ def _fixed_seconds(launches: _Launches, event, engine: object) -> float | None:
     return max(0.0, event.timestamp - launched - float(engine_s))
 
 
+def _gpu_model(meta: Mapping[str, dg.MetadataValue]) -> str | None:
+    """The GPU model a step ran on ("l4", "t4"), as its `gpu_model` metadata names it; None for
+    a step on the CPU or one recorded before steps named their GPU."""
+    name = str(meta["gpu_model"].value) if "gpu_model" in meta else ""
+    return gpu_model_key(name) if name and name != "cpu" else None
+
+
 def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> list[StageRate]:
-    """Each GPU step's engine images/s, device count and fixed seconds, from its latest
-    materialisation and its run's event log."""
+    """Each GPU step's engine images/s, device count, fixed seconds and GPU model, from its
+    latest materialisation and its run's event log."""
     rates, launches = [], _Launches(instance)
     for category in categories:
         for stage in GPU_STAGES:
@@ -102,6 +110,7 @@ def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> lis
                     float(per_second),
                     len([d for d in devices.split(",") if d.strip()]) or 1,
                     _fixed_seconds(launches, event, engine),
+                    _gpu_model(meta),
                 )
             )
     return rates

@@ -6,6 +6,7 @@ StepDelegatingExecutor every `step_health_check_interval_seconds`) also asks whe
 was scheduled. Past `scheduling_timeout_seconds` it logs why not, deletes the Job and fails
 the check; the executor then turns that failure into STEP_UP_FOR_RETRY with the platform's
 capped backoff, which frees the step's pool slot and, after the delay, launches a new Job.
+A step whose Job failed because its node was reclaimed (spot) is retried the same way.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from kubernetes.client import CoreV1Event, CoreV1EventList, V1Job
 from kubernetes.client.rest import ApiException
 
 from image_search_assets.core.planning.retry import BackoffPolicy
-from image_search_assets.k8s.job_config import planned_step_override
-from image_search_assets.k8s.pending import ScheduleVerdict, diagnose
+from image_search_assets.k8s.job_config import planned_step_override, without_compute_class
+from image_search_assets.k8s.pending import ScheduleVerdict, diagnose, node_reclaimed
 from image_search_assets.settings import load_settings
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -79,6 +80,7 @@ class PendingAwareK8sStepHandler(K8sStepHandler):
         self._kueue_queue_name = kueue_queue_name
         self._clock = clock or (lambda: datetime.now(UTC))
         self._unscheduled: dict[str, ScheduleVerdict] = {}
+        self._reclaimed: dict[str, str] = {}  # step key: why its node went away
         self._first_launch: dict[str, float] = {}
 
     @property
@@ -94,12 +96,22 @@ class PendingAwareK8sStepHandler(K8sStepHandler):
             )
             or {}
         )
-        if self._kueue_queue_name:
-            extra["job_metadata"] = {"labels": {KUEUE_QUEUE_LABEL: self._kueue_queue_name}}
-        if not extra:
-            return context
-        return context.merge(
+        if not self._kueue_queue_name:
+            if not extra:
+                return context
+            return context.merge(
+                K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(extra))
+            )
+        # Under Kueue the step's ResourceFlavor picks its GPU (k8s/kueue/queues.yaml).
+        extra["job_metadata"] = {"labels": {KUEUE_QUEUE_LABEL: self._kueue_queue_name}}
+        merged = context.merge(
             K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(extra))
+        ).run_k8s_config.to_dict()
+        merged["pod_spec_config"] = without_compute_class(merged["pod_spec_config"])
+        return K8sContainerContext(
+            server_k8s_config=context.server_k8s_config,
+            run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(merged),
+            namespace=context.namespace,
         )
 
     def launch_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
@@ -110,11 +122,16 @@ class PendingAwareK8sStepHandler(K8sStepHandler):
 
     def check_step_health(self, step_handler_context: StepHandlerContext) -> CheckStepHealthResult:
         result = super().check_step_health(step_handler_context)
-        if not result.is_healthy:
-            return result
         step_key = self._get_step_key(step_handler_context)
         job_name = self._get_k8s_step_job_name(step_handler_context)
         namespace = check.not_none(self._get_container_context(step_handler_context).namespace)
+        if not result.is_healthy:
+            # A spot node reclaimed under the step: a preemption, retried like a pending pod.
+            reason = node_reclaimed(self._api_client.get_pods_in_job(job_name, namespace))
+            if reason:
+                self._reclaimed[step_key] = reason
+                return CheckStepHealthResult.unhealthy(f"node reclaimed (preemption): {reason}")
+            return result
         verdict = self._scheduling_verdict(job_name, namespace)
         if verdict is None or not verdict.timed_out:
             return result
@@ -185,16 +202,18 @@ class PendingAwareK8sStepHandler(K8sStepHandler):
             if e.status != 404:
                 raise
 
-    def take_unscheduled(self, step_key: str) -> ScheduleVerdict | None:
-        """The verdict behind this step's last failed health check, if it was a pending pod."""
-        return self._unscheduled.pop(step_key, None)
+    def take_unscheduled(self, step_key: str) -> ScheduleVerdict | str | None:
+        """Why this step's last health check failed, if it was a pending pod (the verdict) or
+        a reclaimed node (the reason); None for any other failure."""
+        return self._unscheduled.pop(step_key, None) or self._reclaimed.pop(step_key, None)
 
     def seconds_since_first_launch(self, step_key: str) -> float:
         return time.time() - self._first_launch.get(step_key, time.time())
 
 
 class PendingAwareStepDelegatingExecutor(StepDelegatingExecutor):
-    """Retries a step whose pod was never scheduled with the platform's capped backoff."""
+    """Retries a step whose pod was never scheduled, or whose node was reclaimed, with the
+    platform's capped backoff."""
 
     def __init__(
         self, step_handler: PendingAwareK8sStepHandler, *, backoff: BackoffPolicy, **kwargs: Any

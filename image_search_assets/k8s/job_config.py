@@ -1,9 +1,11 @@
 """Each step's Kubernetes config, generated from the categories config (Dagster-free).
 
 An asset's `op_tags` carry a `dagster-k8s/config` block that dagster-k8s merges into the step's
-Job. A GPU step asks for its category's GPUs (`nvidia.com/gpu` limit), lands on GKE nodes with
-that accelerator (node selector + the GPU taint's toleration) and gets CPU and memory in
-proportion to its GPUs. CPU-only steps get requests and no GPU.
+Job. A GPU step asks for its category's GPUs (`nvidia.com/gpu` limit), tolerates the GPU taint
+and gets CPU and memory in proportion to its GPUs. It lands on GKE nodes with its category's
+accelerator (`gke-accelerator` node selector) or, for a category with a list of GPU options, on
+the nodes of the ComputeClass for that list and GPU count (`compute-class` node selector: GKE
+rejects a pod that sets both). CPU-only steps get requests and no GPU.
 
 Every step pod meets the Pod Security Standard "restricted" (docs/security.md): non-root,
 no privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root
@@ -21,14 +23,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from image_search_assets.k8s.compute_classes import (
+    COMPUTE_CLASS_LABEL,
+    class_name,
+    class_name_for_family,
+)
 from image_search_assets.settings import Category, Settings
-from image_search_assets.tags import GPUS_TAG, step_gpus
+from image_search_assets.tags import GPU_FAMILY_TAG, GPUS_TAG, step_gpus
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 # The taint GKE puts on every GPU node; only pods that tolerate it are scheduled there.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+# The taint of a ComputeClass's nodes. Any class's: the node selector already pins the class,
+# and one toleration serves every GPU count the day's plan may move a step to.
+CLASS_TOLERATION = {"key": COMPUTE_CLASS_LABEL, "operator": "Exists", "effect": "NoSchedule"}
 APP_UID = 1000  # the non-root user of k8s/Dockerfile
 SHM_VOLUME = "dshm"
 # Pods with this label may reach public image hosts (k8s/policy/network-policies.yaml); every
@@ -91,9 +101,14 @@ def step_resources(gpus: int) -> dict[str, Any]:
 
 
 def step_k8s_config(
-    gpus: int, gpu_type: str | None = None, *, image_hosts: bool = False
+    gpus: int,
+    gpu_type: str | None = None,
+    *,
+    compute_class: str | None = None,
+    image_hosts: bool = False,
 ) -> dict[str, Any]:
-    """The `dagster-k8s/config` block of a step with `gpus` GPUs of `gpu_type`.
+    """The `dagster-k8s/config` block of a step with `gpus` GPUs of `gpu_type`, or of the
+    ComputeClass `compute_class` (which names the GPU types itself).
 
     `image_hosts`: the step fetches catalog image URLs, so its pod is labelled for egress.
     """
@@ -110,9 +125,12 @@ def step_k8s_config(
         "service_account_name": STEP_SERVICE_ACCOUNT,
         "automount_service_account_token": False,
     }
-    if gpus:
+    if gpus and compute_class:
+        pod_spec["node_selector"] = {COMPUTE_CLASS_LABEL: compute_class}
+        pod_spec["tolerations"] = [dict(GPU_TOLERATION), dict(CLASS_TOLERATION)]
+    elif gpus:
         if not gpu_type:
-            raise ValueError("a GPU step needs a gpu_type for its node selector")
+            raise ValueError("a GPU step needs a gpu_type or a compute_class")
         pod_spec["node_selector"] = {ACCELERATOR_LABEL: gpu_type}
         pod_spec["tolerations"] = [dict(GPU_TOLERATION)]
     config: dict[str, Any] = {
@@ -144,6 +162,9 @@ def k8s_op_tags(
         raise ValueError("a GPU step needs the settings and its category")
     if not gpu or settings is None or category is None or settings.device == "cpu":
         return {K8S_CONFIG_TAG: step_k8s_config(0, image_hosts=image_hosts)}
+    if category.gpu_options:
+        compute_class = class_name(category.gpu_options, category.gpus)
+        return {K8S_CONFIG_TAG: step_k8s_config(category.gpus, compute_class=compute_class)}
     return {K8S_CONFIG_TAG: step_k8s_config(category.gpus, category.gpu_type)}
 
 
@@ -167,7 +188,8 @@ def planned_step_override(
     A step whose op tags carry no k8s config (an asset check's step) gets a CPU step's whole
     config, so no pod leaves the platform without its security context and limits. A GPU step
     that the run's GPU plan resizes gets its new resources only: lists (volumes, tolerations)
-    would be appended, not replaced.
+    would be appended, not replaced. A step that selects a ComputeClass moves to the class of
+    its new GPU count (a map: the new selector replaces the old).
     """
     if K8S_CONFIG_TAG not in step_tags:
         return step_k8s_config(0)
@@ -176,4 +198,18 @@ def planned_step_override(
         return None
     if gpus < 1:
         raise ValueError(f"the GPU plan gives a GPU step {gpus} GPUs")
-    return {"container_config": {"resources": step_resources(gpus)}}
+    override: dict[str, Any] = {"container_config": {"resources": step_resources(gpus)}}
+    if GPU_FAMILY_TAG in step_tags:
+        selector = {COMPUTE_CLASS_LABEL: class_name_for_family(step_tags[GPU_FAMILY_TAG], gpus)}
+        override["pod_spec_config"] = {"node_selector": selector}
+    return override
+
+
+def without_compute_class(pod_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A pod spec config for Kueue: its ResourceFlavor sets the GPU node selector at admission
+    (`gke-accelerator`, `gke-spot`), which GKE refuses beside a ComputeClass selector."""
+    spec = copy.deepcopy(dict(pod_spec))
+    selector = {k: v for k, v in spec.get("node_selector", {}).items() if k != COMPUTE_CLASS_LABEL}
+    spec["node_selector"] = selector
+    spec["tolerations"] = [t for t in spec.get("tolerations", []) if t != CLASS_TOLERATION]
+    return spec

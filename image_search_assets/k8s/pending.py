@@ -3,7 +3,8 @@
 Stock dagster-k8s only notices a missing or failed Job, so a step pod that no node can take
 (no GPU in the zone, the autoscaler out of resources, a quota) is "healthy" forever (dagster
 issue #24595). `diagnose` reads the Job, its pods and their events and says whether the pod
-has waited past the scheduling timeout, and why.
+has waited past the scheduling timeout, and why. For a pod that selects a ComputeClass, the
+why starts with the class's GPU options, every one of which GKE tried before the events below.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kubernetes.client import CoreV1Event, V1Job, V1Pod
+
+from image_search_assets.k8s.compute_classes import COMPUTE_CLASS_LABEL
 
 # Events that explain a wait even though Kubernetes files some of them as "Normal":
 # the cluster autoscaler reports "pod didn't trigger scale-up" as a Normal NotTriggerScaleUp.
@@ -31,12 +34,39 @@ class ScheduleVerdict:
     pending_for: timedelta
     reasons: tuple[str, ...]
     timed_out: bool
+    compute_class: str | None = None  # the class the pod selects, if any
 
     def describe(self) -> str:
         waited = f"not scheduled after {self.pending_for.total_seconds():.0f}s"
+        if self.compute_class:
+            waited += (
+                f" on ComputeClass {self.compute_class}, whose options GKE tried in order: "
+                + ", ".join(class_options(self.compute_class))
+            )
         if not self.reasons:
             return f"{waited} (Kubernetes gave no reason)"
         return f"{waited}: " + "; ".join(self.reasons)
+
+
+def class_options(name: str) -> tuple[str, ...]:
+    """A class's options from its name (compute_classes.class_name): "gpu-x4-l4-spot.t4" ->
+    ("l4 spot", "t4"). The name is all a pod carries; the class object needs API rights."""
+    family = name.split("-", 2)[-1] if name.startswith("gpu-x") else name
+    words = {"spot": "spot", "flex": "flex-start"}
+    return tuple(
+        " ".join(words.get(part, part) for part in slug.rsplit("-", 1))
+        if slug.rsplit("-", 1)[-1] in words
+        else slug
+        for slug in family.split(".")
+    )
+
+
+def selected_class(pods: Sequence[V1Pod]) -> str | None:
+    for pod in pods:
+        selector = (pod.spec.node_selector if pod.spec else None) or {}
+        if COMPUTE_CLASS_LABEL in selector:
+            return selector[COMPUTE_CLASS_LABEL]
+    return None
 
 
 def is_scheduled(pod: V1Pod) -> bool:
@@ -109,4 +139,29 @@ def diagnose(
         pending_for=waited,
         reasons=explain(pods, events),
         timed_out=waited >= timeout,
+        compute_class=selected_class(pods),
     )
+
+
+# Why Kubernetes ended a pod because its node went away: the kubelet's graceful node shutdown
+# (a spot VM reclaimed, a node preempted) or the pod garbage collector after the node vanished.
+NODE_GONE_REASONS = frozenset({"TerminationByKubelet", "DeletionByPodGC"})
+
+
+def node_reclaimed(pods: Sequence[V1Pod]) -> str | None:
+    """Why a failed step's pod ended, if its node was taken away (a spot reclaim); else None.
+
+    Such a step is a retryable preemption: its finished chunks are kept and the next attempt,
+    a new Job on whatever node the class finds, resumes from them.
+    """
+    for pod in pods:
+        status = pod.status
+        for c in (status.conditions if status else None) or []:
+            if (
+                c.type == "DisruptionTarget"
+                and c.status == "True"
+                and c.reason in NODE_GONE_REASONS
+            ):
+                name = pod.metadata.name if pod.metadata else "?"
+                return _clip(f"pod {name} {c.reason}: {c.message or ''}")
+    return None

@@ -17,10 +17,12 @@ from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_iteration
 from dagster._utils.concurrency import ConcurrencyClaimStatus
 
-from image_search_assets.tags import GPU_PLAN_TAG
+from image_search_assets.settings import load_settings
+from image_search_assets.tags import GPU_PLAN_TAG, gpu_pool
 from tests.gpu_budget.jobs import gpu_steps
 
-POOL = "gpu-nvidia-tesla-t4"
+# The pool the steps of gpu_steps are in: the shipped GPU option list's.
+POOL = gpu_pool(load_settings().category("tops"))
 
 
 def test_gpus_held_by_a_crashed_run_come_back_through_run_monitoring(tmp_path):

@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from image_search_assets.settings import load_settings
-from image_search_assets.tags import GPUS_TAG
+from image_search_assets.tags import GPUS_TAG, gpu_pool
 from tests.gpu_budget.jobs import STREAM_STEPS, gpu_steps
 
-POOL = "gpu-nvidia-tesla-t4"
+# The pool the steps of gpu_steps are in: the shipped GPU option list's.
+POOL = gpu_pool(load_settings().category("tops"))
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(300)

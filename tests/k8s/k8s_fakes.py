@@ -63,7 +63,10 @@ def job_object(name: str, created: datetime, namespace: str = "dagster") -> k8s.
 
 
 def pending_pod(job: k8s.V1Job, created: datetime) -> k8s.V1Pod:
-    """The Job's pod, Pending with PodScheduled=False/Unschedulable, on no node."""
+    """The Job's pod, Pending with PodScheduled=False/Unschedulable, on no node; it carries the
+    node selector of the Job's pod template, as the Job controller copies it."""
+    template = job.spec.template.spec if job.spec and job.spec.template else None
+    selector = template.node_selector if template else None
     return k8s.V1Pod(
         api_version="v1",
         kind="Pod",
@@ -74,7 +77,7 @@ def pending_pod(job: k8s.V1Job, created: datetime) -> k8s.V1Pod:
             creation_timestamp=created,
             labels={"job-name": job.metadata.name},
         ),
-        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="dagster")]),
+        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="dagster")], node_selector=selector),
         status=k8s.V1PodStatus(
             phase="Pending",
             qos_class="Burstable",
@@ -197,3 +200,26 @@ class FakeCoreApi:
         uid = wanted.get("involvedObject.uid")
         items = [e for e in self.events if uid is None or e.involved_object.uid == uid]
         return k8s.CoreV1EventList(items=items)
+
+
+def reclaimed_pod(job: k8s.V1Job, at: datetime) -> k8s.V1Pod:
+    """The Job's pod after GKE reclaimed its spot VM: the kubelet's graceful node shutdown
+    failed it (DisruptionTarget / TerminationByKubelet) and it is being deleted."""
+    pod = running_pod(job, at)
+    pod.metadata.deletion_timestamp = at
+    pod.status = k8s.V1PodStatus(
+        phase="Failed",
+        reason="Terminated",
+        message="Pod was terminated in response to imminent node shutdown.",
+        conditions=[
+            k8s.V1PodCondition(type="PodScheduled", status="True"),
+            k8s.V1PodCondition(
+                type="DisruptionTarget",
+                status="True",
+                reason="TerminationByKubelet",
+                message="Pod was terminated in response to imminent node shutdown.",
+                last_transition_time=at,
+            ),
+        ],
+    )
+    return pod

@@ -19,6 +19,7 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.storage.event_log.base import EventLogStorage
 
 from image_search_assets.definitions import select_executor
+from image_search_assets.k8s.compute_classes import quotas
 from image_search_assets.k8s.job_config import APP_UID, PER_GPU
 from image_search_assets.k8s.pools import gpu_pool_limits
 from image_search_assets.settings import load_settings
@@ -110,7 +111,7 @@ def test_event_log_storage_is_the_weighted_gpu_storage(instance_config):
 
 def test_gpu_pool_limit_is_the_categories_gpu_budget():
     limits = gpu_pool_limits(SETTINGS)
-    assert limits == {"gpu-nvidia-tesla-t4": 17}
+    assert limits == {"gpu-l4-spot.l4.t4.l4-flex": 17}  # one budget for the option list
     pools = VALUES["concurrency"]["pools"]
     assert pools["granularity"] == "op"
     assert pools["defaultLimit"] == sum(limits.values())
@@ -159,12 +160,26 @@ def command(commands: str, prefix: str) -> str:
     return line.replace("\\,", ",")
 
 
-def test_gke_script_makes_a_regional_cluster_and_a_gpu_pool_from_zero(setup_commands):
+def test_gke_script_makes_a_regional_cluster_and_checks_each_gpu_options_quota(setup_commands):
     cluster = command(setup_commands, "gcloud container clusters create")
     assert (
         "--location asia-east1 " in cluster and "--workload-pool my-project.svc.id.goog" in cluster
     )
-    pool = command(setup_commands, "gcloud container node-pools create")
+    # GPU options: no fixed GPU pool (the ComputeClasses' node pools are created by GKE), and
+    # each option's regional quota covers the whole GPU budget.
+    assert "gcloud container node-pools create" not in setup_commands
+    checks = [line for line in setup_commands.splitlines() if line.startswith("quota check:")]
+    budget = sum(c.gpus for c in SETTINGS.categories)
+    assert checks == [f"quota check: {m} >= {budget} in asia-east1" for m in quotas(SETTINGS)]
+
+
+def test_gke_script_makes_a_gpu_pool_from_zero_for_a_single_type():
+    env = {**os.environ, "PROJECT_ID": "my-project", "DRY_RUN": "1", "GPU_CLASSES": "false"}
+    done = subprocess.run(
+        ["bash", str(K8S_DIR / "gke-setup.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    pool = command(done.stdout, "gcloud container node-pools create")
+    assert "quota check:" not in done.stdout
     zones = re.search(r"--node-locations (\S+)", pool).group(1).split(",")
     assert len(zones) >= 2 and all(z.startswith("asia-east1-") for z in zones)
     for flag in (
@@ -176,7 +191,7 @@ def test_gke_script_makes_a_regional_cluster_and_a_gpu_pool_from_zero(setup_comm
     ):
         assert flag in pool
     gpu_type, gpus_per_node = re.search(r"type=([\w-]+),count=(\d+)", pool).groups()
-    assert {c.gpu_type for c in SETTINGS.categories} == {gpu_type}
+    assert gpu_type == "nvidia-tesla-t4"
     assert max(c.gpus for c in SETTINGS.categories) <= int(gpus_per_node)
     max_nodes = int(re.search(r"--total-max-nodes (\d+)", pool).group(1))
     assert max_nodes * int(gpus_per_node) >= sum(c.gpus for c in SETTINGS.categories)

@@ -2,8 +2,8 @@
 agreement with the categories config, the GKE script and the platform retry policy.
 
 Helm values are chart input, not Kubernetes objects, so k8s/helm/ is checked elsewhere
-(test_deploy_config.py). Kueue's kinds are CRDs that kubernetes-validate has no schema for;
-they are checked field by field here instead.
+(test_deploy_config.py). GKE's ComputeClass and Kueue's kinds are CRDs that kubernetes-validate
+has no schema for; they are validated against crd_schemas.py, as strictly.
 """
 
 import re
@@ -12,9 +12,11 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from crd_schemas import is_custom, validate_custom
 from k8s_schemas import validate_strict
 
 from image_search_assets.core.planning.retry import BackoffPolicy
+from image_search_assets.k8s.compute_classes import gpu_options_of
 from image_search_assets.k8s.executor import DEFAULT_SCHEDULING_TIMEOUT_S
 from image_search_assets.k8s.job_config import ACCELERATOR_LABEL, GPU_RESOURCE, step_resources
 from image_search_assets.settings import load_settings
@@ -51,9 +53,10 @@ def script_default(name: str) -> str:
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: str(p.relative_to(K8S_DIR)))
 def test_every_manifest_passes_strict_schema_validation(path):
     for doc in documents(path):
-        if doc["apiVersion"] == KUEUE_API:
+        if is_custom(doc):
             with pytest.raises(kubernetes_validate.SchemaNotFoundError):
-                validate_strict(doc)  # a CRD: checked by the Kueue tests below
+                validate_strict(doc)  # a CRD: kubernetes-validate has no schema for it
+            validate_custom(doc)
         else:
             validate_strict(doc)
 
@@ -65,17 +68,16 @@ def test_strict_validation_rejects_an_unknown_field():
         validate_strict(bad)
 
 
-def test_kueue_gpu_quota_is_the_gpu_budget_spread_over_the_pools_zones():
-    zones = script_default("NODE_LOCATIONS").split(",")
+def test_kueue_has_one_gpu_flavor_per_option_each_quota_the_gpu_budget():
     gpu_flavors = {
         f["metadata"]["name"]: f["spec"]["nodeLabels"]
         for f in kueue("ResourceFlavor")
         if ACCELERATOR_LABEL in f.get("spec", {}).get("nodeLabels", {})
     }
-    assert sorted(labels["topology.kubernetes.io/zone"] for labels in gpu_flavors.values()) == zones
-    assert {labels[ACCELERATOR_LABEL] for labels in gpu_flavors.values()} == {
-        c.gpu_type for c in SETTINGS.categories
-    }
+    options = gpu_options_of(SETTINGS.categories)
+    assert [labels[ACCELERATOR_LABEL] for labels in gpu_flavors.values()] == [
+        o.type for o in options
+    ]
     (queue,) = kueue("ClusterQueue")
     (gpu_group,) = [
         g for g in queue["spec"]["resourceGroups"] if GPU_RESOURCE in g["coveredResources"]
@@ -86,9 +88,9 @@ def test_kueue_gpu_quota_is_the_gpu_budget_spread_over_the_pools_zones():
         for r in f["resources"]
         if r["name"] == GPU_RESOURCE
     }
-    assert set(quotas) == set(gpu_flavors)
-    assert sum(quotas.values()) == sum(c.gpus for c in SETTINGS.categories) == 17
-    assert min(quotas.values()) >= max(c.gpus for c in SETTINGS.categories)  # tops fits a zone
+    assert list(quotas) == list(gpu_flavors)  # tried in the options' order
+    assert set(quotas.values()) == {sum(c.gpus for c in SETTINGS.categories)} == {17}
+    assert queue["spec"]["flavorFungibility"]["whenCanBorrow"] == "TryNextFlavor"
 
 
 def test_kueue_covers_every_resource_a_step_requests():

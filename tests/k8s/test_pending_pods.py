@@ -26,6 +26,7 @@ from k8s_fakes import (
 from k8s_harness import StepJobs
 
 from image_search_assets.core.planning.retry import BackoffPolicy
+from image_search_assets.k8s.compute_classes import class_name
 from image_search_assets.k8s.executor import PendingAwareStepDelegatingExecutor
 from image_search_assets.k8s.pending import diagnose
 from image_search_assets.settings import load_settings
@@ -136,6 +137,22 @@ def retry_decision(jobs, unhealthy_reason, attempts=0, backoff=None):
 
 def logged(jobs, event_type):
     return [r.dagster_event for r in jobs.instance.all_logs(jobs.run.run_id, of_type=event_type)]
+
+
+def test_the_timeout_names_the_class_and_the_options_it_tried(jobs):
+    launch_stuck(jobs, waited=timedelta(minutes=15))
+    result = jobs.handler.check_step_health(jobs.context(STEP))
+    tops = load_settings().category("tops")
+    tried = (
+        f"ComputeClass {class_name(tops.gpu_options, tops.gpus)}, whose options GKE tried in "
+        "order: l4 spot, l4, t4, l4 flex-start"
+    )
+    assert tried in result.unhealthy_reason
+    (report,) = [
+        e for e in logged(jobs, DagsterEventType.ENGINE_EVENT) if "Scheduling timeout" in e.message
+    ]
+    # ... followed by what the pod's events say of them
+    assert tried in report.message and "GCE out of resources" in report.message
 
 
 def test_pod_pending_past_timeout_logs_reasons_deletes_job_and_retries_later(jobs):

@@ -14,10 +14,12 @@ from k8s_fakes import write_kubeconfig
 from k8s_harness import StepJobs, k8s_launcher_config
 from k8s_schemas import as_manifest, validate_strict
 
+from image_search_assets.k8s.compute_classes import COMPUTE_CLASS_LABEL, SPOT_LABEL, class_name
 from image_search_assets.k8s.executor import KUEUE_QUEUE_LABEL
 from image_search_assets.k8s.job_config import (
     ACCELERATOR_LABEL,
     APP_UID,
+    CLASS_TOLERATION,
     GPU_RESOURCE,
     GPU_TOLERATION,
     PER_GPU,
@@ -27,7 +29,7 @@ from image_search_assets.tags import GPU_PLAN_TAG
 
 SETTINGS = load_settings()
 GPU_STAGES = ("detections", "embeddings")
-GPUS_PER_NODE = 4  # the default GPU node of k8s/gke-setup.sh: n1-standard-16 with 4 T4s
+GPUS_PER_NODE = 4  # the largest GPU node of the classes: n1-standard-16 / g2-standard-48
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +71,14 @@ def test_gpu_steps_match_the_categories_config(rendered, category, stage):
     resources = container(job)["resources"]
     assert resources["limits"][GPU_RESOURCE] == str(category.gpus)
     assert GPU_RESOURCE not in resources["requests"]  # Kubernetes copies the limit
-    assert pod_spec(job)["nodeSelector"] == {ACCELERATOR_LABEL: category.gpu_type}
-    toleration = {k: GPU_TOLERATION[k] for k in ("key", "operator", "effect")}
-    assert toleration in pod_spec(job)["tolerations"]
+    # The shipped config lists GPU options: the pod selects their class for its GPU count and
+    # nothing GKE refuses beside a class (gke-accelerator, gke-spot).
+    assert category.gpu_options
+    selector = {COMPUTE_CLASS_LABEL: class_name(category.gpu_options, category.gpus)}
+    assert pod_spec(job)["nodeSelector"] == selector
+    assert not {ACCELERATOR_LABEL, SPOT_LABEL} & set(pod_spec(job)["nodeSelector"])
+    for toleration in (GPU_TOLERATION, CLASS_TOLERATION):
+        assert toleration in pod_spec(job)["tolerations"]
     # CPU and memory scale with the GPUs, and a 4-GPU step still fits one GPU node.
     assert resources["requests"]["cpu"] == f"{PER_GPU.cpu_millis * category.gpus}m"
     assert resources["requests"]["memory"] == f"{PER_GPU.memory_gib * category.gpus}Gi"
@@ -131,6 +138,10 @@ def test_the_runs_gpu_plan_sets_the_pods_gpus(k8s_instance, kubeconfig):
     assert container(tops)["resources"]["requests"]["memory"] == f"{2 * PER_GPU.memory_gib}Gi"
     assert [v["name"] for v in pod_spec(tops)["volumes"]].count("dshm") == 1
     validate_strict(tops)
+    # A 2-GPU step moves to the 2-GPU class: a 4-GPU node's class would waste two GPUs.
+    tops_class = class_name(SETTINGS.category("tops").gpu_options, 2)
+    assert pod_spec(tops)["nodeSelector"] == {COMPUTE_CLASS_LABEL: tops_class}
+    assert pod_spec(tops)["tolerations"].count(CLASS_TOLERATION) == 1
     pants = as_manifest(jobs.launch("pants__detections"))
     assert container(pants)["resources"]["limits"][GPU_RESOURCE] == "2"  # its own config
 
@@ -139,4 +150,8 @@ def test_step_jobs_join_the_kueue_queue_when_configured(k8s_instance, kubeconfig
     jobs = StepJobs(k8s_instance, kubeconfig, kueue_queue_name="image-search")
     job = as_manifest(jobs.launch("hats__detections"))
     assert job["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "image-search"
+    # Kueue's ResourceFlavor sets the GPU selector at admission: the pod carries no class.
+    assert COMPUTE_CLASS_LABEL not in pod_spec(job).get("nodeSelector", {})
+    assert pod_spec(job)["tolerations"] == [GPU_TOLERATION]
+    assert container(job)["resources"]["limits"][GPU_RESOURCE] == "1"
     validate_strict(job)

@@ -15,6 +15,11 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from image_search_assets.core.planning.gpu_options import same_model
+
+# The GPU counts a day's plan gives a step: one node's worth at most (4 GPUs on one VM).
+GPU_COUNTS = (1, 2, 4)
+
 
 @dataclass(frozen=True)
 class ThroughputModel:
@@ -57,7 +62,7 @@ def plan_gpus(
     items: Mapping[str, int],
     *,
     model: ThroughputModel,
-    choices: Sequence[int] = (1, 2, 4),
+    choices: Sequence[int] = GPU_COUNTS,
     slack: float = 1.05,
 ) -> GpuPlan:
     """The fewest GPUs per category that keep the makespan within `slack` of the fastest plan."""
@@ -117,6 +122,7 @@ class StageRate:
     # The step's wall time from its launch (its pod's Job created, or its start in process) to
     # its output, less the engine's own seconds: pod start, imports, model load, output flush.
     fixed_seconds: float | None = None
+    gpu_model: str | None = None  # gpu_options.gpu_model_key of the device it ran on ("l4")
 
 
 def _median_fixed(rates: Sequence[StageRate], stage: str) -> float | None:
@@ -125,6 +131,34 @@ def _median_fixed(rates: Sequence[StageRate], stage: str) -> float | None:
 
 
 def measured_throughput(
+    rates: Sequence[StageRate], base: ThroughputModel, models: Sequence[str] = ()
+) -> tuple[ThroughputModel, str]:
+    """The throughput a day is planned on: of the GPU models the steps ran on (`models`, when
+    given, limits them to the acceptable ones), the slowest that has been measured.
+
+    Slowest, not likeliest: a ComputeClass falls back to its later options exactly on the days
+    the first ones are out, and a plan sized for an L4 would run late on a T4 then; on a day
+    that gets the faster GPU the steps finish early. Rates that name no model (recorded before
+    steps named their GPU) are pooled as one model.
+    """
+    names = list(dict.fromkeys(r.gpu_model for r in rates))
+    if models:
+        names = [n for n in names if n is None or any(same_model(m, n) for m in models)]
+    per_model = []
+    for name in names:
+        measured, source = pooled_throughput([r for r in rates if r.gpu_model == name], base)
+        if measured is not base:
+            per_model.append((measured.items_per_gpu_second, name or "", measured, source))
+    if not per_model:
+        return pooled_throughput(rates if not models else [], base)
+    _, name, measured, source = min(per_model)
+    if len(names) == 1 and not name:
+        return measured, source
+    others = f" of {len(per_model)} measured" if len(per_model) > 1 else ""
+    return measured, f"{name or 'unnamed GPU'}, the slowest GPU{others}: {source}"
+
+
+def pooled_throughput(
     rates: Sequence[StageRate], base: ThroughputModel
 ) -> tuple[ThroughputModel, str]:
     """`base` with items/GPU-s and the fixed overhead taken from measured steps, and whence.

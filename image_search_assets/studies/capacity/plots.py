@@ -137,3 +137,31 @@ def plot_day(study: Study, day: int, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
+
+
+def plot_regional(results, supply, deadline_s: float, path: Path) -> None:
+    """When each day's run ended, per setup, against the deadline; region-wide T4 stock-outs
+    shaded red, L4 shortfalls blue (regional.py)."""
+    plt = _plt()
+    days = len(next(iter(results.values())).days)
+    fig, ax = plt.subplots(figsize=(13, 4.2))
+    for e in supply.t4_out:
+        ax.axvspan(e.start_s / DAY, e.end_s / DAY, color="tab:red", alpha=0.25, lw=0)
+    for e in supply.l4_out:
+        ax.axvspan(e.start_s / DAY, e.end_s / DAY, color="tab:blue", alpha=0.15, lw=0)
+    colors = ("tab:gray", "tab:green", "tab:purple")
+    for k, (result, color) in enumerate(zip(results.values(), colors, strict=False)):
+        xs = [d.day + 0.15 + 0.24 * k for d in result.days]
+        ends = [(d.end_s - d.day * DAY) / HOUR for d in result.days]
+        ax.bar(xs, ends, 0.22, align="edge", color=color, label=result.policy.title)
+    ax.axhline(deadline_s / HOUR, color="black", lw=1, ls="--", label="deadline 09:00")
+    ax.set_ylim(0, max(12.0, ax.get_ylim()[1]))
+    ax.set_xlim(0, days)
+    ax.set_xticks([d + 0.5 for d in range(days)], [str(d + 1) for d in range(days)], fontsize=7)
+    ax.set_xlabel("day of the month")
+    ax.set_ylabel("run ended (h after 00:00)")
+    ax.set_title("Region-wide T4 stock-outs (red), L4 shortfalls (blue): when each day finished")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)

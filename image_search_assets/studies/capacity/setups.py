@@ -32,6 +32,8 @@ class Policy:
     budget: int | None = None  # pool slots (Airflow) or the GPU quota the budget is capped at
     slack: float = 1.05
     pack: bool = True  # admit within budget_for's packed budget, not the whole quota
+    # The GPU options a pod may land on, in order (regional.py); T4 alone before fallback.
+    options: tuple[str, ...] = ("t4",)
 
     def size(self, items: Mapping[str, int], model: ThroughputModel) -> tuple[GpuPlan, int | None]:
         """The day's GPUs per category and the admission budget."""

@@ -37,6 +37,7 @@ class Attempt:
     zone: str
     start_s: float
     end_s: float
+    option: str = "t4"  # the GPU option it ran on (regional.py): t4, l4, l4-spot, l4-flex
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from image_search_assets.core.planning.gpu_options import gpu_model_key, same_model
 from image_search_assets.core.planning.gpu_plan import (
     StageRate,
     ThroughputModel,
@@ -10,6 +11,7 @@ from image_search_assets.core.planning.gpu_plan import (
     list_schedule_makespan,
     measured_throughput,
     plan_gpus,
+    pooled_throughput,
 )
 from image_search_assets.settings import load_settings
 
@@ -112,3 +114,55 @@ def test_a_fast_engine_right_sizes_the_reference_day_to_one_gpu_each():
     )
     assert plan_gpus(reference_mix(), model=MODEL).gpus["tops"] == 4
     assert set(plan_gpus(reference_mix(), model=fast).gpus.values()) == {1}
+
+
+def _rates(model, detect, embed, fixed=(60.0, 40.0)):
+    return [
+        StageRate("detections", detect, 1, fixed[0], gpu_model=model),
+        StageRate("embeddings", embed, 1, fixed[1], gpu_model=model),
+    ]
+
+
+def test_the_plan_uses_the_slowest_gpu_model_measured():
+    rates = _rates("l4", 2.0, 2.0) + _rates("t4", 1.0, 1.0, fixed=(90.0, 60.0))
+    model, source = measured_throughput(rates, MODEL)
+    assert model.items_per_gpu_second == pytest.approx(0.5)  # t4: 1 / (1/1 + 1/1)
+    assert model.overhead_s == pytest.approx(150.0)  # t4's own fixed seconds
+    assert source.startswith("t4, the slowest GPU of 2 measured")
+    # The same day on L4 alone plans faster, so fewer GPUs keep the same makespan.
+    l4, _ = measured_throughput(_rates("l4", 2.0, 2.0), MODEL)
+    assert l4.items_per_gpu_second == pytest.approx(1.0)
+    day = reference_mix(20_000)
+    assert plan_gpus(day, model=l4).peak_gpus <= plan_gpus(day, model=model).peak_gpus
+
+
+def test_models_outside_the_acceptable_ones_are_left_out():
+    rates = _rates("l4", 2.0, 2.0) + _rates("a100-sxm4-40gb", 0.5, 0.5)
+    model, source = measured_throughput(rates, MODEL, models=["l4", "t4"])
+    assert model.items_per_gpu_second == pytest.approx(1.0) and source.startswith("l4")
+    # "a100" (a GKE type) covers the device name CUDA reports for it
+    model, _ = measured_throughput(rates, MODEL, models=["a100"])
+    assert model.items_per_gpu_second == pytest.approx(0.25)
+
+
+def test_a_model_measured_in_one_stage_only_does_not_count():
+    rates = _rates("l4", 2.0, 2.0) + [StageRate("detections", 0.1, 1, 30.0, gpu_model="t4")]
+    model, source = measured_throughput(rates, MODEL)
+    assert model.items_per_gpu_second == pytest.approx(1.0) and source.startswith("l4")
+
+
+def test_rates_without_a_model_plan_as_before():
+    rates = [StageRate("detections", 1.0, 1, 60.0), StageRate("embeddings", 1.0, 1, 40.0)]
+    assert measured_throughput(rates, MODEL) == pooled_throughput(rates, MODEL)
+
+
+@pytest.mark.parametrize(
+    "gke, device",
+    [
+        ("nvidia-tesla-t4", "Tesla T4"),
+        ("nvidia-l4", "NVIDIA L4"),
+        ("nvidia-h100-80gb", "NVIDIA H100 80GB HBM3"),
+    ],
+)
+def test_a_gke_type_and_its_device_name_are_one_model(gke, device):
+    assert same_model(gpu_model_key(gke), gpu_model_key(device))

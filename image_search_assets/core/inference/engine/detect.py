@@ -40,6 +40,7 @@ from image_search_assets.core.inference.engine.runtime import (
     autocast,
     maybe_compiled,
     precision_name,
+    sized_for_memory,
     timed,
 )
 from image_search_assets.core.inference.models import LoadedModel
@@ -243,6 +244,7 @@ def detect_boxes(
     run, stats.detect_path, stats.precision = _runner(detector, fixed, compile)
     stats.batch_norms_folded = getattr(run, "batch_norms_folded", 0)
     started = time.perf_counter()
+    batch_size = sized_for_memory(batch_size, device)  # a bigger GPU takes bigger batches
     adaptive = AdaptiveBatch(batch_size, stats)
     chunks = [range(s, min(s + batch_size, len(blobs))) for s in range(0, len(blobs), batch_size)]
     args = (class_ids, score_threshold, min_side)

@@ -30,6 +30,7 @@ from image_search_assets.core.inference.engine.runtime import (
     autocast,
     maybe_compiled,
     precision_name,
+    sized_for_memory,
     timed,
 )
 from image_search_assets.core.inference.models import LoadedModel
@@ -126,6 +127,7 @@ def embed_crops(
         return np.concatenate([p.cpu().numpy() for p in parts])
 
     started = time.perf_counter()
+    batch_size = sized_for_memory(batch_size, device)  # a bigger GPU takes bigger batches
     adaptive = AdaptiveBatch(batch_size, stats)
     chunks = [range(s, min(s + batch_size, len(blobs))) for s in range(0, len(blobs), batch_size)]
 

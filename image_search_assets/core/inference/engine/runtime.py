@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -90,6 +90,42 @@ def timed(stats: EngineStats, attr: str) -> Iterator[None]:
         yield
     finally:
         setattr(stats, attr, getattr(stats, attr) + time.perf_counter() - started)
+
+
+# The GPU the configured batch sizes were chosen on: a T4's 15 GiB, of which a step's process
+# finds about this much free. A GPU with more free memory runs proportionally larger batches.
+REFERENCE_FREE_BYTES = 14 * 2**30
+MAX_BATCH_SCALE = 8  # past this the GPU is busy enough; bigger batches only add latency
+
+
+def sized_for_memory(batch_size: int, device: torch.device, free_bytes: int | None = None) -> int:
+    """The batch to start with on `device`: the configured one scaled by the GPU's free memory
+    against the GPU it was chosen on, rounded down to a power of two times the configured size
+    (compiled graphs and calibration stay comparable), never below 1.
+
+    On a CPU the configured size stands: host memory is not what it was tuned against. The
+    scaling is a first guess; a CUDA OOM still halves the batch (AdaptiveBatch).
+    `free_bytes` overrides the device's own report (`torch.cuda.mem_get_info`).
+    """
+    if device.type != "cuda" and free_bytes is None:
+        return batch_size
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    scale = free_bytes / REFERENCE_FREE_BYTES
+    if scale >= 1:
+        factor = 1
+        while factor * 2 <= min(scale, MAX_BATCH_SCALE):
+            factor *= 2
+        return batch_size * factor
+    return max(1, int(batch_size * scale))
+
+
+def device_model(devices: Sequence[torch.device | str]) -> str:
+    """What the step ran on, by the name the driver reports: "NVIDIA L4", "Tesla T4", "cpu"."""
+    for device in map(torch.device, devices):
+        if device.type == "cuda":
+            return torch.cuda.get_device_name(device)
+    return "cpu"
 
 
 class AdaptiveBatch:
