@@ -4,12 +4,16 @@ from datetime import timedelta
 
 import pytest
 
+from image_search_assets.automation.chain import CHAIN_ACTION_TAG, REBUILD_REASON_TAG
+from image_search_assets.automation.schedules import CRON_ENV, SCHEDULE_NAME
 from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.records import asset_value_key, day_report
 from image_search_assets.core.storage import open_storage
 from image_search_assets.settings import load_settings
 from tests.e2e.harness import (
     CATEGORIES,
+    LOCATION,
+    REPOSITORY,
     DagsterDev,
     days_from,
     today_in_zone,
@@ -44,7 +48,21 @@ query($id: String!) {
     }
   }
 }"""
-
+SCHEDULE = {
+    "repositoryLocationName": LOCATION,
+    "repositoryName": REPOSITORY,
+    "scheduleName": SCHEDULE_NAME,
+}
+START_SCHEDULE = """
+mutation($selector: ScheduleSelector!) {
+  startSchedule(scheduleSelector: $selector) { __typename }
+}"""
+REBUILDS = """
+query($key: String!) {
+  runsOrError(filter: {tags: [{key: $key, value: "rebuild"}]}) {
+    ... on Runs { results { runId status tags { key value } assetSelection { path } } }
+  }
+}"""
 
 FAILURES = """
 query($id: ID!) {
@@ -154,3 +172,38 @@ def test_a_failed_day_stops_the_later_days_of_a_backfill(tmp_path):
             assert not store.exists(asset_value_key([category, "annoy_index"], day))
         with pytest.raises(FileNotFoundError):
             load_current(store, category)
+
+
+def test_a_backfill_of_older_days_never_moves_serving_back_and_the_chain_rebuilds(tmp_path):
+    start = today_in_zone() - timedelta(days=3)
+    days = days_from(start, 3)  # through yesterday
+    config = write_platform(tmp_path, start, days=3)
+    store = open_storage(load_settings(config).storage_root)
+    env = {CRON_ENV: "* * * * *"}
+    with DagsterDev(write_instance(tmp_path / "home"), config, env) as dagster:
+        assert backfill(dagster, days)[0] == "COMPLETED_SUCCESS"
+        newest = {c: load_current(store, c).manifest["version"] for c in CATEGORIES}
+
+        # An operator backfills the two older days again: serving stays on the newest day.
+        assert backfill(dagster, days[:2])[0] == "COMPLETED_SUCCESS"
+        for category in CATEGORIES:
+            assert load_current(store, category).manifest["version"] == newest[category]
+
+        # The chain sees day 3 built on an older day 2 and rebuilds its indexes by itself.
+        started = dagster.graphql(START_SCHEDULE, selector=SCHEDULE)["startSchedule"]
+        assert started["__typename"] == "ScheduleStateResult", started
+
+        def rebuilt() -> dict | None:
+            found = dagster.graphql(REBUILDS, key=CHAIN_ACTION_TAG)["runsOrError"]["results"]
+            return next((r for r in found if r["status"] == "SUCCESS"), None)
+
+        run = wait_for(rebuilt, 300, "the chain's rebuild of the newest day", every=3)
+
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["dagster/partition"] == days[2]
+    assert f"{days[1]} was re-materialised after it" in tags[REBUILD_REASON_TAG]
+    assert {a["path"][-1] for a in run["assetSelection"]} == {"annoy_index"}  # no GPU step
+    for category in CATEGORIES:
+        served = load_current(store, category).manifest
+        assert served["date"] == days[2] and served["version"] != newest[category]
+        assert served["count"] == 3 * INDEXED_PER_DAY[category]
