@@ -70,6 +70,10 @@ class CountingStorage(LocalStorage):
         self._add(self.written, key, os.path.getsize(path))
         super().write_file(key, path)
 
+    def move_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        self._add(self.written, key, os.path.getsize(path))
+        super().move_file(key, path)
+
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         with super().local_copy(key) as path:  # the caller reads it all (checksums, copies)

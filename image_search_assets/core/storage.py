@@ -122,6 +122,25 @@ class Storage(ABC):
             self.download_to(key, path)
             yield path
 
+    @contextmanager
+    def staged_path(self, key: str) -> Iterator[Path]:
+        """A local path to build the object's content at, then hand to `move_file`.
+
+        The base gives a path in a temporary directory; LocalStorage one beside the object, so
+        that move_file renames the file rather than copying it. Whatever is left at the path
+        when the block ends (a build that failed) is deleted.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp) / Path(key).name
+
+    def move_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Writes a local file as the object, durably, and takes the file: it is gone after.
+
+        The base writes it through write_file (streamed) and deletes it.
+        """
+        self.write_file(key, path)
+        Path(path).unlink(missing_ok=True)
+
 
 class LocalStorage(Storage):
     def __init__(self, root: str | os.PathLike[str]):
@@ -201,6 +220,34 @@ class LocalStorage(Storage):
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         yield self._path(key)
+
+    @contextmanager
+    def staged_path(self, key: str) -> Iterator[Path]:
+        # A dot name beside the object: list() skips it, and a crashed build's leftover goes
+        # with its directory (delete_prefix).
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def move_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if os.stat(path).st_dev != os.stat(target.parent).st_dev:
+            super().move_file(key, path)  # another filesystem: a rename cannot cross it
+            return
+        # On the same filesystem a rename publishes the file whole, with no copy; fsync first
+        # so that the object survives a power loss once it is visible.
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(path, target)
 
 
 class GCSStorage(Storage):

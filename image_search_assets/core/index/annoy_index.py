@@ -6,10 +6,11 @@ Layout under the storage root, per category:
 A version is written in full and verified (it loads, its count matches, a query answers)
 before CURRENT moves, with a compare-and-swap write (a generation-match precondition on GCS);
 a crash at any point leaves the previous version serving. The .ann file, the one large
-artefact, is never held in memory: it is hashed in chunks, uploaded from disk and verified by
-memory-mapping it. CURRENT lists the versions it
-replaced, newest first, so that pruning keeps the last `retention` served versions (for
-rollback) and deletes the rest, including versions a crashed publish left unserved.
+artefact, is never held in memory: Annoy builds it in the file that becomes the stored object
+(renamed into place on local storage, uploaded from disk otherwise), it is hashed in chunks
+once, and verified by memory-mapping it. CURRENT lists the versions it replaced, newest
+first, so that pruning keeps the last `retention` served versions (for rollback) and deletes
+the rest, including versions a crashed publish left unserved.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
+from image_search_assets.core.index import items
 from image_search_assets.core.storage import Storage, file_sha256
 
-# Exact search compares this many queries at once: a (queries x items) similarity block of
-# 16 x 1M floats is 64 MB, where all 200 sampled queries at once would take 2.4 GB.
-EXACT_QUERY_BLOCK = 16
+# Exact search compares every sampled query with this many items at once: a (queries x items)
+# similarity block of 200 x 32768 floats is 26 MB, where all of 1M items would take 800 MB.
+EXACT_ITEM_BLOCK = 32768
+RECALL_K = 10  # the manifest's recall_at_10
 
 
 class IndexVerificationError(RuntimeError):
@@ -61,25 +64,71 @@ def version_dir(category: str, version: str) -> str:
     return f"{category_prefix(category)}/versions/{version}"
 
 
-def build_index(vectors: np.ndarray, *, metric: str, n_trees: int, seed: int = 42) -> AnnoyIndex:
-    """An Annoy index over dense ids 0..n-1, built on every core."""
+def build_index(
+    vectors: np.ndarray,
+    *,
+    metric: str,
+    n_trees: int,
+    seed: int = 42,
+    path: str | os.PathLike[str] | None = None,
+) -> AnnoyIndex:
+    """An Annoy index over dense ids 0..n-1, built on every core.
+
+    With `path` the index is built in that file (Annoy's on-disk build): it is never copied
+    out of memory by a save, and the items are written into it as whole blocks
+    (core/index/items.py) rather than one Python list per vector.
+    """
     index = AnnoyIndex(int(vectors.shape[1]), metric)  # type: ignore[arg-type]  # checked by Annoy
     index.set_seed(seed)
-    for i, v in enumerate(vectors):
-        index.add_item(i, v.tolist())
+    if path is None:
+        for i, v in enumerate(vectors):
+            index.add_item(i, v.tolist())
+    else:
+        index.on_disk_build(str(path))
+        items.add_items(index, Path(path), vectors, metric)
     index.build(n_trees, n_jobs=-1)
     return index
 
 
 def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Brute-force top-k by cosine (vectors are unit-norm), the recall reference."""
-    k = min(k, vectors.shape[0])
-    blocks = [np.zeros((0, k), np.int64)]
-    for start in range(0, len(queries), EXACT_QUERY_BLOCK):
-        sims = queries[start : start + EXACT_QUERY_BLOCK] @ vectors.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        blocks.append(np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), 1), 1))
-    return np.concatenate(blocks)
+    """Brute-force top-k by cosine (vectors are unit-norm), the recall reference.
+
+    One pass over the items in blocks, every query at once: the vectors are read once, and
+    the similarity block stays small (200 queries x EXACT_ITEM_BLOCK floats: 26 MB).
+    """
+    n = vectors.shape[0]
+    k = min(k, n)
+    best_sims = np.full((len(queries), k), -np.inf, np.float32)
+    best_ids = np.zeros((len(queries), k), np.int64)
+    for start in range(0, n, EXACT_ITEM_BLOCK):
+        sims = queries @ vectors[start : start + EXACT_ITEM_BLOCK].T
+        if sims.shape[1] > k:
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+        both_sims = np.concatenate([best_sims, np.take_along_axis(sims, top, 1)], axis=1)
+        both_ids = np.concatenate([best_ids, top + start], axis=1)
+        keep = np.argpartition(-both_sims, k - 1, axis=1)[:, :k]
+        best_sims = np.take_along_axis(both_sims, keep, 1)
+        best_ids = np.take_along_axis(both_ids, keep, 1)
+    order = np.argsort(-best_sims, axis=1, kind="stable")
+    return np.take_along_axis(best_ids, order, 1)
+
+
+def recall_rows(n: int, sample: int, seed: int = 0) -> np.ndarray:
+    """The indexed rows whose neighbours recall is measured on."""
+    return np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False)
+
+
+def recall_of(index: AnnoyIndex, rows: np.ndarray, truth: np.ndarray, search_k: int = -1) -> float:
+    """Mean recall of Annoy's neighbours of `rows` against their exact neighbours `truth`."""
+    if truth.size == 0:
+        return 1.0
+    hits = 0
+    for row, want in zip(rows, truth, strict=True):
+        got = index.get_nns_by_item(int(row), len(want), search_k=search_k)
+        hits += len(set(got) & set(want.tolist()))
+    return hits / truth.size
 
 
 def recall_at_k(
@@ -95,23 +144,24 @@ def recall_at_k(
     n = vectors.shape[0]
     if n == 0:
         return 1.0
-    rows = np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False)
-    truth = exact_neighbours(vectors, vectors[rows], k)
-    hits = 0
-    for row, want in zip(rows, truth, strict=True):
-        got = index.get_nns_by_item(int(row), len(want), search_k=search_k)
-        hits += len(set(got) & set(want.tolist()))
-    return hits / truth.size
+    rows = recall_rows(n, sample, seed)
+    return recall_of(index, rows, exact_neighbours(vectors, vectors[rows], k), search_k)
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _hash_and_write(storage: Storage, key: str, path: Path) -> str:
-    digest = file_sha256(path)
-    storage.write_file(key, path)
-    return digest
+def _stamp(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """Which file, at which state: the same stamp, the same bytes as when it was taken (a
+    rename keeps it; a rewrite changes the inode or the modification time)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _hash_file(path: Path) -> tuple[str, tuple[int, ...]]:
+    stamp = _stamp(path)
+    return file_sha256(path), stamp
 
 
 def publish(
@@ -141,36 +191,39 @@ def publish(
     started = time.perf_counter()
     import pandas as pd  # here, not at the top: readers of this module skip its import cost
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ann_path = Path(tmp) / "index.ann"
-        index = build_index(vectors, metric=metric, n_trees=n_trees)
+    ann_key = f"{vdir}/index.ann"
+    rows = recall_rows(len(vectors), recall_sample)
+    with storage.staged_path(ann_key) as ann_path, ThreadPoolExecutor(1) as pool:
+        # The exact neighbours for recall need only the vectors: they are searched (numpy,
+        # without the GIL) while Annoy writes and builds, off the critical path where a core
+        # is free. The index is built in the file that becomes the stored object: on local
+        # storage a rename, with no save, copy or second read.
+        truth = pool.submit(exact_neighbours, vectors, vectors[rows], RECALL_K)
+        index = build_index(vectors, metric=metric, n_trees=n_trees, path=ann_path)
         build_s = time.perf_counter() - started
-        index.save(str(ann_path))  # Annoy frees its build memory and mmaps the saved file
-        with ThreadPoolExecutor(1) as pool:
-            # Hashing and uploading the file wait on disk or network, recall on the CPU: the
-            # two overlap (both release the GIL). A failed upload raises from result().
-            upload = pool.submit(_hash_and_write, storage, f"{vdir}/index.ann", ann_path)
-            recall = recall_at_k(index, vectors, sample=recall_sample)
-            ann_sha256 = upload.result()
+        hashed = pool.submit(_hash_file, ann_path)  # the checksum is read while recall runs
+        recall = recall_of(index, rows, truth.result())
         index.unload()
-        ids_frame = pd.DataFrame({"annoy_id": np.arange(len(ids)), "product_id": ids})
-        manifest = {
-            "category": category,
-            "date": day,
-            "version": version,
-            "count": len(ids),
-            "dim": int(vectors.shape[1]),
-            "metric": metric,
-            "n_trees": n_trees,
-            "models": models,
-            "recall_at_10": recall,
-            "build_seconds": round(build_s, 3),
-            "sha256": {"index.ann": ann_sha256},
-        }
-        storage.write_parquet(f"{vdir}/ids.parquet", ids_frame)
-        manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
-        storage.write_json(f"{vdir}/manifest.json", manifest)
-        verify(storage, vdir, manifest, vectors, built=ann_path)
+        ann_sha256, ann_stamp = hashed.result()
+        storage.move_file(ann_key, ann_path)
+    ids_frame = pd.DataFrame({"annoy_id": np.arange(len(ids)), "product_id": ids})
+    manifest = {
+        "category": category,
+        "date": day,
+        "version": version,
+        "count": len(ids),
+        "dim": int(vectors.shape[1]),
+        "metric": metric,
+        "n_trees": n_trees,
+        "models": models,
+        "recall_at_10": recall,
+        "build_seconds": round(build_s, 3),
+        "sha256": {"index.ann": ann_sha256},
+    }
+    storage.write_parquet(f"{vdir}/ids.parquet", ids_frame)
+    manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
+    storage.write_json(f"{vdir}/manifest.json", manifest)
+    verify(storage, vdir, manifest, vectors, hashed=ann_stamp)
     history = [] if served is None else [served["version"], *served.get("previous", [])]
     pointer = {"version": version, "date": day, "count": len(ids), "previous": history}
     pointer["previous"] = history[: retention - 1]  # all that prune will keep
@@ -203,24 +256,22 @@ def verify(
     manifest: dict[str, Any],
     vectors: np.ndarray,
     *,
-    built: str | os.PathLike[str] | None = None,
+    hashed: tuple[int, ...] | None = None,
 ) -> None:
-    """Checks the written version: checksums, count and a real query.
+    """Checks the written version: checksums, count and a real query, on the stored bytes.
 
-    The stored index.ann is hashed in chunks. `built` is the local file it was uploaded from:
-    once the checksums agree it holds the same bytes, so it is memory-mapped for the query
-    rather than copied back from storage.
+    The stored index.ann is hashed in chunks, unless it is the very file whose checksum the
+    manifest holds (`hashed`, its stamp then: local storage renamed it into place), and the
+    query runs on that same file, memory-mapped.
     """
+    index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
     with storage.local_copy(f"{vdir}/index.ann") as stored:
-        if file_sha256(stored) != manifest["sha256"]["index.ann"]:
+        same = hashed is not None and _stamp(stored) == hashed
+        if not same and file_sha256(stored) != manifest["sha256"]["index.ann"]:
             raise IndexVerificationError(f"{vdir}: index.ann checksum mismatch after write")
-    if built is None:
-        served = load_version(storage, vdir)
-    else:
-        index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
-        index.load(str(built))
-        ids = storage.read_parquet(f"{vdir}/ids.parquet")["product_id"].tolist()
-        served = ServedIndex(index, ids, manifest)
+        index.load(str(stored))  # the mapping outlives a downloaded copy's deletion
+    ids = storage.read_parquet(f"{vdir}/ids.parquet")["product_id"].tolist()
+    served = ServedIndex(index, ids, manifest)
     if served.index.get_n_items() != manifest["count"] or len(served.ids) != manifest["count"]:
         raise IndexVerificationError(
             f"{vdir}: holds {served.index.get_n_items()} items, expected {manifest['count']}"
@@ -229,6 +280,7 @@ def verify(
         got = served.index.get_nns_by_vector(vectors[0].tolist(), 1)
         if not got:
             raise IndexVerificationError(f"{vdir}: a query returned no neighbour")
+    index.unload()
 
 
 def load_current(storage: Storage, category: str) -> ServedIndex:
