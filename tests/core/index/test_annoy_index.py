@@ -135,9 +135,7 @@ def test_an_upload_that_differs_from_the_built_file_is_refused_and_current_stays
     assert store.read_json("indexes/tops/CURRENT.json")["version"] == old["version"]
 
 
-def test_a_version_uploaded_elsewhere_is_hashed_again_from_the_stored_bytes(
-    tmp_path, monkeypatch
-):
+def test_a_version_uploaded_elsewhere_is_hashed_again_from_the_stored_bytes(tmp_path, monkeypatch):
     """Storage that copies (an upload) gets no shortcut: verify hashes what was stored."""
     store = LocalStorage(tmp_path / "root")
     monkeypatch.setattr(store, "staged_path", Storage.staged_path.__get__(store))
