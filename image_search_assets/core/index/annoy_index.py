@@ -41,9 +41,9 @@ RECALL_K = 10  # the manifest's recall_at_10
 # The recall reference compares each sampled query with every item: queries x items x dim
 # multiply-adds. A publish bounds that work, which would otherwise grow with the index (200
 # queries at 1M items of 576 floats: over 2 s of a core); the recall_at_10 asset check
-# measures the full `recall_sample` after. Up to ~50k items of 576 floats that is still all
-# 200 queries, 100 at 100k; never fewer than 50 (recall@10 within about +-0.04 at 95%).
-RECALL_WORK = 6_000_000_000
+# measures the full `recall_sample` after. Up to ~25k items of 576 floats that is still all
+# 200 queries; never fewer than 50 (recall@10 within about +-0.04 at 95%).
+RECALL_WORK = 3_000_000_000
 RECALL_MIN_QUERIES = 50
 
 
@@ -176,9 +176,12 @@ def _stamp(path: str | os.PathLike[str]) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _hash_file(path: Path) -> tuple[str, tuple[int, ...]]:
+def _hash_and_move(storage: Storage, key: str, path: Path) -> tuple[str, tuple[int, ...]]:
+    """Hashes the built file, then makes it the object `key`; its checksum and stamp."""
     stamp = _stamp(path)
-    return file_sha256(path), stamp
+    digest = file_sha256(path)
+    storage.move_file(key, path)
+    return digest, stamp
 
 
 def publish(
@@ -218,14 +221,13 @@ def publish(
         build_s = time.perf_counter() - started
         # Annoy's answers for the recall sample come from the build's own mapping; the exact
         # reference is searched after it is unmapped, so that the two never add up (the step's
-        # peak memory is the build's), while the file is hashed on the other core (both
-        # release the GIL).
+        # peak memory is the build's). Meanwhile the file is hashed and moved into place on
+        # the other core (both release the GIL).
         answers = annoy_answers(index, rows, RECALL_K)
         index.unload()
-        hashed = pool.submit(_hash_file, ann_path)
+        moved = pool.submit(_hash_and_move, storage, ann_key, ann_path)
         recall = recall_of(answers, exact_neighbours(vectors, vectors[rows], RECALL_K))
-        ann_sha256, ann_stamp = hashed.result()
-        storage.move_file(ann_key, ann_path)
+        ann_sha256, ann_stamp = moved.result()
     ids_frame = pd.DataFrame({"annoy_id": np.arange(len(ids)), "product_id": ids})
     manifest = {
         "category": category,

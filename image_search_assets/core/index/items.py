@@ -37,12 +37,15 @@ def _dtype(metric: str, dim: int) -> np.dtype | None:
 
 def _encode(vectors: np.ndarray, out: np.ndarray) -> None:
     """Fills `out` (a block of nodes) with the items `vectors`, as add_item would."""
-    out.view(np.uint8)[:] = 0
     out["n"] = 1
     out["v"] = vectors
-    if "norm" in out.dtype.names:
+    if "norm" in (out.dtype.names or ()):
         v = out["v"]
         out["norm"] = np.einsum("ij,ij->i", v, v)
+        out["child"] = 0
+    else:
+        out["a"] = 0
+        out["children"] = 0
 
 
 @functools.cache
@@ -91,7 +94,7 @@ def add_items(index: AnnoyIndex, path: Path, vectors: np.ndarray, metric: str) -
         for start in range(0, n - 1, WRITE_BLOCK):
             part = block[: min(WRITE_BLOCK, n - 1 - start)]
             _encode(vectors[start : start + len(part)], part)
-            data = memoryview(part.view(np.uint8))
+            data = part.view(np.uint8).data
             offset = start * dtype.itemsize
             while data:
                 written = os.pwrite(f.fileno(), data, offset)
