@@ -76,7 +76,9 @@ class CountingStorage(LocalStorage):
 
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
-        with super().local_copy(key) as path:  # the caller reads it all (checksums, copies)
+        # Counted as read in full: a caller may hash or copy it (verify, on local storage, maps
+        # only what its query touches when the file is the one it hashed).
+        with super().local_copy(key) as path:
             self._add(self.read, key, os.path.getsize(path))
             yield path
 
@@ -269,6 +271,14 @@ def summary(r: dict) -> str:
     )
 
 
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Min, median and max over a size's days: a day's step and its baseline ran back to back,
+    so a day's ratio is the figure to read on a machine shared with others."""
+    keys = [k for k in rows[0] if k.endswith("_s") or k.startswith(("ratio_step", "ratio_rss"))]
+    return {k: {"min": min(v), "median": round(float(np.median(v)), 3), "max": max(v)}
+            for k in keys if (v := [r[k] for r in rows])}  # fmt: skip
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         kind, rest = sys.argv[2], sys.argv[3:]
@@ -295,6 +305,9 @@ def main() -> None:
     report: dict[str, Any] = {"hardware": hardware(), "config": vars(args) | {"json": None}}
     print(json.dumps(report["hardware"]), flush=True)
     report["rows"] = [row for n in args.items for row in run_size(n, args)]
+    report["summary"] = {str(n): summarise([r for r in report["rows"] if r["n_to_date"] == n])
+                         for n in args.items}  # fmt: skip
+    print(json.dumps(report["summary"], indent=1), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -32,10 +32,10 @@ COPY_CHUNK = 8 << 20
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a file, read in COPY_CHUNK pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            digest.update(chunk)
+    digest, buf = hashlib.sha256(), memoryview(bytearray(COPY_CHUNK))
+    with open(path, "rb", buffering=0) as f:  # one buffer: no 8 MB object per chunk left
+        while n := f.readinto(buf):  # behind in the heap of each thread that hashes
+            digest.update(buf[:n])
     return digest.hexdigest()
 
 
@@ -124,20 +124,12 @@ class Storage(ABC):
 
     @contextmanager
     def staged_path(self, key: str) -> Iterator[Path]:
-        """A local path to build the object's content at, then hand to `move_file`.
-
-        The base gives a path in a temporary directory; LocalStorage one beside the object, so
-        that move_file renames the file rather than copying it. Whatever is left at the path
-        when the block ends (a build that failed) is deleted.
-        """
+        """A local path to build the object at, for move_file; a left-over is deleted."""
         with tempfile.TemporaryDirectory() as tmp:
             yield Path(tmp) / Path(key).name
 
     def move_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        """Writes a local file as the object, durably, and takes the file: it is gone after.
-
-        The base writes it through write_file (streamed) and deletes it.
-        """
+        """Writes a local file as the object, durably, and takes the file (gone after)."""
         self.write_file(key, path)
         Path(path).unlink(missing_ok=True)
 
@@ -223,30 +215,21 @@ class LocalStorage(Storage):
 
     @contextmanager
     def staged_path(self, key: str) -> Iterator[Path]:
-        # A dot name beside the object: list() skips it, and a crashed build's leftover goes
-        # with its directory (delete_prefix).
-        target = self._path(key)
+        target = self._path(key)  # beside it, so that move_file renames; a dot name: unlisted
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        os.close(fd)
+        tmp = target.with_name(f".{target.name}.{os.urandom(6).hex()}")
         try:
-            yield Path(tmp)
+            yield tmp
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
 
     def move_file(self, key: str, path: str | os.PathLike[str]) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if os.stat(path).st_dev != os.stat(target.parent).st_dev:
-            super().move_file(key, path)  # another filesystem: a rename cannot cross it
-            return
-        # On the same filesystem a rename publishes the file whole, with no copy; fsync first
-        # so that the object survives a power loss once it is visible.
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if os.stat(path).st_dev != os.stat(target.parent).st_dev:  # no rename across devices
+            return super().move_file(key, path)
+        with open(path, "rb") as f:  # durable before it is visible; then a rename, no copy
+            os.fsync(f.fileno())
         os.replace(path, target)
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from image_search_assets.core.index import annoy_index as annoy
+from image_search_assets.core.index import recall
 from image_search_assets.core.storage import LocalStorage, Storage, file_sha256
 
 
@@ -47,6 +48,15 @@ def test_prune_keeps_the_newest_versions_and_current(tmp_path):
     versions = {k.split("/")[3] for k in store.list("indexes/tops/versions")}
     assert len(versions) == 2 and manifest["version"] in versions
     assert annoy.load_current(store, "tops").manifest["count"] == 15
+
+
+def test_a_publish_bounds_its_recall_sample_and_records_it(tmp_path):
+    manifest, _ = _publish(LocalStorage(tmp_path), "2026-11-01", 50)
+    assert manifest["recall_queries"] == 50  # a small index: every item it has
+    assert annoy.publish_recall_queries(20_000, 576, 200) == 200
+    assert annoy.publish_recall_queries(100_000, 576, 200) == 52
+    assert annoy.publish_recall_queries(1_000_000, 576, 200) == recall.RECALL_MIN_QUERIES
+    assert annoy.publish_recall_queries(1_000_000, 576, 20) == 20  # never above the setting
 
 
 def test_load_current_without_any_publish_is_a_clear_error(tmp_path):
@@ -151,7 +161,7 @@ def test_a_version_uploaded_elsewhere_is_hashed_again_from_the_stored_bytes(tmp_
 
 
 def test_exact_neighbours_in_item_blocks_match_one_block(monkeypatch):
-    monkeypatch.setattr(annoy, "EXACT_ITEM_BLOCK", 64)
+    monkeypatch.setattr(recall, "EXACT_ITEM_BLOCK", 64)
     vectors = _unit(300, seed=2)
     queries = vectors[:37]
     got = annoy.exact_neighbours(vectors, queries, 10)
