@@ -1,5 +1,7 @@
 """Items written into an on-disk Annoy build as whole blocks are the items add_item writes."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 from annoy import AnnoyIndex
@@ -14,7 +16,7 @@ def _vectors(seed=0):
     return np.random.default_rng(seed).normal(size=(N, DIM)).astype(np.float32)
 
 
-def _nodes(path, layout):
+def _nodes(path, layout) -> Any:  # records: fields by name
     return np.frombuffer(path.read_bytes()[: N * layout.itemsize], layout)
 
 
@@ -27,7 +29,7 @@ def test_block_written_items_are_the_items_add_item_writes(tmp_path, metric):
     slow = annoy.build_index(vectors, metric=metric, n_trees=4)
     slow.save(str(tmp_path / "slow.ann"))
     got, want = _nodes(tmp_path / "fast.ann", layout), _nodes(tmp_path / "slow.ann", layout)
-    for field in layout.names:
+    for field in layout.names or ():
         if field == "norm":  # v.v summed in another order: the same float within an ulp or two
             np.testing.assert_allclose(got[field], want[field], rtol=1e-6)
         else:
@@ -40,9 +42,7 @@ def test_block_written_items_are_the_items_add_item_writes(tmp_path, metric):
         )
 
 
-def test_other_metrics_and_a_layout_annoy_does_not_write_take_add_items_path(
-    tmp_path, monkeypatch
-):
+def test_other_metrics_and_a_layout_annoy_does_not_write_take_add_items_path(tmp_path, monkeypatch):
     vectors = _vectors(1)
     assert items.layout("dot", DIM) is None
     dot = annoy.build_index(vectors, metric="dot", n_trees=2, path=tmp_path / "dot.ann")
