@@ -1,7 +1,7 @@
 """The annoy_index step at scale: daily bytes, wall time and peak RSS against bare Annoy.
 
-    .venv/bin/python benchmarks/index_scale.py --items 10000 100000 \
-        --json benchmarks/results/index_scale_cpu.json
+    .venv/bin/python benchmarks/index_scale.py --items 100000 --days 5 \
+        --json benchmarks/results/index_scale_100k_cpu.json
 
 One category of synthetic unit vectors (dim 576) with N items to date, stored as `--history`
 daily embeddings partitions with their live sets, then `--days` measured days of a 1% change
@@ -70,9 +70,13 @@ class CountingStorage(LocalStorage):
         self._add(self.written, key, os.path.getsize(path))
         super().write_file(key, path)
 
+    def move_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        self._add(self.written, key, os.path.getsize(path))
+        super().move_file(key, path)
+
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
-        with super().local_copy(key) as path:  # the caller reads it all (checksums, copies)
+        with super().local_copy(key) as path:  # counted in full: a caller may hash or copy it
             self._add(self.read, key, os.path.getsize(path))
             yield path
 
@@ -134,11 +138,14 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+def cpu_s() -> float:  # every thread's; unlike wall time, barely moved by other processes
+    return sum(resource.getrusage(resource.RUSAGE_SELF)[:2])  # user + system
+
+
 def step(root: str, day: str, n_trees: int, keep_days: int, vectors_out: str) -> dict:
     """The index step on day `day`, as the annoy_index asset runs it, bytes counted."""
     store = CountingStorage(root)
-    rss_at_start = peak_rss_bytes()
-    started = time.perf_counter()
+    rss_at_start, started, cpu_at_start = peak_rss_bytes(), time.perf_counter(), cpu_s()
     prev_day = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
     previous = store.read_parquet(asset_value_key([CATEGORY, "annoy_index"], prev_day))
     embeddings = store.read_parquet(asset_value_key([CATEGORY, "embeddings"], day))
@@ -155,13 +162,14 @@ def step(root: str, day: str, n_trees: int, keep_days: int, vectors_out: str) ->
     retention.prune_category(store, CATEGORY, day, keep_days=keep_days)
     store.write_parquet(asset_value_key([CATEGORY, "annoy_index"], day), live)  # IO manager
     total_s = time.perf_counter() - started
-    rss = peak_rss_bytes()
+    rss, step_cpu_s = peak_rss_bytes(), cpu_s() - cpu_at_start
     np.save(vectors_out, vectors)  # for the baseline, after the measurement
     ann = sum(v for k, v in store.written.items() if k.endswith("index.ann"))
     embeddings_read = sum(v for k, v in store.read.items() if "/embeddings/" in k)
     return {
         "items": len(live),
         "step_s": round(total_s, 3),
+        "step_cpu_s": round(step_cpu_s, 3),
         "load_s": round(loaded_s, 3),
         "annoy_build_s": manifest["build_seconds"],
         "publish_rest_s": round(published_s - loaded_s - manifest["build_seconds"], 3),
@@ -182,7 +190,7 @@ def step(root: str, day: str, n_trees: int, keep_days: int, vectors_out: str) ->
 def bare(vectors_path: str, n_trees: int, out: str) -> dict:
     """Bare Annoy on the same vectors: add_item, build on every core, save."""
     vectors = np.load(vectors_path)
-    started = time.perf_counter()
+    started, cpu_at_start = time.perf_counter(), cpu_s()
     index = AnnoyIndex(vectors.shape[1], "angular")
     index.set_seed(42)
     for i, v in enumerate(vectors):
@@ -191,7 +199,8 @@ def bare(vectors_path: str, n_trees: int, out: str) -> dict:
     built_s = time.perf_counter() - started
     index.save(out)
     total_s = time.perf_counter() - started
-    return {"bare_s": round(total_s, 3), "bare_build_only_s": round(built_s, 3),
+    return {"bare_s": round(total_s, 3), "bare_cpu_s": round(cpu_s() - cpu_at_start, 3),
+            "bare_build_only_s": round(built_s, 3),
             "bare_peak_rss_bytes": peak_rss_bytes()}  # fmt: skip
 
 
@@ -202,13 +211,14 @@ def child(*args: str) -> dict:
 
 
 def hardware() -> dict[str, Any]:
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-         if ln.startswith("model name")), platform.processor())  # fmt: skip
+    info = Path("/proc/cpuinfo").read_text()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
     mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
     return {
         "machine": f"{os.cpu_count()}-core {platform.machine()} VM, no GPU",
         "cpu": cpu,
+        "cpu_flags": sorted({"avx2", "avx512f", "sha_ni"} & set(info.split())),
         "memory_gib": round(int(mem) / 2**20, 1),
         "load_average_at_start": os.getloadavg(),
         "versions": {
@@ -226,13 +236,14 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict]:
                      str(args.change))  # fmt: skip
         for day in made["days"]:
             vec = f"{tmp}/vectors.npy"
-            row = {"n_to_date": n, **day, **child("step", root, day["day"], str(args.n_trees),
-                                                  str(args.keep_days), vec)}  # fmt: skip
+            row = {"n_to_date": n, "load_average_1m": os.getloadavg()[0], **day}
+            row |= child("step", root, day["day"], str(args.n_trees), str(args.keep_days), vec)
             row |= child("bare", vec, str(args.n_trees), f"{tmp}/bare.ann")
             small = row["written_small_bytes"]  # manifests, ids, CURRENT, the live set
             bound = row["new_vector_bytes"] + row["ann_bytes"] + small
             row["written_with_vectors_bytes"] = row["written_bytes"] + row["new_vector_bytes"]
             row["ratio_step_vs_bare"] = round(row["step_s"] / row["bare_s"], 3)
+            row["ratio_step_vs_bare_cpu"] = round(row["step_cpu_s"] / row["bare_cpu_s"], 3)
             row["ratio_rss_vs_vectors_plus_ann"] = round(
                 row["peak_rss_bytes"] / (row["vector_bytes"] + row["ann_bytes"]), 3
             )
@@ -265,6 +276,13 @@ def summary(r: dict) -> str:
     )
 
 
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Min, median, max over a size's days; a day's step and baseline ran back to back."""
+    keys = [k for k in rows[0] if k.endswith("_s") or k.startswith(("ratio_step", "ratio_rss"))]
+    return {k: {"min": min(v), "median": round(float(np.median(v)), 3), "max": max(v)}
+            for k in keys if (v := [r[k] for r in rows])}  # fmt: skip
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         kind, rest = sys.argv[2], sys.argv[3:]
@@ -291,6 +309,8 @@ def main() -> None:
     report: dict[str, Any] = {"hardware": hardware(), "config": vars(args) | {"json": None}}
     print(json.dumps(report["hardware"]), flush=True)
     report["rows"] = [row for n in args.items for row in run_size(n, args)]
+    report["summary"] = {str(n): summarise([r for r in report["rows"] if r["n_to_date"] == n])
+                         for n in args.items}  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -36,10 +36,10 @@ COPY_CHUNK = 8 << 20
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a file, read in COPY_CHUNK pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            digest.update(chunk)
+    digest, buf = hashlib.sha256(), memoryview(bytearray(COPY_CHUNK))
+    with open(path, "rb", buffering=0) as f:  # one buffer: no 8 MB object per chunk left
+        while n := f.readinto(buf):  # behind in the heap of each thread that hashes
+            digest.update(buf[:n])
     return digest.hexdigest()
 
 
@@ -131,6 +131,17 @@ class Storage(ABC):
             path = Path(tmp) / Path(key).name
             self.download_to(key, path)
             yield path
+
+    @contextmanager
+    def staged_path(self, key: str) -> Iterator[Path]:
+        """A local path to build the object at, for move_file; a left-over is deleted."""
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp) / Path(key).name
+
+    def move_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Writes a local file as the object, durably, and takes the file (gone after)."""
+        self.write_file(key, path)
+        Path(path).unlink(missing_ok=True)
 
 
 class LocalStorage(Storage):
@@ -231,6 +242,25 @@ class LocalStorage(Storage):
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         yield self._path(key)
+
+    @contextmanager
+    def staged_path(self, key: str) -> Iterator[Path]:
+        target = self._path(key)  # beside it, so that move_file renames; a dot name: unlisted
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.urandom(6).hex()}")
+        try:
+            yield tmp
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def move_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if os.stat(path).st_dev != os.stat(target.parent).st_dev:  # no rename across devices
+            return super().move_file(key, path)
+        with open(path, "rb") as f:  # durable before it is visible; then a rename, no copy
+            os.fsync(f.fileno())
+        os.replace(path, target)
 
 
 class GCSStorage(Storage):

@@ -1,5 +1,9 @@
 """Storage backends: the same contract on a local directory and on the GCS emulator."""
 
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,3 +131,35 @@ def test_gcs_pointer_write_sends_the_generation_precondition():
 
     GCSStorage(Client(), "b").write_bytes_if_generation("CURRENT.json", b"{}", 7)
     assert calls == [{"if_generation_match": 7}]
+
+
+def test_a_staged_file_is_unseen_until_moved_in_and_a_failed_one_leaves_nothing(store):
+    payload = np.random.default_rng(1).bytes(200_000)
+    with store.staged_path("idx/index.ann") as path:
+        path.write_bytes(payload)
+        assert store.list("idx") == []
+        store.move_file("idx/index.ann", path)
+        assert not path.exists()  # the move took the file
+    assert store.read_bytes("idx/index.ann") == payload
+    with pytest.raises(RuntimeError), store.staged_path("idx/failed.ann") as failed:
+        failed.write_bytes(b"half a build")
+        raise RuntimeError("the build died")
+    assert not failed.exists() and store.list("idx") == ["idx/index.ann"]
+
+
+def test_local_storage_renames_a_staged_file_and_copies_one_from_another_device(tmp_path):
+    store = LocalStorage(tmp_path / "root")
+    with store.staged_path("v/index.ann") as path:
+        path.write_bytes(b"built in place")
+        inode = path.stat().st_ino
+        store.move_file("v/index.ann", path)
+    assert os.stat(store.uri("v/index.ann")).st_ino == inode  # renamed, not copied
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem to move from")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        source = Path(other) / "built.ann"
+        source.write_bytes(b"built elsewhere")
+        store.move_file("w/index.ann", source)
+        assert not source.exists()
+    assert store.read_bytes("w/index.ann") == b"built elsewhere"

@@ -69,7 +69,7 @@ def crash_on(monkeypatch, store, method: str, key_suffix: str) -> None:
 @pytest.mark.parametrize(
     "method, key_suffix",
     [
-        ("write_file", "index.ann"),  # before anything is written (streamed from disk)
+        ("move_file", "index.ann"),  # built beside the version, not yet moved into it
         ("write_parquet", "ids.parquet"),  # the index is written, its id map is not
         ("write_json", "manifest.json"),  # all but the manifest
         ("local_copy", "index.ann"),  # while verifying the written version

@@ -6,9 +6,10 @@ Layout under the storage root, per category:
 A version is written in full and verified (it loads, its count matches, a query answers)
 before CURRENT may move (current.advance, a compare-and-swap that never goes back a day);
 a crash at any point leaves the previous version serving. The .ann file, the one large
-artefact, is never held in memory: it is hashed in chunks, uploaded from disk and verified by
-memory-mapping it. Retention (retention.prune_versions) keeps a window of days for rollback
-and deletes what a crashed publish left.
+artefact, is never held in memory: Annoy builds it in the file that becomes the stored object
+(renamed into place on local storage, uploaded from disk otherwise), it is hashed in chunks
+once, and verified by memory-mapping it. Retention (retention.prune_versions) keeps a window
+of days for rollback and deletes what a crashed publish left.
 """
 
 from __future__ import annotations
@@ -28,16 +29,21 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
-from image_search_assets.core.index import current, retention
+from image_search_assets.core.index import current, items, retention
 
 # The layout is spelled once, in current.py beside CURRENT; re-exported for this module's readers.
 from image_search_assets.core.index.current import category_prefix as category_prefix
 from image_search_assets.core.index.current import version_dir as version_dir
+from image_search_assets.core.index.recall import (
+    RECALL_K,
+    annoy_answers,
+    exact_neighbours,
+    publish_recall_queries,
+    recall_of,
+    recall_rows,
+)
+from image_search_assets.core.index.recall import recall_at_k as recall_at_k  # checks' import
 from image_search_assets.core.storage import Storage, file_sha256
-
-# Exact search compares this many queries at once: a (queries x items) similarity block of
-# 16 x 1M floats is 64 MB, where all 200 sampled queries at once would take 2.4 GB.
-EXACT_QUERY_BLOCK = 16
 
 
 class IndexVerificationError(RuntimeError):
@@ -55,57 +61,49 @@ class ServedIndex:
         return [(self.ids[i], float(d)) for i, d in zip(found, dists, strict=True)]
 
 
-def build_index(vectors: np.ndarray, *, metric: str, n_trees: int, seed: int = 42) -> AnnoyIndex:
-    """An Annoy index over dense ids 0..n-1, built on every core."""
-    index = AnnoyIndex(int(vectors.shape[1]), metric)  # type: ignore[arg-type]  # checked by Annoy
-    index.set_seed(seed)
-    for i, v in enumerate(vectors):
-        index.add_item(i, v.tolist())
-    index.build(n_trees, n_jobs=-1)
-    return index
-
-
-def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Brute-force top-k by cosine (vectors are unit-norm), the recall reference."""
-    k = min(k, vectors.shape[0])
-    blocks = [np.zeros((0, k), np.int64)]
-    for start in range(0, len(queries), EXACT_QUERY_BLOCK):
-        sims = queries[start : start + EXACT_QUERY_BLOCK] @ vectors.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        blocks.append(np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), 1), 1))
-    return np.concatenate(blocks)
-
-
-def recall_at_k(
-    index: AnnoyIndex,
+def build_index(
     vectors: np.ndarray,
     *,
-    k: int = 10,
-    sample: int = 200,
-    search_k: int = -1,
-    seed: int = 0,
-) -> float:
-    """Mean recall@k of Annoy against exact search, over a sample of the indexed vectors."""
-    n = vectors.shape[0]
-    if n == 0:
-        return 1.0
-    rows = np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False)
-    truth = exact_neighbours(vectors, vectors[rows], k)
-    hits = 0
-    for row, want in zip(rows, truth, strict=True):
-        got = index.get_nns_by_item(int(row), len(want), search_k=search_k)
-        hits += len(set(got) & set(want.tolist()))
-    return hits / truth.size
+    metric: str,
+    n_trees: int,
+    seed: int = 42,
+    path: str | os.PathLike[str] | None = None,
+) -> AnnoyIndex:
+    """An Annoy index over dense ids 0..n-1, built on every core.
+
+    With `path` the index is built in that file (Annoy's on-disk build): it is never copied
+    out of memory by a save, and the items are written into it as whole blocks
+    (core/index/items.py) rather than one Python list per vector.
+    """
+    index = AnnoyIndex(int(vectors.shape[1]), metric)  # type: ignore[arg-type]  # checked by Annoy
+    index.set_seed(seed)
+    if path is None:
+        for i, v in enumerate(vectors):
+            index.add_item(i, v.tolist())
+    else:
+        index.on_disk_build(str(path))
+        items.add_items(index, Path(path), vectors, metric)
+    index.build(n_trees, n_jobs=-1)
+    return index
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _hash_and_write(storage: Storage, key: str, path: Path) -> str:
+def _stamp(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """Which file, at which state: the same stamp, the same bytes as when it was taken (a
+    rename keeps it; a rewrite changes the inode or the modification time)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _hash_and_move(storage: Storage, key: str, path: Path) -> tuple[str, tuple[int, ...]]:
+    """Hashes the built file, then makes it the object `key`; its checksum and stamp."""
+    stamp = _stamp(path)
     digest = file_sha256(path)
-    storage.write_file(key, path)
-    return digest
+    storage.move_file(key, path)
+    return digest, stamp
 
 
 def publish(
@@ -138,36 +136,42 @@ def publish(
     started = time.perf_counter()
     import pandas as pd  # here, not at the top: readers of this module skip its import cost
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ann_path = Path(tmp) / "index.ann"
-        index = build_index(vectors, metric=metric, n_trees=n_trees)
+    ann_key = f"{vdir}/index.ann"
+    n, dim = vectors.shape
+    rows = recall_rows(n, publish_recall_queries(n, dim, recall_sample))
+    with storage.staged_path(ann_key) as ann_path, ThreadPoolExecutor(1) as pool:
+        # Built in the file that becomes the stored object: on local storage a rename, with no
+        # save, copy or second read.
+        index = build_index(vectors, metric=metric, n_trees=n_trees, path=ann_path)
         build_s = time.perf_counter() - started
-        index.save(str(ann_path))  # Annoy frees its build memory and mmaps the saved file
-        with ThreadPoolExecutor(1) as pool:
-            # Hashing and uploading the file wait on disk or network, recall on the CPU: the
-            # two overlap (both release the GIL). A failed upload raises from result().
-            upload = pool.submit(_hash_and_write, storage, f"{vdir}/index.ann", ann_path)
-            recall = recall_at_k(index, vectors, sample=recall_sample)
-            ann_sha256 = upload.result()
+        # Annoy's answers for the recall sample come from the build's own mapping; the exact
+        # reference is searched after it is unmapped, so that the two never add up (the step's
+        # peak memory is the build's). Meanwhile the file is hashed and moved into place on
+        # the other core (both release the GIL).
+        answers = annoy_answers(index, rows, RECALL_K)
         index.unload()
-        ids_frame = pd.DataFrame({"annoy_id": np.arange(len(ids)), "product_id": ids})
-        manifest = {
-            "category": category,
-            "date": day,
-            "version": version,
-            "count": len(ids),
-            "dim": int(vectors.shape[1]),
-            "metric": metric,
-            "n_trees": n_trees,
-            "models": models,
-            "recall_at_10": recall,
-            "build_seconds": round(build_s, 3),
-            "sha256": {"index.ann": ann_sha256},
-        }
-        storage.write_parquet(f"{vdir}/ids.parquet", ids_frame)
-        manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
-        storage.write_json(f"{vdir}/manifest.json", manifest)
-        verify(storage, vdir, manifest, vectors, built=ann_path)
+        moved = pool.submit(_hash_and_move, storage, ann_key, ann_path)
+        recall = recall_of(answers, exact_neighbours(vectors, vectors[rows], RECALL_K))
+        ann_sha256, ann_stamp = moved.result()
+    ids_frame = pd.DataFrame({"annoy_id": np.arange(len(ids)), "product_id": ids})
+    manifest = {
+        "category": category,
+        "date": day,
+        "version": version,
+        "count": len(ids),
+        "dim": int(vectors.shape[1]),
+        "metric": metric,
+        "n_trees": n_trees,
+        "models": models,
+        "recall_at_10": recall,
+        "recall_queries": len(rows),
+        "build_seconds": round(build_s, 3),
+        "sha256": {"index.ann": ann_sha256},
+    }
+    storage.write_parquet(f"{vdir}/ids.parquet", ids_frame)
+    manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
+    storage.write_json(f"{vdir}/manifest.json", manifest)
+    verify(storage, vdir, manifest, vectors, hashed=ann_stamp)
     if not move_current:
         return manifest
     served = current.advance(
@@ -197,32 +201,33 @@ def verify(
     manifest: dict[str, Any],
     vectors: np.ndarray,
     *,
-    built: str | os.PathLike[str] | None = None,
+    hashed: tuple[int, ...] | None = None,
 ) -> None:
-    """Checks the written version: checksums, count and a real query.
+    """Checks the written version: checksums, count and a real query, on the stored bytes.
 
-    The stored index.ann is hashed in chunks. `built` is the local file it was uploaded from:
-    once the checksums agree it holds the same bytes, so it is memory-mapped for the query
-    rather than copied back from storage.
+    The stored index.ann is hashed in chunks, unless it is the very file whose checksum the
+    manifest holds (`hashed`, its stamp then: local storage renamed it into place), and the
+    query runs on that same file, memory-mapped.
     """
+    index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
     with storage.local_copy(f"{vdir}/index.ann") as stored:
-        if file_sha256(stored) != manifest["sha256"]["index.ann"]:
+        same = hashed is not None and _stamp(stored) == hashed
+        if not same and file_sha256(stored) != manifest["sha256"]["index.ann"]:
             raise IndexVerificationError(f"{vdir}: index.ann checksum mismatch after write")
-    if built is None:
-        served = load_version(storage, vdir)
-    else:
-        index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
-        index.load(str(built))
-        ids = storage.read_parquet(f"{vdir}/ids.parquet")["product_id"].tolist()
-        served = ServedIndex(index, ids, manifest)
+        index.load(str(stored))  # the mapping outlives a downloaded copy's deletion
+    ids = storage.read_parquet(f"{vdir}/ids.parquet")["product_id"].tolist()
+    served = ServedIndex(index, ids, manifest)
     if served.index.get_n_items() != manifest["count"] or len(served.ids) != manifest["count"]:
         raise IndexVerificationError(
             f"{vdir}: holds {served.index.get_n_items()} items, expected {manifest['count']}"
         )
     if manifest["count"]:
-        got = served.index.get_nns_by_vector(vectors[0].tolist(), 1)
+        # One tree's leaf is enough to answer: every page a query touches is mapped in, and
+        # all trees' leaves are most of the file.
+        got = served.index.get_nns_by_vector(vectors[0].tolist(), 1, search_k=1)
         if not got:
             raise IndexVerificationError(f"{vdir}: a query returned no neighbour")
+    index.unload()
 
 
 def load_current(storage: Storage, category: str) -> ServedIndex:

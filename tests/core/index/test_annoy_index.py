@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from image_search_assets.core.index import annoy_index as annoy
-from image_search_assets.core.storage import LocalStorage, file_sha256
+from image_search_assets.core.index import recall
+from image_search_assets.core.storage import LocalStorage, Storage, file_sha256
 
 
 def _unit(n, d=16, seed=0):
@@ -52,6 +53,15 @@ def test_prune_keeps_the_newest_versions_and_current(tmp_path):
     versions = {k.split("/")[3] for k in store.list("indexes/tops/versions")}
     assert len(versions) == 2 and manifest["version"] in versions
     assert annoy.load_current(store, "tops").manifest["count"] == 15
+
+
+def test_a_publish_bounds_its_recall_sample_and_records_it(tmp_path):
+    manifest, _ = _publish(LocalStorage(tmp_path), "2026-11-01", 50)
+    assert manifest["recall_queries"] == 50  # a small index: every item it has
+    assert annoy.publish_recall_queries(20_000, 576, 200) == 200
+    assert annoy.publish_recall_queries(100_000, 576, 200) == 52
+    assert annoy.publish_recall_queries(1_000_000, 576, 200) == recall.RECALL_MIN_QUERIES
+    assert annoy.publish_recall_queries(1_000_000, 576, 20) == 20  # never above the setting
 
 
 def test_load_current_without_any_publish_is_a_clear_error(tmp_path):
@@ -134,26 +144,44 @@ def test_an_upload_that_differs_from_the_built_file_is_refused_and_current_stays
 ):
     store = LocalStorage(tmp_path)
     old, _ = _publish(store, "2026-11-01", 20)
-    real = store.write_file
+    real = store.move_file
 
     def damaging(key, path):
         real(key, path)
         target = tmp_path / key
         data = bytearray(target.read_bytes())
         data[len(data) // 2] ^= 0xFF
-        target.write_bytes(bytes(data))
+        store.write_bytes(key, bytes(data))  # another file now holds the object
 
-    monkeypatch.setattr(store, "write_file", damaging)
+    monkeypatch.setattr(store, "move_file", damaging)
     with pytest.raises(annoy.IndexVerificationError, match="checksum mismatch"):
         _publish(store, "2026-11-02", 30)
     assert store.read_json("indexes/tops/CURRENT.json")["version"] == old["version"]
 
 
-def test_exact_neighbours_in_query_blocks_match_one_block():
+def test_a_version_uploaded_elsewhere_is_hashed_again_from_the_stored_bytes(tmp_path, monkeypatch):
+    """Storage that copies (an upload) gets no shortcut: verify hashes what was stored."""
+    store = LocalStorage(tmp_path / "root")
+    monkeypatch.setattr(store, "staged_path", Storage.staged_path.__get__(store))
+    monkeypatch.setattr(store, "move_file", Storage.move_file.__get__(store))
+    hashed = []
+    real = annoy.file_sha256
+    monkeypatch.setattr(annoy, "file_sha256", lambda p: hashed.append(p) or real(p))
+    manifest, vectors = _publish(store, "2026-11-01", 40)
+    stored = store.uri(f"indexes/tops/versions/{manifest['version']}/index.ann")
+    assert [str(p) for p in hashed[1:]] == [stored]  # the build's file, then the stored one
+    assert file_sha256(stored) == manifest["sha256"]["index.ann"]
+    assert annoy.load_current(store, "tops").query_vector(vectors[5], k=1)[0][0] == "p5"
+
+
+def test_exact_neighbours_in_item_blocks_match_one_block(monkeypatch):
+    monkeypatch.setattr(recall, "EXACT_ITEM_BLOCK", 64)
     vectors = _unit(300, seed=2)
-    queries = vectors[: annoy.EXACT_QUERY_BLOCK * 2 + 3]
+    queries = vectors[:37]
     got = annoy.exact_neighbours(vectors, queries, 10)
     sims = queries @ vectors.T
     want = np.argsort(-sims, axis=1)[:, :10]
     np.testing.assert_array_equal(got, want)
     assert annoy.exact_neighbours(vectors, queries[:0], 10).shape == (0, 10)
+    np.testing.assert_array_equal(annoy.exact_neighbours(vectors[:4], queries, 10)[:, 0], [
+        0, 1, 2, 3, *np.argmax(queries[4:] @ vectors[:4].T, axis=1)])  # fmt: skip

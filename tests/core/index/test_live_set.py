@@ -38,6 +38,10 @@ class CountingStorage(LocalStorage):
         self.written[key] = self.written.get(key, 0) + os.path.getsize(path)
         super().write_file(key, path)
 
+    def move_file(self, key, path):
+        self.written[key] = self.written.get(key, 0) + os.path.getsize(path)
+        super().move_file(key, path)
+
     @contextlib.contextmanager
     def local_copy(self, key):
         with super().local_copy(key) as path:
