@@ -24,7 +24,7 @@ from image_search_assets.core.config import ConfigError
 from image_search_assets.core.index.annoy_index import IndexVerificationError
 from image_search_assets.core.inference.gpu_memory import GpuMemoryExhausted, is_cuda_oom
 from image_search_assets.core.ingest.catalog import CatalogSchemaError
-from image_search_assets.core.storage_errors import (
+from image_search_assets.core.storage.errors import (
     CorruptObject,
     MissingObject,
     PreconditionFailed,

@@ -17,7 +17,7 @@ from image_search_assets.core.failures import classify
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import LocalStorage, open_storage
-from image_search_assets.core.storage_errors import CorruptObject, MissingObject
+from image_search_assets.core.storage.errors import CorruptObject, MissingObject
 from tests.resilience.helpers import events, fast_settings, run_day
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ def test_a_write_past_the_file_size_limit_names_the_file_without_root(tmp_path):
         import resource, signal
         from image_search_assets.core.failures import classify
         from image_search_assets.core.storage import LocalStorage
-        from image_search_assets.core.storage_errors import StorageFull
+        from image_search_assets.core.storage.errors import StorageFull
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
         try:

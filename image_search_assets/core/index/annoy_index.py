@@ -14,6 +14,7 @@ of days for rollback and deletes what a crashed publish left.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -43,7 +44,7 @@ from image_search_assets.core.index.recall import (
     recall_rows,
 )
 from image_search_assets.core.index.recall import recall_at_k as recall_at_k  # checks' import
-from image_search_assets.core.storage import Storage, file_sha256
+from image_search_assets.core.storage import Storage, StorageFull, file_sha256
 
 
 class IndexVerificationError(RuntimeError):
@@ -85,6 +86,26 @@ def build_index(
         items.add_items(index, Path(path), vectors, metric)
     index.build(n_trees, n_jobs=-1)
     return index
+
+
+def _require_room(storage: Storage, key: str, path: Path, n: int, dim: int, n_trees: int) -> None:
+    """Fails with StorageFull unless the disk holds what the on-disk build will map.
+
+    Annoy builds in a sparse, memory-mapped file: on a full disk the first write to a page
+    that finds no block kills the process with SIGBUS, where a write() would have raised.
+    The estimate bounds the nodes (items, and each tree's splits) with Annoy's 1.3x growth.
+    """
+    node = 16 + 4 * dim
+    nodes = n + 2 * n_trees * (2 * n // (dim + 2) + 1)
+    needed = int(node * nodes * 1.3) + (1 << 20)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        cause = OSError(
+            errno.ENOSPC,
+            f"No space left on device: building the index needs about {needed >> 20} MiB, "
+            f"{free >> 20} MiB free",
+        )
+        raise StorageFull("writing", key, storage.uri(key), cause)
 
 
 def _sha256(data: bytes) -> str:
@@ -140,6 +161,7 @@ def publish(
     n, dim = vectors.shape
     rows = recall_rows(n, publish_recall_queries(n, dim, recall_sample))
     with storage.staged_path(ann_key) as ann_path, ThreadPoolExecutor(1) as pool:
+        _require_room(storage, ann_key, Path(ann_path), n, dim, n_trees)
         # Built in the file that becomes the stored object: on local storage a rename, with no
         # save, copy or second read.
         index = build_index(vectors, metric=metric, n_trees=n_trees, path=ann_path)

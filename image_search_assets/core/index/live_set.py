@@ -26,7 +26,7 @@ import pandas as pd
 
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import Storage
-from image_search_assets.core.storage_errors import naming
+from image_search_assets.core.storage.errors import naming
 
 LIVE_COLUMNS = ("product_id", "day", "added_on", "embedder", "detector")
 MODEL_COLUMNS = ("embedder", "detector")
