@@ -10,9 +10,11 @@ import yaml
 
 from image_search_assets import cli
 from image_search_assets.definitions import build_definitions
+from image_search_assets.tags import gpu_pool
 from tests.conftest import small_settings
 
-POOL = "gpu-nvidia-tesla-t4"
+# The one pool every category of the test config shares (named for its GPU option list).
+POOL = gpu_pool(small_settings("storage", "catalog.csv").categories[0])
 
 
 def with_gpus(settings, **gpus: int):
