@@ -11,6 +11,7 @@ import yaml
 
 from image_search_assets.automation.rollback import ROLLBACK_JOB
 from image_search_assets.core.index import current, pins
+from image_search_assets.core.records import asset_value_key
 from image_search_assets.definitions import build_definitions
 from resources import StorageResource
 from tests.assets.test_lifecycle import DAYS, LIVE, ROWS, run_day, served_ids, write_catalog
@@ -133,14 +134,18 @@ def test_the_rollback_job_pins_and_unpins_like_the_cli(tmp_path, catalog):
         assert pointer is not None and pointer.pin is None and pointer.date == DAYS[1]
 
 
-def test_a_rebuild_from_fewer_days_fails_the_served_ids_check(tmp_path, catalog):
+def test_an_index_built_on_a_shrunken_day_fails_the_served_ids_check(tmp_path, catalog):
     settings = small_settings(str(tmp_path / "storage"), str(catalog))
     with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
         for day in DAYS[:2]:
             assert run_day(settings, day, instance).success
-        # start_date moved forward to the day being run: its index is built from it alone.
-        moved = settings.with_overrides(start_date=DAYS[2])
-        result = run_day(moved, DAYS[2], instance)
+        # Day 2's live set loses rows behind the platform's back (a bad restore, a hand edit):
+        # day 3 builds on it, so products drop out with no removal. (A moved start_date, the
+        # first way this was seen, is now refused before any run: core/partition_scheme.py.)
+        store = StorageResource(root=settings.storage_root).open()
+        key = asset_value_key(["tops", "annoy_index"], DAYS[1])
+        store.write_parquet(key, store.read_parquet(key).head(1))
+        result = run_day(settings, DAYS[2], instance)
     assert result.success
     checks = checks_of(result)
     assert not checks["tops:served_ids_kept_unless_removed"]
