@@ -158,12 +158,13 @@ def test_a_failed_day_stops_the_later_days_of_a_backfill(tmp_path):
         ]
 
     assert status in ("COMPLETED_FAILED", "FAILED"), status
-    # Only the first day's run was tried, and each category failed naming the missing day,
-    # once, in its detection step: before any GPU work.
+    # Only the first day's indexes were tried, and each failed naming the missing day, once.
+    # (A backfill names no partitions, so detections cannot tell that the gap lies outside
+    # it: the index step, which reads the previous day, is where such a day fails.)
     assert {partition_of(r) for r in index_runs} == {days[0]}
     assert all(r["status"] == "FAILURE" for r in index_runs)
     failed = sorted(e["stepKey"] for e in failures)
-    assert failed == sorted(f"{c}__detections" for c in CATEGORIES), failures
+    assert failed == sorted(f"{c}__annoy_index" for c in CATEGORIES), failures
     assert all(gap in e["error"]["message"] for e in failures)
     # Nothing later ran on missing data: no index of any later day, nothing published.
     store = open_storage(load_settings(config).storage_root)
