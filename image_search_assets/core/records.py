@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from image_search_assets.core.storage import Storage
+
+if TYPE_CHECKING:
+    # Key builders are imported by readers that never touch a table (the query CLI, serving):
+    # pandas costs them half a second, so it is imported where a report needs it.
+    import pandas as pd
 
 QUARANTINE_STAGES = ("catalog", "image")
 
@@ -57,6 +60,8 @@ def day_report(storage: Storage, day: str, categories: Sequence[str]) -> dict[st
 
     `unaccounted` lists products that are neither indexed nor quarantined (it should be empty).
     """
+    import pandas as pd
+
     products = _read(storage, asset_value_key(["new_products"], day))
     if products is None:
         raise FileNotFoundError(f"{day} has not been materialised (no new_products record)")
