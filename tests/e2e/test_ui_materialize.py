@@ -102,7 +102,8 @@ def test_materialise_one_partition_of_one_category_from_the_ui(tmp_path, browser
         "tops/detections",
         "tops/embeddings",
     ]
-    assert len(run["assetCheckSelection"]) == 4  # tops' index checks ran with it
+    # tops' index checks ran with it: recall, vectors, accounting, reach, served ids, freshness.
+    assert len(run["assetCheckSelection"]) == 6
     # The UI's run went through the weighted GPU pool: each tops GPU step was granted 4 GPUs.
     granted = {
         e["stepKey"]: e["message"]
