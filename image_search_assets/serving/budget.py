@@ -37,8 +37,14 @@ def query_cost(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data)) as im:
             mode, size = im.mode, im.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError, EOFError):  # fmt: skip
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+    ):
         return 0
     return decode_cost(mode, size) + EMBED_BYTES_PER_PIXEL * size[0] * size[1]
 

@@ -32,9 +32,10 @@ class ReaderCollector(Collector):
             labels=["category", "version", "day"],
         )
         age = GaugeMetricFamily(
-            "image_search_index_age_seconds", "Seconds since the served version was loaded",
+            "image_search_index_age_seconds",
+            "Seconds since the served version was loaded",
             labels=["category"],
-        )  # fmt: skip
+        )
         items = GaugeMetricFamily(
             "image_search_index_items", "Items in the served version", labels=["category"]
         )
