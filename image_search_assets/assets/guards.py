@@ -135,9 +135,12 @@ def previous_models(
 
 
 def require_configured_models(
-    context: dg.AssetExecutionContext, models: ModelsResource, storage: StorageResource,
-    detector: LoadedModel, before: pd.DataFrame | None,
-) -> None:  # fmt: skip
+    context: dg.AssetExecutionContext,
+    models: ModelsResource,
+    storage: StorageResource,
+    detector: LoadedModel,
+    before: pd.DataFrame | None,
+) -> None:
     """Fails with no retry, before any GPU work, if the configured detector or embedder is not
     the one the previous day's index was built with (the annoy_index step checks again)."""
     if before is None or before.empty:

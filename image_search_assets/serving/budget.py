@@ -9,13 +9,12 @@ Retry-After, and one that could never fit is rejected like a decompression bomb.
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 from PIL import Image, UnidentifiedImageError
 
-from image_search_assets.core.ingest.images import ItemRejected, MemoryBudget, decode_cost
+from image_search_assets.core.ingest.images import MemoryBudget, decode_cost
 
 # Peak bytes per pixel of detect + crop + embed on a decoded RGB frame, beyond the decode:
 # pil_to_tensor's uint8 and float copies, the detector's normalised copy, the crop's tensors.
@@ -37,8 +36,14 @@ def query_cost(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data)) as im:
             mode, size = im.mode, im.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError, EOFError):  # fmt: skip
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+    ):
         return 0
     return decode_cost(mode, size) + EMBED_BYTES_PER_PIXEL * size[0] * size[1]
 
@@ -46,23 +51,14 @@ def query_cost(data: bytes) -> int:
 class QueryBudget(MemoryBudget):
     """Ingestion's MemoryBudget with a deadline: a request cannot wait as a batch step can."""
 
-    @contextlib.contextmanager
-    def reserve_within(self, nbytes: int, wait_s: float) -> Iterator[None]:
-        if nbytes > self.capacity:
-            raise ItemRejected(
-                "decompression_bomb", f"needs ~{nbytes} bytes to answer, budget {self.capacity}"
-            )
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._used + nbytes <= self.capacity, wait_s):
-                raise Busy(
-                    f"image memory is in use by other queries ({self._used} of {self.capacity}"
-                    f" bytes; this one needs {nbytes})",
-                    retry_after_s=max(1, round(wait_s / 2)),
-                )
-            self._used += nbytes
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._used -= nbytes
-                self._cond.notify_all()
+    needs = "needs ~{} bytes to answer"
+
+    def reserve_within(self, nbytes: int, wait_s: float) -> AbstractContextManager[None]:
+        return self.reserve(nbytes, wait_s)
+
+    def busy(self, nbytes: int, wait_s: float) -> Busy:
+        return Busy(
+            f"image memory is in use by other queries ({self._used} of {self.capacity}"
+            f" bytes; this one needs {nbytes})",
+            retry_after_s=max(1, round(wait_s / 2)),
+        )

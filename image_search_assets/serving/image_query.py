@@ -60,15 +60,14 @@ class ImageQueries:
     """The image path of the service: its slots, its embedder (None when disabled)."""
 
     def __init__(
-        self, reader: IndexReader, limits: ServeLimits, max_bytes: int,
+        self,
+        reader: IndexReader,
+        limits: ServeLimits,
+        max_bytes: int,
         embedder: QueryEmbedder | None,
-    ) -> None:  # fmt: skip
-        self.reader, self.limits, self.max_bytes, self.embedder = (
-            reader,
-            limits,
-            max_bytes,
-            embedder,
-        )
+    ) -> None:
+        self.reader, self.limits = reader, limits
+        self.max_bytes, self.embedder = max_bytes, embedder
         self.in_flight = 0  # changed on the event loop only
 
     @property
@@ -91,9 +90,11 @@ class ImageQueries:
             ingestion's guards, detection, embedding, across the categories asked."""
             if self.in_flight >= self.limits.max_image_queries:
                 return _error(
-                    503, "unavailable", f"{self.in_flight} image queries in flight; retry shortly",
+                    503,
+                    "unavailable",
+                    f"{self.in_flight} image queries in flight; retry shortly",
                     {"Retry-After": "1", **CLOSE},
-                )  # fmt: skip
+                )
             self.in_flight += 1
             try:
                 return await self._answer(request, check_category)

@@ -65,15 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(ServeLimits):
         if f.name == "image_queries":
             parser.add_argument(
-                "--image-queries", action=argparse.BooleanOptionalAction, default=True,
+                "--image-queries",
+                action=argparse.BooleanOptionalAction,
+                default=True,
                 help="load the models before ready and answer POST /v1/similar",
-            )  # fmt: skip
+            )
             continue
         kind = float if f.name.endswith("_s") and f.name != "keep_alive_s" else int
         parser.add_argument(
-            flag(f.name), dest=f.name, type=kind, default=getattr(defaults, f.name),
+            flag(f.name),
+            dest=f.name,
+            type=kind,
+            default=getattr(defaults, f.name),
             help=f"{_HELP[f.name]} (default %(default)s)",
-        )  # fmt: skip
+        )
 
 
 def from_args(args: argparse.Namespace) -> ServeLimits:

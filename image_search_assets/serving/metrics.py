@@ -1,4 +1,4 @@
-"""Prometheus metrics of the service: request latency, and each category's served index."""
+"""Prometheus metrics: request latency (a middleware) and each category's served index."""
 
 from __future__ import annotations
 
@@ -32,9 +32,10 @@ class ReaderCollector(Collector):
             labels=["category", "version", "day"],
         )
         age = GaugeMetricFamily(
-            "image_search_index_age_seconds", "Seconds since the served version was loaded",
+            "image_search_index_age_seconds",
+            "Seconds since the served version was loaded",
             labels=["category"],
-        )  # fmt: skip
+        )
         items = GaugeMetricFamily(
             "image_search_index_items", "Items in the served version", labels=["category"]
         )
@@ -104,3 +105,28 @@ def build_registry(
         registry=registry,
     )
     return registry, latency
+
+
+class LatencyMiddleware:
+    """Times every request into the histogram, labelled by route template (not raw path)."""
+
+    def __init__(self, app: Any, histogram: Any) -> None:
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def record(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            labels = (scope["method"], route, str(status[0]))
+            self.histogram.labels(*labels).observe(time.perf_counter() - started)

@@ -83,9 +83,11 @@ class _Reader:
         part.is_file = b"filename" in options
         if part.name not in (IMAGE_FIELD, *FIELDS):
             raise UploadRefused(
-                422, "invalid_parameter", f"unknown form field {part.name[:64]!r}; "
+                422,
+                "invalid_parameter",
+                f"unknown form field {part.name[:64]!r}; "
                 f"expected {IMAGE_FIELD!r} and optionally {', '.join(FIELDS)}",
-            )  # fmt: skip
+            )
 
     def part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.parts[-1]

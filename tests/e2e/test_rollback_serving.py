@@ -8,7 +8,7 @@ import requests
 from image_search_assets.core.index import current
 from image_search_assets.core.storage import LocalStorage
 from tests.e2e.harness import platform_env, run_command, wait_for
-from tests.e2e.test_serving import CATEGORIES, CLI, DAY1, DAY2, Server, store_images, write_config
+from tests.e2e.service import CATEGORIES, CLI, DAY1, DAY2, Server, store_images, write_config
 from tests.serving.conftest import day_ids, publish_day
 
 pytestmark = pytest.mark.e2e

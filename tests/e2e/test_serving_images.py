@@ -18,7 +18,7 @@ from PIL import Image
 from image_search_assets.core.index.annoy_index import publish
 from image_search_assets.core.storage import LocalStorage
 from tests.e2e.harness import wait_for
-from tests.e2e.test_serving import CATEGORIES, DAY1, Server, write_config
+from tests.e2e.service import CATEGORIES, DAY1, Server, write_config
 from tests.serving.conftest import day_ids, publish_day
 
 pytestmark = pytest.mark.e2e

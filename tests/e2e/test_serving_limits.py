@@ -23,7 +23,7 @@ from tests.e2e.hostile import (
     read_reply,
     request,
 )
-from tests.e2e.test_serving import CATEGORIES, DAY1, Server, write_config
+from tests.e2e.service import CATEGORIES, DAY1, Server, write_config
 from tests.serving.conftest import day_ids, publish_day
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ import pytest
 from image_search_assets.core.storage import LocalStorage
 from tests.e2e.browser import Browser, require_browser
 from tests.e2e.harness import ARTIFACTS
-from tests.e2e.test_serving import CATEGORIES, DAY1, Server, store_images, write_config
+from tests.e2e.service import CATEGORIES, DAY1, Server, store_images, write_config
 from tests.serving.conftest import day_ids, publish_day
 
 pytestmark = pytest.mark.e2e

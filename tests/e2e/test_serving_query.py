@@ -11,7 +11,7 @@ from PIL import Image
 
 from image_search_assets.core.storage import LocalStorage
 from tests.e2e.harness import platform_env, run_command
-from tests.e2e.test_serving import CATEGORIES, DAY1, store_images, write_config
+from tests.e2e.service import CATEGORIES, DAY1, store_images, write_config
 from tests.serving.conftest import day_ids, publish_day
 
 pytestmark = pytest.mark.e2e

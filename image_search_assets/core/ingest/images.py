@@ -84,7 +84,12 @@ def _formats() -> tuple[str, ...]:
 
 
 class MemoryBudget:
-    """Bytes of decode memory shared by concurrent decodes: each waits until its estimate fits."""
+    """Bytes of decode memory shared by concurrent decodes: each waits until its estimate fits.
+
+    A caller that cannot wait forever (a request) passes `wait_s`; past it, `busy()` says why.
+    """
+
+    needs = "needs {} bytes to decode"  # the refusal of what could never fit
 
     def __init__(self, capacity: int):
         if capacity < 1:
@@ -99,13 +104,14 @@ class MemoryBudget:
             return self._used
 
     @contextlib.contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
+    def reserve(self, nbytes: int, wait_s: float | None = None) -> Iterator[None]:
         if nbytes > self.capacity:  # would wait forever
             raise ItemRejected(
-                "decompression_bomb", f"needs {nbytes} bytes to decode, budget {self.capacity}"
+                "decompression_bomb", f"{self.needs.format(nbytes)}, budget {self.capacity}"
             )
         with self._cond:
-            self._cond.wait_for(lambda: self._used + nbytes <= self.capacity)
+            if not self._cond.wait_for(lambda: self._used + nbytes <= self.capacity, wait_s):
+                raise self.busy(nbytes, wait_s or 0.0)
             self._used += nbytes
         try:
             yield
@@ -113,6 +119,10 @@ class MemoryBudget:
             with self._cond:
                 self._used -= nbytes
                 self._cond.notify_all()
+
+    def busy(self, nbytes: int, wait_s: float) -> Exception:
+        """What `reserve` raises when `nbytes` found no room within `wait_s` (lock held)."""
+        return TimeoutError(f"{nbytes} bytes found no room within {wait_s}s")
 
 
 _RGB_BPP = 4  # PIL keeps RGB in 32-bit pixels

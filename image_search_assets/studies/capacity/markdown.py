@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from statistics import median
 from typing import Any
 
-from image_search_assets.studies.capacity.sim import MonthResult
+from image_search_assets.studies.capacity.results import MonthResult
 from image_search_assets.studies.capacity.study import (
     SETUPS,
     SWEEP_SEEDS,

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 
 from image_search_assets.core.planning.gpu_plan import ThroughputModel
-from image_search_assets.studies.capacity.setups import Policy, platform, reference_fixes
-from image_search_assets.studies.capacity.sim import (
+from image_search_assets.studies.capacity.results import (
     Attempt,
     DayResult,
     MonthResult,
-    _Day,
-    _Step,
+    replay_month,
 )
+from image_search_assets.studies.capacity.setups import Policy, platform, reference_fixes
+from image_search_assets.studies.capacity.sim import _Day, _Step, biggest_first, day_result
 from image_search_assets.studies.capacity.supply import (
     DAY,
     HOUR,
@@ -173,39 +173,25 @@ class _RegionalDay(_Day):
             Attempt(step.category, step.gpus, step.zone, step.started, end, step.option)
         )
 
-    def run(self, steps: list[_Step], start: float) -> float:
+    def seed(self, steps: list[_Step], start: float) -> None:
         for t in self.supply.reclaims if isinstance(self.supply, RegionalSupply) else ():
             if start <= t < start + 2 * DAY:
                 self.seq += 1
                 heapq.heappush(self.events, (t, self.seq, "reclaim", steps[0], -1))
-        for step in steps:
-            step.ready_at = start
-        self.queue = list(steps)
-        now = start
-        while True:
-            self.admit(now)
-            self.place(now)
-            if all(s.done for s in steps):
-                return max(a.end_s for a in self.attempts)
-            now = min(self.events[0][0] if self.events else math.inf, self.supply.next_change(now))
-            if not math.isfinite(now):
-                raise RuntimeError("simulation stalled: a step can never be placed")
-            while self.events and self.events[0][0] <= now:
-                _, _, kind, step, attempt = heapq.heappop(self.events)
-                if kind == "reclaim":
-                    self.reclaim(now)
-                elif kind == "finish" and attempt == step.attempt:
-                    assert isinstance(step, _GpuStep)
-                    step.done = True
-                    self.running.remove(step)
-                    self._record(step, now)
-                    self.held -= step.gpus
-                    self.used[step.zone] -= step.gpus
-                elif kind == "timeout" and attempt == step.attempt and step in self.pending:
-                    self.fail(now, step)
-                elif kind == "ready":
-                    step.ready_at, step.waited = now, False
-                    self.queue.append(step)
+
+    def handle(self, now: float, kind: str, step: _Step, attempt: int) -> None:
+        if kind == "reclaim":
+            self.reclaim(now)
+        else:
+            super().handle(now, kind, step, attempt)
+
+    def finish(self, now: float, step: _Step, attempt: int) -> None:
+        if attempt != step.attempt:  # the attempt was reclaimed: its finish is void
+            return
+        assert isinstance(step, _GpuStep)
+        self.running.remove(step)
+        self._record(step, now)
+        super().finish(now, step, attempt)
 
 
 def simulate_regional_day(
@@ -217,28 +203,12 @@ def simulate_regional_day(
     rng: random.Random,
 ) -> DayResult:
     plan, budget = policy.size(day.items, model)
-    order = sorted(plan.gpus, key=lambda c: (-plan.gpus[c], -plan.seconds[c], c))
     steps: list[_Step] = [
         _GpuStep(c, plan.gpus[c], plan.seconds[c], work_s=plan.seconds[c] - model.overhead_s)
-        for c in order
+        for c in biggest_first(plan)
     ]
     state = _RegionalDay(policy, supply, budget, rng, overhead_s=model.overhead_s)
-    end = state.run(steps, start_s)
-    c = state.counts
-    counts = {k: int(c.get(k, 0)) for k in ("manual_actions", "failures", "retries")}
-    return DayResult(
-        day=day.day,
-        sale=day.sale,
-        start_s=start_s,
-        end_s=end,
-        gpus=dict(plan.gpus),
-        budget=budget,
-        **counts,
-        budget_waits=int(c.get("budget_waits", 0)),
-        budget_wait_s=c.get("budget_wait_s", 0.0),
-        stockouts_hit=frozenset(state.hit),
-        attempts=tuple(state.attempts),
-    )
+    return day_result(day, start_s, state.run(steps, start_s), plan.gpus, state)
 
 
 def fallback() -> Policy:
@@ -259,13 +229,11 @@ def simulate_regional_month(
     seed: int = 7,
 ) -> MonthResult:
     rng = random.Random(f"regional-{policy.name}-{seed}")
-    days, ready = [], 0.0
-    for day in workload:
-        start = max(day.day * DAY + RUN_AT_S, ready)
-        result = simulate_regional_day(policy, day, start, supply, model, rng)
-        days.append(result)
-        ready = result.end_s
-    return MonthResult(policy, tuple(days))
+    return replay_month(
+        policy,
+        workload,
+        lambda day, start: simulate_regional_day(policy, day, start, supply, model, rng),
+    )
 
 
 def late_days(result: MonthResult) -> int:

@@ -13,72 +13,25 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from image_search_assets.core.planning.gpu_admission import decide
-from image_search_assets.core.planning.gpu_plan import ThroughputModel
+from image_search_assets.core.planning.gpu_plan import GpuPlan, ThroughputModel
+from image_search_assets.studies.capacity.results import (
+    Attempt,
+    DayResult,
+    MonthResult,
+    replay_month,
+)
 from image_search_assets.studies.capacity.setups import Policy, platform, reference_fixes, zonal
 from image_search_assets.studies.capacity.supply import (
-    DAY,
-    HOUR,
-    RUN_AT_S,
     DayItems,
     Supply,
     human_rerun_at,
 )
 
 __all__ = ["Policy", "platform", "reference_fixes", "zonal", "simulate_day", "simulate_month"]
-
-
-@dataclass(frozen=True)
-class Attempt:
-    category: str
-    gpus: int
-    zone: str
-    start_s: float
-    end_s: float
-    option: str = "t4"  # the GPU option it ran on (regional.py): t4, l4, l4-spot, l4-flex
-
-
-@dataclass(frozen=True)
-class DayResult:
-    day: int
-    sale: bool
-    start_s: float
-    end_s: float
-    gpus: dict[str, int]
-    budget: int | None
-    manual_actions: int
-    failures: int  # attempts whose pod was deleted while Pending
-    retries: int  # automatic retries scheduled by the backoff policy
-    budget_waits: int  # times a ready step waited for GPU budget (no retry used)
-    budget_wait_s: float
-    stockouts_hit: frozenset[int]  # indices (into supply.episodes) of zone-A episodes
-    attempts: tuple[Attempt, ...]
-
-    @property
-    def makespan_s(self) -> float:
-        return self.end_s - self.start_s
-
-    @property
-    def gpu_seconds(self) -> float:
-        return sum(a.gpus * (a.end_s - a.start_s) for a in self.attempts)
-
-    @property
-    def peak_gpus(self) -> int:
-        return peak_in_use(self.attempts)
-
-
-def peak_in_use(attempts: tuple[Attempt, ...] | list[Attempt]) -> int:
-    # Ends sort before starts at the same instant: a handed-over GPU is not counted twice.
-    edges = sorted(
-        [(a.start_s, 1, a.gpus) for a in attempts] + [(a.end_s, 0, -a.gpus) for a in attempts]
-    )
-    level = peak = 0
-    for _, _, delta in edges:
-        level += delta
-        peak = max(peak, level)
-    return peak
 
 
 @dataclass
@@ -181,6 +134,7 @@ class _Day:
             self.push(human_rerun_at(self.supply, policy.zones, step.gpus, now), "ready", step)
 
     def run(self, steps: list[_Step], start: float) -> float:
+        self.seed(steps, start)
         for step in steps:
             step.ready_at = start
         self.queue = list(steps)
@@ -195,15 +149,24 @@ class _Day:
                 raise RuntimeError("simulation stalled: a step can never be placed")
             while self.events and self.events[0][0] <= now:
                 _, _, kind, step, attempt = heapq.heappop(self.events)
-                if kind == "finish":
-                    step.done = True
-                    self.held -= step.gpus
-                    self.used[step.zone] -= step.gpus
-                elif kind == "timeout" and attempt == step.attempt and step in self.pending:
-                    self.fail(now, step)
-                elif kind == "ready":
-                    step.ready_at, step.waited = now, False
-                    self.queue.append(step)
+                self.handle(now, kind, step, attempt)
+
+    def seed(self, steps: list[_Step], start: float) -> None:
+        """Events the day starts with, beside its steps (none here)."""
+
+    def handle(self, now: float, kind: str, step: _Step, attempt: int) -> None:
+        if kind == "finish":
+            self.finish(now, step, attempt)
+        elif kind == "timeout" and attempt == step.attempt and step in self.pending:
+            self.fail(now, step)
+        elif kind == "ready":
+            step.ready_at, step.waited = now, False
+            self.queue.append(step)
+
+    def finish(self, now: float, step: _Step, attempt: int) -> None:
+        step.done = True
+        self.held -= step.gpus
+        self.used[step.zone] -= step.gpus
 
 
 def simulate_day(
@@ -216,19 +179,28 @@ def simulate_day(
 ) -> DayResult:
     """One daily run that starts at `start_s`."""
     plan, budget = policy.size(day.items, model)
-    # Biggest first, as list_schedule_makespan assumes and the GPU steps' priority does.
-    order = sorted(plan.gpus, key=lambda c: (-plan.gpus[c], -plan.seconds[c], c))
-    steps = [_Step(c, plan.gpus[c], plan.seconds[c]) for c in order]
+    steps = [_Step(c, plan.gpus[c], plan.seconds[c]) for c in biggest_first(plan)]
     state = _Day(policy, supply, budget, rng)
-    end = state.run(steps, start_s)
+    return day_result(day, start_s, state.run(steps, start_s), plan.gpus, state)
+
+
+def biggest_first(plan: GpuPlan) -> list[str]:
+    """The categories in launch order, as list_schedule_makespan assumes and the GPU steps'
+    priority does."""
+    return sorted(plan.gpus, key=lambda c: (-plan.gpus[c], -plan.seconds[c], c))
+
+
+def day_result(
+    day: DayItems, start_s: float, end_s: float, gpus: Mapping[str, int], state: _Day
+) -> DayResult:
     c = state.counts
     return DayResult(
         day=day.day,
         sale=day.sale,
         start_s=start_s,
-        end_s=end,
-        gpus=dict(plan.gpus),
-        budget=budget,
+        end_s=end_s,
+        gpus=dict(gpus),
+        budget=state.budget,
         manual_actions=int(c.get("manual_actions", 0)),
         failures=int(c.get("failures", 0)),
         retries=int(c.get("retries", 0)),
@@ -237,31 +209,6 @@ def simulate_day(
         stockouts_hit=frozenset(state.hit),
         attempts=tuple(state.attempts),
     )
-
-
-@dataclass(frozen=True)
-class MonthResult:
-    policy: Policy
-    days: tuple[DayResult, ...]
-
-    def total(self, attr: str) -> float:
-        return sum(getattr(d, attr) for d in self.days)
-
-    @property
-    def manual_days(self) -> int:
-        return sum(1 for d in self.days if d.manual_actions)
-
-    @property
-    def gpu_hours(self) -> float:
-        return self.total("gpu_seconds") / HOUR
-
-    @property
-    def peak_gpus(self) -> int:
-        return max(d.peak_gpus for d in self.days)
-
-    @property
-    def stockouts_hit(self) -> frozenset[int]:
-        return frozenset().union(*(d.stockouts_hit for d in self.days))
 
 
 def simulate_month(
@@ -274,10 +221,6 @@ def simulate_month(
 ) -> MonthResult:
     """Every day in order; day N+1 starts at 03:00 or when day N ends, whichever is later."""
     rng = random.Random(f"{policy.name}-{seed}")  # jitter draws, per setup
-    days, ready = [], 0.0
-    for day in workload:
-        start = max(day.day * DAY + RUN_AT_S, ready)
-        result = simulate_day(policy, day, start, supply, model, rng)
-        days.append(result)
-        ready = result.end_s
-    return MonthResult(policy, tuple(days))
+    return replay_month(
+        policy, workload, lambda day, start: simulate_day(policy, day, start, supply, model, rng)
+    )

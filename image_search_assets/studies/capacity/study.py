@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from statistics import mean
 
 from image_search_assets.core.planning.gpu_plan import ThroughputModel
-from image_search_assets.studies.capacity.sim import MonthResult
+from image_search_assets.studies.capacity.results import MonthResult
 from image_search_assets.studies.capacity.supply import DAY, HOUR, DayItems, Supply
 
 SETUPS = ("zonal", "reference", "platform")
