@@ -21,25 +21,37 @@ MULTIPART = {"Content-Type": "multipart/form-data; boundary=b0und"}
 def big_header(port: int) -> dict[str, Any]:
     opening = request("GET", "/v1/similar/x").removesuffix(b"\r\n") + b"X-Big: "
     reply = exchange(port, itertools.chain([opening], itertools.repeat(b"a" * MIB, 64)))
-    return {"status": reply.status, "answered_after_s": round(reply.elapsed_s, 3),
-            "bytes_taken": reply.sent}  # fmt: skip
+    return {
+        "status": reply.status,
+        "answered_after_s": round(reply.elapsed_s, 3),
+        "bytes_taken": reply.sent,
+    }
 
 
 def slow_clients(port: int, header_timeout_s: float) -> dict[str, Any]:
     ended = Trickle(port, 200, request("GET", "/healthz"), every_s=3.0).run(header_timeout_s + 10)
     times = [t for t, _ in ended.values()]
-    return {"connections": 200, "dropped": len(ended), "max_held_s": round(max(times), 2),
-            "statuses": sorted({s for _, s in ended.values() if s is not None})}  # fmt: skip
+    return {
+        "connections": 200,
+        "dropped": len(ended),
+        "max_held_s": round(max(times), 2),
+        "statuses": sorted({s for _, s in ended.values() if s is not None}),
+    }
 
 
 def upload_1gib(port: int, tmp: Path) -> dict[str, Any]:
     opening = request("POST", "/v1/similar", {**MULTIPART, "Transfer-Encoding": "chunked"})
-    body = itertools.chain([multipart_head("b0und", "image", "a.jpg")],
-                           itertools.repeat(b"\0" * MIB, 1024))  # fmt: skip
+    body = itertools.chain(
+        [multipart_head("b0und", "image", "a.jpg")], itertools.repeat(b"\0" * MIB, 1024)
+    )
     reply = exchange(port, itertools.chain([opening], chunked(body)), timeout=60)
     written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
-    return {"status": reply.status, "answered_after_s": round(reply.elapsed_s, 3),
-            "bytes_taken": reply.sent, "temp_bytes_written": written}  # fmt: skip
+    return {
+        "status": reply.status,
+        "answered_after_s": round(reply.elapsed_s, 3),
+        "bytes_taken": reply.sent,
+        "temp_bytes_written": written,
+    }
 
 
 def hostile_cases(

@@ -33,5 +33,11 @@ def wrk_closed(url: str, n: int, concurrency: int, seconds: float, k: int) -> di
     req, dur_us, errors, *ms = line.split()[1:]
     stats = dict(zip(("p50_ms", "p99_ms", "p99_9_ms", "max_ms"), map(float, ms), strict=True))
     qps = round(int(req) / (int(dur_us) / 1e6), 1)
-    return {"concurrency": concurrency, "generator": "wrk", "requests": int(req),
-            "errors": int(errors), "qps": qps, **stats}  # fmt: skip
+    return {
+        "concurrency": concurrency,
+        "generator": "wrk",
+        "requests": int(req),
+        "errors": int(errors),
+        "qps": qps,
+        **stats,
+    }

@@ -107,9 +107,13 @@ def test_a_sigkilled_cli_run_is_marked_failed_and_the_chain_relaunches_the_day(t
         argv = [dagster_cli, "asset", "materialize", "-m", "image_search_assets.definitions"]
         argv += ["--select", "*", "--partition", day]
         cli = subprocess.Popen(
-            argv, cwd=REPO, env=platform_env(config, DAGSTER_HOME=str(home)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            argv,
+            cwd=REPO,
+            env=platform_env(config, DAGSTER_HOME=str(home)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             run = wait_for(lambda: runs_of(inst, day), 120, "the CLI's run")[0]
             pid = kill_once_it_holds_gpu_slots(inst, run.run_id)

@@ -81,10 +81,13 @@ def runs(dagster: DagsterDev) -> list[dict]:
 
 def finished_run_of(dagster: DagsterDev, day: str, status: str) -> dict | None:
     return next(
-        (r for r in runs(dagster) if r["tags"].get("dagster/partition") == day and
-         r["status"] == status),
+        (
+            r
+            for r in runs(dagster)
+            if r["tags"].get("dagster/partition") == day and r["status"] == status
+        ),
         None,
-    )  # fmt: skip
+    )
 
 
 def test_the_chain_catches_up_by_itself_and_a_failed_day_holds_it_until_re_executed(tmp_path):
@@ -108,10 +111,13 @@ def test_the_chain_catches_up_by_itself_and_a_failed_day_holds_it_until_re_execu
 
         def holding_tick() -> dict | None:
             return next(
-                (t for t in ticks(dagster) if f"its daily run (run {failed['runId']}) failed"
-                 in (t["skipReason"] or "")),
+                (
+                    t
+                    for t in ticks(dagster)
+                    if f"its daily run (run {failed['runId']}) failed" in (t["skipReason"] or "")
+                ),
                 None,
-            )  # fmt: skip
+            )
 
         held = wait_for(holding_tick, 150, "a tick that waits on the failed day", every=3)
         assert "Re-execute" in held["skipReason"]

@@ -68,17 +68,26 @@ def republish_with(server: Server, identity: str) -> dict[str, str]:
         vectors = np.random.default_rng(n).normal(size=(n, 512)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         manifest = publish(
-            server.storage, category, DAY1, day_ids(category, DAY1, n), vectors,  # type: ignore[attr-defined]
-            metric="angular", n_trees=4, models={"embedders": [identity]}, recall_sample=10,
-        )  # fmt: skip
+            server.storage,
+            category,
+            DAY1,
+            day_ids(category, DAY1, n),
+            vectors,  # type: ignore[attr-defined]
+            metric="angular",
+            n_trees=4,
+            models={"embedders": [identity]},
+            recall_sample=10,
+        )
         versions[category] = manifest["version"]
     wait_for(
         lambda: all(
             requests.get(f"{server.url}/readyz", timeout=5).json()["categories"][c]["version"] == v
             for c, v in versions.items()
         ),
-        30, "the service to serve the republished versions", every=0.2,
-    )  # fmt: skip
+        30,
+        "the service to serve the republished versions",
+        every=0.2,
+    )
     return versions
 
 
@@ -104,8 +113,10 @@ def test_another_models_versions_refuse_image_queries_until_this_models_are_serv
     assert r.status_code == 200, r.text
     assert r.json()["versions"] == {"pants": versions["pants"]} and len(r.json()["neighbours"]) == 3
     assert answered_metric(server, "tops") == 1.0
-    for data, code in ((b"not an image", "bad_image:not_an_image"),
-                       (b"\xff\xd8\xff\xe0trunc", "bad_image:truncated")):  # fmt: skip
+    for data, code in (
+        (b"not an image", "bad_image:not_an_image"),
+        (b"\xff\xd8\xff\xe0trunc", "bad_image:truncated"),
+    ):
         r = ask(server, data)
         assert (r.status_code, r.json()["error"]) == (422, code), r.text
 
@@ -134,8 +145,10 @@ def test_eight_concurrent_6000px_photos_stay_in_the_budget_each_a_200_or_a_clean
         t.join()
     elapsed, peak = time.monotonic() - started, rss_bytes(pid, "VmHWM")
     codes = sorted(r.status_code for r in replies)
-    print(f"8 x 6000x6000 ({len(photo)} B): {codes} in {elapsed:.1f} s; "
-          f"RSS {before / 1e9:.2f} GB before, peak {peak / 1e9:.2f} GB")  # fmt: skip
+    print(
+        f"8 x 6000x6000 ({len(photo)} B): {codes} in {elapsed:.1f} s; "
+        f"RSS {before / 1e9:.2f} GB before, peak {peak / 1e9:.2f} GB"
+    )
     assert set(codes) <= {200, 503} and 200 in codes, [r.text[:200] for r in replies]
     for r in replies:
         if r.status_code == 503:

@@ -42,11 +42,18 @@ def server(tmp_path_factory):
         publish_day(storage, category, DAY1, day_ids(category, DAY1, n))
     (root / "server-tmp").mkdir()
     server = Server(
-        write_config(root, str(root / "storage")), root / "cache", root / "logs",
-        "--no-image-queries", "--header-timeout", str(HEADER_TIMEOUT_S),
-        "--body-timeout", str(BODY_TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS),
+        write_config(root, str(root / "storage")),
+        root / "cache",
+        root / "logs",
+        "--no-image-queries",
+        "--header-timeout",
+        str(HEADER_TIMEOUT_S),
+        "--body-timeout",
+        str(BODY_TIMEOUT_S),
+        "--max-connections",
+        str(MAX_CONNECTIONS),
         TMPDIR=str(root / "server-tmp"),
-    )  # fmt: skip
+    )
     server.tmp = root / "server-tmp"  # type: ignore[attr-defined]
     yield server
     server.service.stop()
@@ -76,8 +83,9 @@ def test_a_64_mib_header_is_refused_at_once_while_others_keep_their_latency(serv
 
 def test_slow_clients_are_dropped_within_the_timeouts_while_others_keep_their_latency(server):
     body = multipart_head("b0und", "image", "a.jpg") + b"x" * 9000
-    upload = request("POST", "/v1/similar", {"Content-Type": MULTIPART,
-                                             "Content-Length": str(len(body))})  # fmt: skip
+    upload = request(
+        "POST", "/v1/similar", {"Content-Type": MULTIPART, "Content-Length": str(len(body))}
+    )
     with LatencyProbe(product_url(server)) as probe:
         slow_heads = Trickle(server.port, 20, request("GET", "/healthz")).run(HEADER_TIMEOUT_S + 3)
         # The head at once, then a body byte every half second.
@@ -112,17 +120,20 @@ def test_connections_beyond_the_cap_get_a_503_and_the_cap_frees_up(server):
 
 
 def test_a_1_gib_upload_is_refused_having_written_nothing(server):
-    opening = request("POST", "/v1/similar", {"Content-Type": MULTIPART,
-                                              "Transfer-Encoding": "chunked"})  # fmt: skip
-    parts = itertools.chain([multipart_head("b0und", "image", "big.jpg")],
-                            itertools.repeat(b"\0" * MIB, 1024))  # fmt: skip
+    opening = request(
+        "POST", "/v1/similar", {"Content-Type": MULTIPART, "Transfer-Encoding": "chunked"}
+    )
+    parts = itertools.chain(
+        [multipart_head("b0und", "image", "big.jpg")], itertools.repeat(b"\0" * MIB, 1024)
+    )
     reply = exchange(server.port, itertools.chain([opening], chunked(parts)), timeout=30)
     assert_error(reply, 413, "too_large")
     assert reply.sent < 64 * MIB and reply.elapsed_s < 5, (reply.sent, reply.elapsed_s)
     assert list(server.tmp.iterdir()) == []  # nothing spooled to disk
     # Declared up front: refused before a byte of the body is sent.
-    declared = request("POST", "/v1/similar", {"Content-Type": MULTIPART,
-                                               "Content-Length": str(1 << 30)})  # fmt: skip
+    declared = request(
+        "POST", "/v1/similar", {"Content-Type": MULTIPART, "Content-Length": str(1 << 30)}
+    )
     reply = exchange(server.port, [declared])
     assert_error(reply, 413, "too_large")
     assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
@@ -137,22 +148,52 @@ def test_every_error_of_the_server_and_the_app_has_one_format(server):
         ([request("GET", "/v1/similar/" + "a" * 70_000)], 414, "uri_too_long"),
         (["GET /v1/similar/é HTTP/1.1\r\nHost: x\r\n\r\n".encode()], 400, "bad_request"),
         ([b"NOT HTTP AT ALL\r\n\r\n"], 400, "bad_request"),
-        ([request("GET", "/healthz", {f"X-{i}": "v" * 100 for i in range(200)})], 431,
-         "headers_too_large"),
+        (
+            [request("GET", "/healthz", {f"X-{i}": "v" * 100 for i in range(200)})],
+            431,
+            "headers_too_large",
+        ),
         ([request("GET", "/v1/similar/x?k=0")], 422, "invalid_parameter"),
-        ([request("POST", "/v1/similar", {"Content-Type": "text/plain", "Content-Length": "2"}),
-          b"hi"], 422, "invalid_parameter"),
-        ([request("POST", "/v1/similar", {**form, "Content-Length": "12"}), b"--b0und\r\nbad"],
-         400, "bad_request"),
-        ([request("POST", "/v1/similar", {**form, "Transfer-Encoding": "chunked"}),
-          *chunked([field + b"1\r\n"] * 5000)], 400, "bad_request"),
-        ([request("POST", "/v1/similar", {**form, "Transfer-Encoding": "chunked"}),
-          *chunked(itertools.chain([field], itertools.repeat(b"9" * MIB, 50)))], 413,
-         "too_large"),
-        ([request("POST", "/v1/similar", {**form, "Transfer-Encoding": "chunked"}),
-          *chunked([multipart_head("b0und", "image", "a.jpg") + b"x\r\n--b0und--\r\n"])], 503,
-         "image_queries_disabled"),
-    ]  # fmt: skip
+        (
+            [
+                request(
+                    "POST", "/v1/similar", {"Content-Type": "text/plain", "Content-Length": "2"}
+                ),
+                b"hi",
+            ],
+            422,
+            "invalid_parameter",
+        ),
+        (
+            [request("POST", "/v1/similar", {**form, "Content-Length": "12"}), b"--b0und\r\nbad"],
+            400,
+            "bad_request",
+        ),
+        (
+            [
+                request("POST", "/v1/similar", {**form, "Transfer-Encoding": "chunked"}),
+                *chunked([field + b"1\r\n"] * 5000),
+            ],
+            400,
+            "bad_request",
+        ),
+        (
+            [
+                request("POST", "/v1/similar", {**form, "Transfer-Encoding": "chunked"}),
+                *chunked(itertools.chain([field], itertools.repeat(b"9" * MIB, 50))),
+            ],
+            413,
+            "too_large",
+        ),
+        (
+            [
+                request("POST", "/v1/similar", {**form, "Transfer-Encoding": "chunked"}),
+                *chunked([multipart_head("b0und", "image", "a.jpg") + b"x\r\n--b0und--\r\n"]),
+            ],
+            503,
+            "image_queries_disabled",
+        ),
+    ]
     for chunks, status, code in cases:
         reply = exchange(server.port, chunks)
         assert_error(reply, status, code)

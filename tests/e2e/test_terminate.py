@@ -79,8 +79,13 @@ def launch(dagster: DagsterDev, day: str) -> str:
 def parked_pid(park: Path) -> int:
     """Parks the next detector call and waits for its process to get there."""
     (park / "park").touch()
-    return int(wait_for(lambda: (park / "pid").exists() and (park / "pid").read_text(), 400, "a "
-                        "detection step to park"))  # fmt: skip
+    return int(
+        wait_for(
+            lambda: (park / "pid").exists() and (park / "pid").read_text(),
+            400,
+            "a detection step to park",
+        )
+    )
 
 
 def unpark(park: Path) -> None:
@@ -90,8 +95,11 @@ def unpark(park: Path) -> None:
 
 def event_types(home: Path, run_id: str) -> list[tuple[str, str | None]]:
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        return [(e.dagster_event_type.value, e.step_key) for e in instance.all_logs(run_id)
-                if e.dagster_event_type]  # fmt: skip
+        return [
+            (e.dagster_event_type.value, e.step_key)
+            for e in instance.all_logs(run_id)
+            if e.dagster_event_type
+        ]
 
 
 def served(store) -> dict[str, str | None]:
@@ -117,8 +125,11 @@ def test_terminate_stops_reexecution_completes_and_preemption_is_retried(tmp_pat
     dev = DagsterDev(home, config, {"PARK_DIR": str(park)}, parked_workspace(tmp_path))
     with dev as dagster, dg.DagsterInstance.from_config(str(home)) as instance:
         slots = instance.event_log_storage
-        wait_for(lambda: slots.get_concurrency_info(GPU_POOL).slot_count == GPU_BUDGET, 180,
-                 "the gpu_pool_limits sensor to set the budget")  # fmt: skip
+        wait_for(
+            lambda: slots.get_concurrency_info(GPU_POOL).slot_count == GPU_BUDGET,
+            180,
+            "the gpu_pool_limits sensor to set the budget",
+        )
 
         # 1. Terminate a run parked in tops' detection: a stop, not a retry.
         run_id = launch(dagster, day1)
@@ -138,8 +149,11 @@ def test_terminate_stops_reexecution_completes_and_preemption_is_retried(tmp_pat
         assert rerun["__typename"] == "LaunchRunSuccess", rerun
         assert dagster.wait_run(rerun["run"]["runId"]) == "SUCCESS"
         assert served(store) == dict.fromkeys(CATEGORIES, day1)
-        wait_for(lambda: not slots.get_concurrency_info(GPU_POOL).claimed_slots, 120,
-                 "the GPU slots to be free")  # fmt: skip
+        wait_for(
+            lambda: not slots.get_concurrency_info(GPU_POOL).claimed_slots,
+            120,
+            "the GPU slots to be free",
+        )
 
         # 3. SIGTERM to the step's process, the run not terminated: a preemption, retried.
         run_id = launch(dagster, day2)
@@ -159,13 +173,29 @@ def test_two_cli_runs_of_one_day_at_once_publish_once(tmp_path):
     park.mkdir()
     (park / "park").touch()  # whichever run gets to detection first waits there
     env = platform_env(config, DAGSTER_HOME=str(home), PARK_DIR=str(park))
-    argv = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
-            "tests.e2e.parked_defs", "--select", "*", "--partition", day]  # fmt: skip
+    argv = [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "tests.e2e.parked_defs",
+        "--select",
+        "*",
+        "--partition",
+        day,
+    ]
     procs = [
-        subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     try:
         first_done = wait_for(
             lambda: next((p for p in procs if p.poll() is not None), None), 400, "a run to end"

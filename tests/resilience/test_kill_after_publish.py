@@ -51,9 +51,14 @@ with dg.DagsterInstance.get() as instance:
 
 def test_a_run_killed_right_after_current_moved_is_released_and_its_day_re_run(tmp_path):
     catalog = generate_catalog(
-        tmp_path / "catalog", ("tops",), START, days=2, image_size=64, mix={"tops": 3},
+        tmp_path / "catalog",
+        ("tops",),
+        START,
+        days=2,
+        image_size=64,
+        mix={"tops": 3},
         include_bad=False,
-    )  # fmt: skip
+    )
     config = write_config(tmp_path, catalog)
     settings = load_settings(config)
     store = StorageResource(root=settings.storage_root).open()
@@ -71,8 +76,12 @@ def test_a_run_killed_right_after_current_moved_is_released_and_its_day_re_run(t
     }
     child = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(CHILD), DAY2],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == -9, child.stderr[-3000:]
 
     # Killed after its final act: CURRENT serves day 2 and the live set it builds on is stored.

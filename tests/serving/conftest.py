@@ -25,9 +25,16 @@ def vectors_for(ids: list[str]) -> np.ndarray:
 
 def publish_day(storage: Storage, category: str, day: str, ids: list[str]) -> dict[str, Any]:
     return publish(
-        storage, category, day, ids, vectors_for(ids),
-        metric="angular", n_trees=4, models={"embedder": "test"}, recall_sample=20,
-    )  # fmt: skip
+        storage,
+        category,
+        day,
+        ids,
+        vectors_for(ids),
+        metric="angular",
+        n_trees=4,
+        models={"embedder": "test"},
+        recall_sample=20,
+    )
 
 
 def day_ids(category: str, day: str, n: int) -> list[str]:

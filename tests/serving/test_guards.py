@@ -54,9 +54,16 @@ def reader(tmp_path):
     for category in CATEGORIES:
         ids = day_ids(category, "2026-11-01", 20)
         publish(
-            storage, category, "2026-11-01", ids, vectors_for(ids),
-            metric="angular", n_trees=2, models={"embedders": [EMBEDDER]}, recall_sample=5,
-        )  # fmt: skip
+            storage,
+            category,
+            "2026-11-01",
+            ids,
+            vectors_for(ids),
+            metric="angular",
+            n_trees=2,
+            models={"embedders": [EMBEDDER]},
+            recall_sample=5,
+        )
     with IndexReader(storage, CATEGORIES, cache_dir=tmp_path / "cache").start(
         background=False
     ) as reader:
