@@ -24,8 +24,8 @@ from image_search_assets.core.index.checks import (
     vectors_outcome,
 )
 from image_search_assets.core.index.live_set import load_vectors
+from image_search_assets.core.index.plots import line_chart_png, markdown_image
 from image_search_assets.core.planning.daily_gate import previous_day
-from image_search_assets.core.plots import line_chart_png, markdown_image
 from image_search_assets.core.records import (
     asset_value_key,
     day_report,
