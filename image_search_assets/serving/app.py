@@ -157,7 +157,7 @@ def create_app(reader: IndexReader, storage: Storage, images: ImageQueries) -> F
     @app.get("/v1/versions")
     def versions() -> dict[str, Any]:
         """Each category's served version, its day and embedders, whether image queries are
-        answered for it, and the `pin` of its CURRENT.json as written (null when none)."""
+        answered for it, and the `pin` of its pointer as written (null when none)."""
         refused = images.refusals()
         return {"categories": {c: category_status(c, refused) for c in reader.categories}}
 
