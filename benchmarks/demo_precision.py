@@ -72,7 +72,7 @@ def main() -> None:
 
 def served(settings, json_path: str | None) -> None:
     from image_search_assets.cli import _storage
-    from image_search_assets.core.index.query import served_indexes
+    from image_search_assets.core.index.annoy_index import served_indexes
     from image_search_assets.demo.retrieval_eval import served_precision
     from image_search_assets.demo.synthetic import read_looks
 

@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 from annoy import AnnoyIndex
 
+from image_search_assets.core import layout, records
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set, retention
-from image_search_assets.core.records import asset_value_key, removals_key
 from image_search_assets.core.storage import LocalStorage
 
 CATEGORY = "tops"
 EMBEDDER = json.dumps({"arch": "synthetic", "weights": "random", "dim": 576}, sort_keys=True)
 START = date(2026, 1, 1)
-SMALL = (".json", "ids.parquet")
+SMALL = (".json", layout.IDS_FILE)
 
 
 class CountingStorage(LocalStorage):
@@ -86,9 +86,9 @@ def setup(root: str, n: int, dim: int, history: int, days: int, change: float) -
     for h in range(history):
         ids = [f"p{i:08d}" for i in range(h * per_day, min(n, (h + 1) * per_day))]
         emb = embeddings_frame(ids, unit(rng, len(ids), dim))
-        store.write_parquet(asset_value_key([CATEGORY, "embeddings"], day_of(h)), emb)
+        store.write_parquet(layout.asset_value_key([CATEGORY, "embeddings"], day_of(h)), emb)
         live = live_set.advance(live, emb, day_of(h))
-        store.write_parquet(asset_value_key([CATEGORY, "annoy_index"], day_of(h)), live)
+        store.write_parquet(layout.asset_value_key([CATEGORY, "annoy_index"], day_of(h)), live)
     assert live is not None
     inputs = []
     next_id = n
@@ -100,10 +100,10 @@ def setup(root: str, n: int, dim: int, history: int, days: int, change: float) -
         next_id += len(added)
         ids = [*resent.tolist(), *added]
         emb = embeddings_frame(ids, unit(rng, len(ids), dim))
-        key = asset_value_key([CATEGORY, "embeddings"], day_of(d))
+        key = layout.asset_value_key([CATEGORY, "embeddings"], day_of(d))
         store.write_parquet(key, emb)
         gone = pd.DataFrame({"product_id": removed, "category": CATEGORY})
-        store.write_parquet(removals_key(day_of(d)), gone)
+        store.write_parquet(records.removals_key(day_of(d)), gone)
         live = live_set.advance(live, emb, day_of(d), set(removed.tolist()))
         inputs.append(
             {
@@ -130,9 +130,9 @@ def step(root: str, day: str, n_trees: int, keep_days: int, vectors_out: str) ->
     store = CountingStorage(root)
     rss_at_start, started, cpu_at_start = peak_rss_bytes(), time.perf_counter(), cpu_s()
     prev_day = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
-    previous = store.read_parquet(asset_value_key([CATEGORY, "annoy_index"], prev_day))
-    embeddings = store.read_parquet(asset_value_key([CATEGORY, "embeddings"], day))
-    removed = set(store.read_parquet(removals_key(day))["product_id"].astype(str))
+    previous = store.read_parquet(layout.asset_value_key([CATEGORY, "annoy_index"], prev_day))
+    embeddings = store.read_parquet(layout.asset_value_key([CATEGORY, "embeddings"], day))
+    removed = set(store.read_parquet(records.removals_key(day))["product_id"].astype(str))
     live_set.require_one_model(previous, embeddings, category=CATEGORY, day=day)
     live = live_set.advance(previous, embeddings, day, removed)
     vectors = live_set.load_vectors(store, CATEGORY, live, loaded={day: embeddings})
@@ -149,11 +149,11 @@ def step(root: str, day: str, n_trees: int, keep_days: int, vectors_out: str) ->
     )
     published_s = time.perf_counter() - started
     retention.prune_category(store, CATEGORY, day, keep_days=keep_days)
-    store.write_parquet(asset_value_key([CATEGORY, "annoy_index"], day), live)  # IO manager
+    store.write_parquet(layout.asset_value_key([CATEGORY, "annoy_index"], day), live)  # IO manager
     total_s = time.perf_counter() - started
     rss, step_cpu_s = peak_rss_bytes(), cpu_s() - cpu_at_start
     np.save(vectors_out, vectors)  # for the baseline, after the measurement
-    ann = sum(v for k, v in store.written.items() if k.endswith("index.ann"))
+    ann = sum(v for k, v in store.written.items() if k.endswith(layout.ANN_FILE))
     embeddings_read = sum(v for k, v in store.read.items() if "/embeddings/" in k)
     return {
         "items": len(live),
@@ -171,7 +171,7 @@ def step(root: str, day: str, n_trees: int, keep_days: int, vectors_out: str) ->
         "written_small_bytes": sum(v for k, v in store.written.items() if not k.endswith(".ann")),
         "read_bytes": sum(store.read.values()),
         "read_embeddings_bytes": embeddings_read,
-        "read_ann_bytes": sum(v for k, v in store.read.items() if k.endswith("index.ann")),
+        "read_ann_bytes": sum(v for k, v in store.read.items() if k.endswith(layout.ANN_FILE)),
         "recall_at_10": manifest["recall_at_10"],
     }
 

@@ -32,6 +32,7 @@ import yaml
 from serve_hostile import hostile_cases
 from serve_wrk import wrk_closed
 
+from image_search_assets.core import layout
 from image_search_assets.core.index.annoy_index import publish
 from image_search_assets.core.storage import LocalStorage, Storage
 from image_search_assets.serving import IndexReader
@@ -206,15 +207,13 @@ def swap_under_load(url: str, storage: Storage, staged: Storage, args: Any) -> d
     """A fixed-rate load; midway a pre-built version is copied in and CURRENT moved to it."""
     proc, out = run_loadgen("open", url, args.items, args.swap_rate, args.swap_seconds, args.k)
     time.sleep(args.swap_seconds / 3)
-    pointer = staged.read_json("indexes/tops/CURRENT.json")
-    vdir = f"indexes/tops/versions/{pointer['version']}"
-    for key in staged.list(vdir):
-        storage.write_bytes(key, staged.read_bytes(key))
-    generation = storage.generation("indexes/tops/CURRENT.json")
+    key = layout.pointer_key("tops")
+    pointer = staged.read_json(key)
+    for part in staged.list(layout.version_dir("tops", pointer["version"])):
+        storage.write_bytes(part, staged.read_bytes(part))
+    generation = storage.generation(key)
     moved_at = time.perf_counter()
-    storage.write_bytes_if_generation(
-        "indexes/tops/CURRENT.json", staged.read_bytes("indexes/tops/CURRENT.json"), generation
-    )
+    storage.write_bytes_if_generation(key, staged.read_bytes(key), generation)
     while served_version(url, "tops") != pointer["version"]:
         time.sleep(0.05)
     swapped_after_s = time.perf_counter() - moved_at

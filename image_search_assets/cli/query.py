@@ -13,6 +13,8 @@ from image_search_assets.settings import Settings, load_settings
 
 def cmd_query(args: argparse.Namespace) -> int:
     # Neither Dagster nor torch for a product query: the reader maps the published files.
+    from dataclasses import replace
+
     from image_search_assets.core.index import query
     from image_search_assets.serving import IndexReader, NotReady, UnknownProduct
     from image_search_assets.serving.service import cache_dir, open_platform_storage
@@ -29,10 +31,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             ) from None
         except UnknownProduct:
             raise SystemExit(f"product {args.product_id!r} is in no served index") from None
-        results = [
-            query.Neighbour(n.product_id, n.category, n.distance, served.image_key(n.product_id))
-            for n in answer.neighbours
-        ]
+        results = [replace(n, image_key=served.image_key(n.product_id)) for n in answer.neighbours]
     for rank, n in enumerate(results, 1):
         print(f"{rank:>3}. {n.product_id:<28} {n.category:<10} distance {n.distance:.4f}")
     page = query.write_html(Path(args.out), title, image, results, storage)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from image_search_assets.core.index.reindex import live_days
+from image_search_assets.core.layout import PARTITION_SCHEME_KEY as SCHEME_KEY
 from image_search_assets.core.storage import Storage
 
-SCHEME_KEY = "partition_scheme.json"
 REBUILD = (
     "rebuild the history in an empty storage_root: set storage_root to a new location, backfill "
     "every day from the catalog's first day with the new setting, then point serving at it; "

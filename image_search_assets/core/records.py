@@ -1,27 +1,21 @@
-"""Keys of the per-day records under the storage root, and the day's report built from them."""
+"""The per-day records under the storage root (keys in core/layout.py), and the day's report."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+# The keys are spelled in core/layout.py; re-exported for this module's many readers.
+from image_search_assets.core.layout import asset_value_key as asset_value_key
+from image_search_assets.core.layout import quarantine_key as quarantine_key
 from image_search_assets.core.storage import Storage
 
 if TYPE_CHECKING:
-    # Key builders are imported by readers that never touch a table (the query CLI, serving):
-    # pandas costs them half a second, so it is imported where a report needs it.
+    # Readers that never touch a table import this module's keys: pandas costs them half a
+    # second, so it is imported where a report needs it.
     import pandas as pd
 
 QUARANTINE_STAGES = ("catalog", "image")
-
-
-def asset_value_key(asset_path: Sequence[str], partition: str) -> str:
-    """Where the IO manager keeps an asset's value for one partition."""
-    return f"assets/{'/'.join(asset_path)}/{partition}.parquet"
-
-
-def quarantine_key(day: str, stage: str) -> str:
-    return f"quarantine/{day}/{stage}.parquet"
 
 
 def removals_key(day: str) -> str:

@@ -142,7 +142,7 @@ def status_routes(
     @router.get("/v1/versions")
     def versions() -> dict[str, Any]:
         """Each category's served version, its day and embedders, whether image queries are
-        answered for it, and the `pin` of its CURRENT.json as written (null when none)."""
+        answered for it, and the `pin` of its pointer as written (null when none)."""
         refused = images.refusals()
         return {
             "categories": {

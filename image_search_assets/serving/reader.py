@@ -5,10 +5,11 @@
     answer = reader.similar_to_product("p-123", k=10)
     reader.close()
 
-A poll reads the generation of each CURRENT.json (a stat locally, object metadata on GCS);
-when it changed, the named version is loaded and verified off the request path and swapped in
-under a lock. A query holds the versions it started on until it returns, so a swap never tears
-an answer; the old version is unmapped when its last holder lets go. A version that fails
+A poll reads the generation of each category's pointer (core/layout.py; a stat locally, object
+metadata on GCS); when it changed, the named version is loaded and verified (by the one reader,
+core/index/published.py) off the request path and swapped in under a lock. A query holds the
+versions it started on until it returns, so a swap never tears an answer; the old version is
+unmapped when its last holder lets go. A version that fails
 verification is never served: the previous one keeps answering and the failure is counted.
 """
 
@@ -20,11 +21,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 
-from image_search_assets.core.index.annoy_index import category_prefix
+from image_search_assets.core.index.query import Neighbour as Neighbour  # in every Answer
+from image_search_assets.core.layout import image_key, pointer_key
 from image_search_assets.core.storage import Storage
 from image_search_assets.serving.versions import LoadedVersion, VersionRefused, load_verified
 
@@ -48,14 +49,6 @@ class ModelMismatch(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Neighbour:
-    product_id: str
-    category: str
-    distance: float
-    version: str
-
-
-@dataclass(frozen=True)
 class Answer:
     neighbours: list[Neighbour]
     versions: dict[str, str]  # category -> the version that answered
@@ -72,7 +65,7 @@ class CategoryState:
     failed_loads: int = 0
     last_error: str | None = None
     refused: set[str] = field(default_factory=set)
-    # CURRENT.json's optional `pin` ({"version", "reason", "pinned_at"} or None), as written by
+    # The pointer's optional `pin` ({"version", "reason", "pinned_at"} or None), as written by
     # whoever pinned the category; reported as is, never acted on here.
     pin: dict | None = None
 
@@ -144,7 +137,7 @@ class IndexReader:
 
     def _refresh(self, category: str) -> bool:
         state = self._states[category]
-        pointer = f"{category_prefix(category)}/CURRENT.json"
+        pointer = pointer_key(category)
         generation = self.storage.generation(pointer)
         if generation is None or generation == state.generation:
             return False
@@ -271,9 +264,3 @@ class IndexReader:
                 if (day := version.added_on.value(product_id)) is not None:
                     return image_key(day, product_id)
         return None
-
-
-def image_key(day: str, product_id: str) -> str:
-    """Where ingestion stored a product's image: core.inference.stages.image_key, which imports
-    torch (a test pins that the two agree)."""
-    return f"images/{day}/{quote(product_id, safe='')}.jpg"

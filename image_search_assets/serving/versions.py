@@ -1,20 +1,15 @@
 """One loaded, verified index version: a memory-mapped Annoy file, its ids and a hold count.
 
-A version is opened from the published layout (see core/index/annoy_index.py):
-    indexes/<category>/versions/<version>/{index.ann, ids.parquet, manifest.json}
-The id maps are numpy arrays searched by bisection, not Python dicts: building them is a few
-vectorised calls, so loading a 100k-item version beside the request threads barely competes
-with them for the GIL. Tables are read with pyarrow alone (pandas would cost half a second of
-import in `image-search query`).
-On local storage the Annoy file is mapped where it lies (a later prune unlinks it, which leaves
-the mapping valid). On gs:// it is downloaded once into `cache_dir/<category>/<version>/` and
-mapped from there, so a restart with the same cache re-downloads nothing whose checksum holds.
+A version is opened and checked by the one reader of published versions
+(core/index/published.py). The id maps are numpy arrays searched by bisection, not Python
+dicts: building them is a few vectorised calls, so loading a 100k-item version beside the
+request threads barely competes with them for the GIL. Nothing here imports pandas (half a
+second of import in `image-search query`). On gs:// the Annoy file is downloaded once into
+`cache_dir/<category>/<version>/`, which is removed when the version is released.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import shutil
 import threading
 import time
@@ -23,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from annoy import AnnoyIndex
 
-from image_search_assets.core.index.annoy_index import version_dir
-from image_search_assets.core.storage import LocalStorage, Storage, file_sha256
-
-
-class VersionRefused(RuntimeError):
-    """A published version failed verification on load; it is never served."""
+from image_search_assets.core.index import published
+from image_search_assets.core.index.published import VersionRefused as VersionRefused
+from image_search_assets.core.layout import live_set_key
+from image_search_assets.core.storage import Storage
 
 
 class IdMap:
@@ -67,15 +59,8 @@ class IdMap:
         row = self.row(product_id)
         return None if row is None or self._values is None else str(self._values[row])
 
-    def has_duplicates(self) -> bool:
-        return bool(len(self._sorted) > 1 and (self._sorted[1:] == self._sorted[:-1]).any())
-
     def head(self, n: int) -> list[str]:
         return [str(x) for x in self.ids[:n]]
-
-
-def _strings(values: list[Any]) -> np.ndarray:
-    return np.asarray(values, dtype=str)  # fixed-width unicode: str() of each value
 
 
 @dataclass
@@ -159,94 +144,25 @@ class LoadedVersion:
         return [(self.ids[i], float(d)) for i, d in zip(found, dists, strict=True)]
 
 
-def _annoy_path(storage: Storage, key: str, want_sha: str, cache: Path) -> tuple[Path, bool]:
-    """A local path of the Annoy file whose checksum matches; (path, downloaded)."""
-    if isinstance(storage, LocalStorage):
-        path = Path(storage.uri(key))
-        downloaded = False
-    else:
-        path = cache / "index.ann"
-        if path.exists() and file_sha256(path) == want_sha:
-            return path, True
-        cache.mkdir(parents=True, exist_ok=True)
-        partial = cache / ".index.ann.partial"
-        partial.write_bytes(storage.read_bytes(key))
-        partial.replace(path)
-        downloaded = True
-    if file_sha256(path) != want_sha:
-        raise VersionRefused(f"{key}: checksum does not match the manifest")
-    return path, downloaded
-
-
-def items_key(category: str, day: str) -> str:
-    """The category's items-to-date table: core.records.asset_value_key, which imports pandas
-    (a test pins that the two agree)."""
-    return f"assets/{category}/annoy_index/{day}.parquet"
-
-
-def _columns(data: bytes, names: list[str]) -> list[list[Any]]:
-    # ParquetFile.read, not pq.read_table (which goes through pyarrow.dataset), and to_pylist,
-    # not to_numpy: both alternatives import pandas.
-    table = pq.ParquetFile(io.BytesIO(data)).read(columns=names)
-    return [table[name].to_pylist() for name in names]
-
-
 def _added_on(storage: Storage, category: str, day: str) -> IdMap:
     """product id -> day its image was stored, from the category's items-to-date table."""
-    key = items_key(category, day)
+    key = live_set_key(category, day)
     if not storage.exists(key):
         return IdMap(np.asarray([], dtype=str))
-    pids, days = _columns(storage.read_bytes(key), ["product_id", "added_on"])
-    return IdMap(_strings(pids), _strings(days))
+    pids, days = published.columns(storage.read_bytes(key), ["product_id", "added_on"])
+    return IdMap(published.strings(pids), published.strings(days))
 
 
 def load_verified(storage: Storage, category: str, version: str, cache_root: Path) -> LoadedVersion:
     """Loads a version and checks it the way publish did; raises VersionRefused if it fails."""
-    vdir = version_dir(category, version)
-    cache = cache_root / category / version
-    try:
-        manifest = storage.read_json(f"{vdir}/manifest.json")
-        sums = manifest["sha256"]
-        ids_bytes = storage.read_bytes(f"{vdir}/ids.parquet")
-        if hashlib.sha256(ids_bytes).hexdigest() != sums["ids.parquet"]:
-            raise VersionRefused(f"{vdir}/ids.parquet: checksum does not match the manifest")
-        annoy_ids, pids = _columns(ids_bytes, ["annoy_id", "product_id"])
-        order = np.argsort(np.asarray(annoy_ids, dtype=np.int64), kind="stable")
-        if not np.array_equal(np.asarray(annoy_ids, dtype=np.int64)[order], np.arange(len(order))):
-            raise VersionRefused(f"{vdir}/ids.parquet: Annoy ids are not dense 0..n-1")
-        ids = IdMap(_strings(pids)[order])
-        path, downloaded = _annoy_path(storage, f"{vdir}/index.ann", sums["index.ann"], cache)
-        index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
-        index.load(str(path))  # mmap: pages come in as queries touch them
-    except VersionRefused:
-        shutil.rmtree(cache, ignore_errors=True)
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        shutil.rmtree(cache, ignore_errors=True)
-        raise VersionRefused(f"{vdir}: {type(e).__name__}: {e}") from e
-    loaded = LoadedVersion(
+    opened = published.open_version(storage, category, version, cache_root)
+    return LoadedVersion(
         category=category,
         version=version,
-        manifest=manifest,
-        index=index,
-        ids=ids,
-        added_on=_added_on(storage, category, str(manifest["date"])),
+        manifest=opened.manifest,
+        index=opened.index,
+        ids=IdMap(opened.ids),
+        added_on=_added_on(storage, category, str(opened.manifest["date"])),
         loaded_at=time.time(),
-        cache_dir=cache if downloaded else None,
+        cache_dir=opened.cache_dir,
     )
-    problem = _check(loaded)
-    if problem:
-        loaded.retire()
-        raise VersionRefused(f"{vdir}: {problem}")
-    return loaded
-
-
-def _check(loaded: LoadedVersion) -> str | None:
-    count = int(loaded.manifest["count"])
-    if loaded.index.get_n_items() != count or len(loaded.ids) != count:
-        return f"holds {loaded.index.get_n_items()} items and {len(loaded.ids)} ids, not {count}"
-    if loaded.ids.has_duplicates():
-        return "the id map repeats a product id"
-    if count and not loaded.index.get_nns_by_item(0, 1):
-        return "a query returned no neighbour"
-    return None

@@ -13,8 +13,9 @@ import yaml
 
 from image_search_assets import cli
 from image_search_assets.assets.reindex import REINDEX_JOB, reindex_op_name
+from image_search_assets.core import layout
 from image_search_assets.core.index import live_set, reindex, retention
-from image_search_assets.core.index.annoy_index import category_prefix, load_current
+from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import LocalStorage
 from image_search_assets.definitions import build_definitions
@@ -72,8 +73,8 @@ def platform(
 
 
 def manifests(store, category: str) -> list[dict]:
-    prefix = f"{category_prefix(category)}/versions/"
-    return [store.read_json(k) for k in store.list(prefix) if k.endswith("/manifest.json")]
+    names = layout.version_names(store.list(layout.versions_prefix(category)), category)
+    return [store.read_json(layout.manifest_key(category, v)) for v in sorted(names)]
 
 
 def embedder_archs(manifest: dict) -> list[str]:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from image_search_assets.core.index.annoy_index import category_prefix, publish
+from image_search_assets.core import layout
+from image_search_assets.core.index.annoy_index import publish
 from image_search_assets.core.storage import GCSStorage, LocalStorage, Storage
 
 DIM = 16
@@ -49,13 +50,12 @@ def publish_corrupt(storage: Storage, category: str, how: str) -> str:
     """
     import hashlib
 
-    prefix = category_prefix(category)
-    pointer_key = f"{prefix}/CURRENT.json"
+    pointer_key = layout.pointer_key(category)
     generation = storage.generation(pointer_key)
     pointer = storage.read_json(pointer_key)
-    old = f"{prefix}/versions/{pointer['version']}"
+    old = layout.version_dir(category, pointer["version"])
     version = pointer["version"].rsplit(".", 1)[0] + ".bad" + how
-    new = f"{prefix}/versions/{version}"
+    new = layout.version_dir(category, version)
     manifest = storage.read_json(f"{old}/manifest.json")
     data = bytearray(storage.read_bytes(f"{old}/index.ann"))
     if how == "flip":

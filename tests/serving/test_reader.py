@@ -152,24 +152,6 @@ def test_queries_during_background_swaps_always_see_one_whole_version(published,
     assert len(seen) >= 2 and reader.state("tops").swaps >= 1
 
 
-def test_image_key_agrees_with_ingestion():
-    from image_search_assets.core.inference.stages import image_key as ingested
-    from image_search_assets.serving.reader import image_key
-
-    for pid in ("plain-1", "with space/and?slash", "ünï"):
-        assert image_key("2026-11-01", pid) == ingested("2026-11-01", pid)
-
-
-def test_items_key_agrees_with_the_io_manager():
-    from image_search_assets.core.records import asset_value_key
-    from image_search_assets.serving.versions import items_key
-
-    for category in ("tops", "long-sleeve_tee"):
-        assert items_key(category, "2026-11-01") == asset_value_key(
-            [category, "annoy_index"], "2026-11-01"
-        )
-
-
 def test_a_product_query_imports_neither_torch_nor_dagster(tmp_path):
     from image_search_assets.core.storage import LocalStorage
 

@@ -22,8 +22,7 @@ def test_an_absent_id_of_any_width_is_not_found(ids, missing):
     assert ids.row(missing) is None and missing not in ids
 
 
-def test_values_ride_along_and_duplicates_are_seen():
+def test_values_ride_along():
     days = IdMap(np.asarray(["a", "b"]), np.asarray(["2026-11-01", "2026-11-02"]))
     assert (days.value("b"), days.value("c")) == ("2026-11-02", None)
-    assert not days.has_duplicates() and IdMap(np.asarray(["a", "b", "a"])).has_duplicates()
     assert IdMap(np.asarray([], dtype=str)).row("a") is None

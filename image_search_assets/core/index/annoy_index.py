@@ -1,14 +1,12 @@
 """Annoy index build, verified publish and query.
 
-Layout under the storage root, per category:
-    indexes/<category>/versions/<version>/{index.ann, ids.parquet, manifest.json}
-    indexes/<category>/CURRENT.json      -> owned by current.py (served version, pin)
-A version is written in full and verified (it loads, its count matches, a query answers)
-before CURRENT may move (current.advance, a compare-and-swap that never goes back a day);
-a crash at any point leaves the previous version serving. The .ann file, the one large
-artefact, is never held in memory: Annoy builds it in the file that becomes the stored object
-(renamed into place on local storage, uploaded from disk otherwise), it is hashed in chunks
-once, and verified by memory-mapping it. Retention (retention.prune_versions) keeps a window
+A version (its files in core/layout.py) is written in full and verified by the one reader of
+published versions (published.py: checksums, count, a query answers) before CURRENT may move
+(current.advance, a compare-and-swap that never goes back a day); a crash at any point leaves
+the previous version serving. The .ann file, the one large artefact, is never held in memory:
+Annoy builds it in the file that becomes the stored object (renamed into place on local
+storage, uploaded from disk otherwise), it is hashed in chunks once, and verified by
+memory-mapping it. Retention (retention.prune_versions) keeps a window
 of days for rollback and deletes what a crashed publish left.
 """
 
@@ -21,6 +19,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,11 +29,8 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
-from image_search_assets.core.index import current, items, retention
-
-# The layout is spelled once, in current.py beside CURRENT; re-exported for this module's readers.
-from image_search_assets.core.index.current import category_prefix as category_prefix
-from image_search_assets.core.index.current import version_dir as version_dir
+from image_search_assets.core import layout
+from image_search_assets.core.index import current, items, published, retention
 from image_search_assets.core.index.recall import (
     RECALL_K,
     annoy_answers,
@@ -47,8 +43,8 @@ from image_search_assets.core.index.recall import recall_at_k as recall_at_k  # 
 from image_search_assets.core.storage import Storage, StorageFull, file_sha256
 
 
-class IndexVerificationError(RuntimeError):
-    """A freshly built index failed verification; CURRENT was not moved."""
+class IndexVerificationError(published.VersionRefused):
+    """A freshly built (or rollback's) version failed verification; CURRENT was not moved."""
 
 
 @dataclass(frozen=True)
@@ -112,16 +108,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _stamp(path: str | os.PathLike[str]) -> tuple[int, ...]:
-    """Which file, at which state: the same stamp, the same bytes as when it was taken (a
-    rename keeps it; a rewrite changes the inode or the modification time)."""
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def _hash_and_move(storage: Storage, key: str, path: Path) -> tuple[str, tuple[int, ...]]:
     """Hashes the built file, then makes it the object `key`; its checksum and stamp."""
-    stamp = _stamp(path)
+    stamp = published.stamp(path)
     digest = file_sha256(path)
     storage.move_file(key, path)
     return digest, stamp
@@ -150,14 +139,11 @@ def publish(
     """
     if retention < 1:
         raise ValueError("retention must keep at least the current version")
-    # Creation time first after the day: prune compares it, so microseconds, not seconds.
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    version = f"{day}.{stamp}.{uuid.uuid4().hex[:6]}"
-    vdir = version_dir(category, version)
+    version = layout.version_name(day, datetime.now(UTC), uuid.uuid4().hex[:6])
     started = time.perf_counter()
     import pandas as pd  # here, not at the top: readers of this module skip its import cost
 
-    ann_key = f"{vdir}/index.ann"
+    ann_key = layout.ann_key(category, version)
     n, dim = vectors.shape
     rows = recall_rows(n, publish_recall_queries(n, dim, recall_sample))
     with storage.staged_path(ann_key) as ann_path, ThreadPoolExecutor(1) as pool:
@@ -188,12 +174,13 @@ def publish(
         "recall_at_10": recall,
         "recall_queries": len(rows),
         "build_seconds": round(build_s, 3),
-        "sha256": {"index.ann": ann_sha256},
+        "sha256": {layout.ANN_FILE: ann_sha256},
     }
-    storage.write_parquet(f"{vdir}/ids.parquet", ids_frame)
-    manifest["sha256"]["ids.parquet"] = _sha256(storage.read_bytes(f"{vdir}/ids.parquet"))
-    storage.write_json(f"{vdir}/manifest.json", manifest)
-    verify(storage, vdir, manifest, vectors, hashed=ann_stamp)
+    ids_key = layout.ids_key(category, version)
+    storage.write_parquet(ids_key, ids_frame)
+    manifest["sha256"][layout.IDS_FILE] = _sha256(storage.read_bytes(ids_key))
+    storage.write_json(layout.manifest_key(category, version), manifest)
+    verify(storage, category, version, hashed=ann_stamp)
     if not move_current:
         return manifest
     served = current.advance(
@@ -203,53 +190,29 @@ def publish(
     return {**manifest, "served": served.as_json()}
 
 
-def load_version(storage: Storage, vdir: str) -> ServedIndex:
-    manifest = storage.read_json(f"{vdir}/manifest.json")
-    ids = storage.read_parquet(f"{vdir}/ids.parquet").sort_values("annoy_id")
-    index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
-    fd, tmp = tempfile.mkstemp(suffix=".ann")
-    os.close(fd)
-    # Annoy mmaps the file; load from a private copy so a later prune can't pull it away.
-    with storage.local_copy(f"{vdir}/index.ann") as path:
-        shutil.copyfile(path, tmp)
-    index.load(tmp)
-    os.unlink(tmp)  # the mapping stays valid after unlink
-    return ServedIndex(index, ids["product_id"].tolist(), manifest)
+def load_version(storage: Storage, category: str, version: str) -> ServedIndex:
+    """A private, verified copy of a version (published.open_version), for offline readers."""
+    with tempfile.TemporaryDirectory() as cache:
+        opened = published.open_version(storage, category, version, Path(cache), private=True)
+    return ServedIndex(opened.index, [str(x) for x in opened.ids], opened.manifest)
 
 
 def verify(
-    storage: Storage,
-    vdir: str,
-    manifest: dict[str, Any],
-    vectors: np.ndarray,
-    *,
-    hashed: tuple[int, ...] | None = None,
+    storage: Storage, category: str, version: str, *, hashed: tuple[int, ...] | None = None
 ) -> None:
-    """Checks the written version: checksums, count and a real query, on the stored bytes.
+    """Checks a written version with the one reader (published.open_version), on the stored
+    bytes; IndexVerificationError if it fails.
 
     The stored index.ann is hashed in chunks, unless it is the very file whose checksum the
     manifest holds (`hashed`, its stamp then: local storage renamed it into place), and the
     query runs on that same file, memory-mapped.
     """
-    index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
-    with storage.local_copy(f"{vdir}/index.ann") as stored:
-        same = hashed is not None and _stamp(stored) == hashed
-        if not same and file_sha256(stored) != manifest["sha256"]["index.ann"]:
-            raise IndexVerificationError(f"{vdir}: index.ann checksum mismatch after write")
-        index.load(str(stored))  # the mapping outlives a downloaded copy's deletion
-    ids = storage.read_parquet(f"{vdir}/ids.parquet")["product_id"].tolist()
-    served = ServedIndex(index, ids, manifest)
-    if served.index.get_n_items() != manifest["count"] or len(served.ids) != manifest["count"]:
-        raise IndexVerificationError(
-            f"{vdir}: holds {served.index.get_n_items()} items, expected {manifest['count']}"
-        )
-    if manifest["count"]:
-        # One tree's leaf is enough to answer: every page a query touches is mapped in, and
-        # all trees' leaves are most of the file.
-        got = served.index.get_nns_by_vector(vectors[0].tolist(), 1, search_k=1)
-        if not got:
-            raise IndexVerificationError(f"{vdir}: a query returned no neighbour")
-    index.unload()
+    with tempfile.TemporaryDirectory() as cache:
+        try:
+            opened = published.open_version(storage, category, version, Path(cache), hashed=hashed)
+        except published.VersionRefused as e:
+            raise IndexVerificationError(str(e)) from e
+        opened.index.unload()
 
 
 def load_current(storage: Storage, category: str) -> ServedIndex:
@@ -257,7 +220,18 @@ def load_current(storage: Storage, category: str) -> ServedIndex:
     pointer = current.read_pointer(storage, category)
     if pointer is None:
         raise FileNotFoundError(f"no published index for category {category!r}")
-    return load_version(storage, version_dir(category, pointer.version))
+    return load_version(storage, category, pointer.version)
+
+
+def served_indexes(storage: Storage, categories: Sequence[str]) -> dict[str, ServedIndex]:
+    """A private in-memory copy of every category's CURRENT index (offline evaluation)."""
+    served = {}
+    for cat in categories:
+        try:
+            served[cat] = load_current(storage, cat)
+        except FileNotFoundError:
+            continue
+    return served
 
 
 def prune(storage: Storage, category: str, *, keep: int) -> list[str]:
@@ -270,4 +244,4 @@ def current_dim(storage: Storage, category: str) -> int | None:
     pointer = current.read_pointer(storage, category)
     if pointer is None:
         return None
-    return int(storage.read_json(f"{version_dir(category, pointer.version)}/manifest.json")["dim"])
+    return int(published.read_manifest(storage, category, pointer.version)["dim"])

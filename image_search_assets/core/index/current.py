@@ -1,11 +1,8 @@
 """CURRENT: the pointer that names the version each category serves, and every move of it.
 
-    indexes/<category>/CURRENT.json -> {"version", "date", "count", "previous": [...], "pin"}
-
-This module is the pointer's one reader and writer, and spells the layout beside it:
-    indexes/<category>/versions/<version>/{index.ann, ids.parquet, manifest.json}
-Every write is a compare-and-swap on the object's generation (a generation-match
-precondition on GCS), so two writers never both win.
+The pointer (its key in core/layout.py) holds {"version", "date", "count", "previous": [...],
+"pin"}; this module is its one reader and writer. Every write is a compare-and-swap on the
+object's generation (a generation-match precondition on GCS), so two writers never both win.
 Serving only moves forward on its own: a publish for a day older than the served one leaves
 CURRENT where it is (a backfill or re-run of an old day must not bring back removed products).
 An operator moves it on purpose (pins.py): a pin in the pointer holds it on a version, and
@@ -18,6 +15,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from image_search_assets.core import layout
+from image_search_assets.core.layout import pointer_key
 from image_search_assets.core.storage import PreconditionFailed, Storage
 
 # A lost compare-and-swap re-reads the pointer and decides again; past this many losses in a
@@ -58,24 +57,6 @@ class Advance:
 
     def as_json(self) -> dict[str, Any]:
         return {"moved": self.moved, "reason": self.reason, "version": self.serving}
-
-
-def category_prefix(category: str) -> str:
-    return f"indexes/{category}"
-
-
-def version_dir(category: str, version: str) -> str:
-    """Where a category's published version lives: the one spelling of the layout."""
-    return f"{category_prefix(category)}/versions/{version}"
-
-
-def version_day(version: str) -> str:
-    """The day a version was published for: its name is `<day>.<created>.<random>`."""
-    return version.split(".", 1)[0]
-
-
-def pointer_key(category: str) -> str:
-    return f"{category_prefix(category)}/CURRENT.json"
 
 
 def _parse(raw: dict[str, Any]) -> Pointer:
@@ -156,9 +137,8 @@ def advance(
 
 def kept_versions(storage: Storage, category: str) -> list[str]:
     """Complete versions (their manifest written last) in storage, oldest first."""
-    prefix = f"{category_prefix(category)}/versions/"
-    names = {k[len(prefix) :].split("/", 1)[0] for k in storage.list(prefix)}
-    return sorted(v for v in names if storage.exists(f"{version_dir(category, v)}/manifest.json"))
+    names = layout.version_names(storage.list(layout.versions_prefix(category)), category)
+    return sorted(v for v in names if storage.exists(layout.manifest_key(category, v)))
 
 
 def describe(category: str, pointer: Pointer) -> str:

@@ -2,7 +2,8 @@
 
 While a category is pinned, publishes keep writing and verifying versions but never move
 CURRENT (advance); `unpin` serves the newest version that verifies and follows
-publishes again. Targets are verified with publish's own checks (annoy_index.verify).
+publishes again. Targets are verified with publish's own checks (annoy_index.verify, the one
+reader of published versions).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
+from image_search_assets.core import layout
 from image_search_assets.core.index import annoy_index as annoy
+from image_search_assets.core.index import published
 from image_search_assets.core.index.current import (
     CAS_ATTEMPTS,
     Pin,
@@ -22,8 +23,8 @@ from image_search_assets.core.index.current import (
     kept_versions,
     read_with_generation,
     swap,
-    version_day,
 )
+from image_search_assets.core.layout import version_day
 from image_search_assets.core.storage import PreconditionFailed, Storage
 
 
@@ -32,22 +33,11 @@ def verified_manifest(storage: Storage, category: str, version: str) -> dict[str
 
     Raises PointerError if the version is not kept, or IndexVerificationError if it is damaged.
     """
-    vdir = annoy.version_dir(category, version)
-    if not storage.exists(f"{vdir}/manifest.json"):
-        raise PointerError(f"{category}: version {version} is not kept ({storage.uri(vdir)})")
-    try:
-        served = annoy.load_version(storage, vdir)
-    except OSError as e:  # Annoy refuses a damaged file before any checksum is compared
-        raise annoy.IndexVerificationError(f"{vdir}: index.ann does not load: {e}") from e
-    # The stored index's own first item is the query: verify() needs one answerable vector.
-    probe = (
-        np.asarray([served.index.get_item_vector(0)], np.float32)
-        if served.ids
-        else np.zeros((0, int(served.manifest["dim"])), np.float32)
-    )
-    served.index.unload()
-    annoy.verify(storage, vdir, served.manifest, probe)
-    return served.manifest
+    if not storage.exists(layout.manifest_key(category, version)):
+        where = storage.uri(layout.version_dir(category, version))
+        raise PointerError(f"{category}: version {version} is not kept ({where})")
+    annoy.verify(storage, category, version)
+    return published.read_manifest(storage, category, version)
 
 
 def _target(

@@ -1,7 +1,7 @@
-"""Nearest neighbours rendered as an HTML page and a PNG contact sheet.
+"""A neighbour in an answer, and neighbours rendered as an HTML page and a PNG contact sheet.
 
 The neighbours themselves come from image_search_assets.serving.IndexReader (`image-search
-query`); nothing here imports torch.
+query`, the service); nothing here imports torch or pandas.
 """
 
 from __future__ import annotations
@@ -13,27 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image_search_assets.core.index import contact_sheet
-from image_search_assets.core.index.annoy_index import ServedIndex, load_current
 from image_search_assets.core.storage import Storage
 
 
 @dataclass(frozen=True)
 class Neighbour:
+    """One found item: what it is, how far, and which version answered."""
+
     product_id: str
     category: str
     distance: float
-    image_key: str | None
-
-
-def served_indexes(storage: Storage, categories: Sequence[str]) -> dict[str, ServedIndex]:
-    """A private in-memory copy of every category's CURRENT index (offline evaluation)."""
-    served = {}
-    for cat in categories:
-        try:
-            served[cat] = load_current(storage, cat)
-        except FileNotFoundError:
-            continue
-    return served
+    version: str
+    image_key: str | None = None  # where its image is stored, once looked up (pages, sheets)
 
 
 def _data_uri(data: bytes | None) -> str:

@@ -23,12 +23,12 @@ from typing import Any
 
 import pandas as pd
 
+from image_search_assets.core import layout
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set
-from image_search_assets.core.inference.chunks import work_prefix
 from image_search_assets.core.inference.stages import Replicas, detect_items, embed_items
+from image_search_assets.core.layout import asset_value_key, work_prefix
 from image_search_assets.core.progress import Progress
-from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import Storage
 
 SNAPSHOT_MARK = ".reindex-"
@@ -77,12 +77,8 @@ class Result:
 
 def live_days(storage: Storage, category: str) -> list[str]:
     """Days that have a live set (`annoy_index` value), oldest first."""
-    prefix = f"assets/{category}/annoy_index/"
-    return sorted(
-        k[len(prefix) :].removesuffix(".parquet")
-        for k in storage.list(prefix)
-        if k.endswith(".parquet") and "/" not in k[len(prefix) :]
-    )
+    path = layout.live_set_path(category)
+    return layout.partitions_in(storage.list(layout.asset_prefix(path)), path)
 
 
 def plan(storage: Storage, category: str, day: str | None = None) -> Plan:

@@ -3,7 +3,7 @@
 After day N publishes, for days before N - keep_days:
 - the `annoy_index` partition values (live sets) are deleted: only day N's is needed to build
   N+1, and the window keeps recent days re-runnable;
-- the `work/<day>/<category>/` chunks (resumable detection/embedding work) are deleted;
+- the category's chunks of each such day (resumable detection/embedding work) are deleted;
 - an `embeddings` partition is deleted once no live set in the window points at any of its
   rows (every product in it re-sent or removed since).
 Published versions are pruned after each publish (`index.retention`, prune_versions): the
@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from image_search_assets.core import layout
 from image_search_assets.core.index import current
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.core.storage import Storage
 
 # What a publish still writing looks like to a prune: an incomplete version or a hidden
@@ -38,13 +39,10 @@ class Pruned:
         }
 
 
-def _days_under(storage: Storage, prefix: str, suffix: str = "") -> list[str]:
-    found = set()
-    for key in storage.list(prefix):
-        head = key[len(prefix) :].split("/", 1)[0]
-        if head.endswith(suffix):
-            found.add(head.removesuffix(suffix))
-    return sorted(found)
+def _days_of(storage: Storage, category: str, asset: str) -> list[str]:
+    """The days of one of the category's assets that have a stored value."""
+    path = [category, asset]
+    return layout.partitions_in(storage.list(layout.asset_prefix(path)), path)
 
 
 def prune_category(storage: Storage, category: str, day: str, *, keep_days: int) -> Pruned:
@@ -53,8 +51,7 @@ def prune_category(storage: Storage, category: str, day: str, *, keep_days: int)
         raise ValueError("keep_days must keep at least the previous day")
     cutoff = (date.fromisoformat(day) - timedelta(days=keep_days)).isoformat()
     pruned = Pruned()
-    live_prefix = f"assets/{category}/annoy_index/"
-    live_days = _days_under(storage, live_prefix, ".parquet")
+    live_days = _days_of(storage, category, "annoy_index")
     referenced: set[str] = set()
     for d in live_days:
         if cutoff <= d <= day:
@@ -64,12 +61,13 @@ def prune_category(storage: Storage, category: str, day: str, *, keep_days: int)
         if d < cutoff:
             storage.delete(asset_value_key([category, "annoy_index"], d))
             pruned.live_sets.append(d)
-    for d in _days_under(storage, "work/"):
-        if d < cutoff and storage.list(f"work/{d}/{category}/"):
-            storage.delete_prefix(f"work/{d}/{category}")
+    for d in layout.work_days(storage.list(layout.WORK_ROOT)):
+        work = layout.work_category_prefix(d, category)
+        if d < cutoff and storage.list(f"{work}/"):
+            storage.delete_prefix(work)
             pruned.work_days.append(d)
     if referenced:  # an empty window (old-format values) proves nothing: keep everything
-        for d in _days_under(storage, f"assets/{category}/embeddings/", ".parquet"):
+        for d in _days_of(storage, category, "embeddings"):
             if d < cutoff and d not in referenced:
                 storage.delete(asset_value_key([category, "embeddings"], d))
                 pruned.embeddings.append(d)
@@ -82,7 +80,7 @@ def _age_s(version: str, now: datetime) -> float:
     A name not in that form is no publish's: it reads as brand new, so it is never deleted.
     """
     try:
-        stamp = datetime.strptime(version.split(".")[1], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+        stamp = layout.version_created(version)
     except (IndexError, ValueError):
         return 0.0
     return (now - stamp).total_seconds()
@@ -101,15 +99,9 @@ def prune_versions(
     if keep_days < 1:
         raise ValueError("retention must keep at least the current version")
     now = datetime.now(UTC)
-    prefix = f"{current.category_prefix(category)}/"
-    versions_prefix = f"{prefix}versions/"
-    temporaries = storage.leftovers(prefix, older_than_s=grace_s)
-    names = {k[len(versions_prefix) :].split("/", 1)[0] for k in storage.list(versions_prefix)}
-    names |= {
-        k[len(versions_prefix) :].split("/", 1)[0]
-        for k in temporaries
-        if k.startswith(versions_prefix)
-    }
+    temporaries = storage.leftovers(f"{layout.category_prefix(category)}/", older_than_s=grace_s)
+    listed = storage.list(layout.versions_prefix(category))
+    names = layout.version_names([*listed, *temporaries], category)
     complete = set(current.kept_versions(storage, category))
     pointer = current.read_pointer(storage, category)
     kept: set[str] = set()
@@ -118,12 +110,12 @@ def prune_versions(
         kept |= {pointer.pin.version} if pointer.pin else set()
     newest_of_day: dict[str, str] = {}
     for version in sorted(complete):  # day, then creation: the last one of a day wins
-        newest_of_day[current.version_day(version)] = version
+        newest_of_day[layout.version_day(version)] = version
     kept |= {newest_of_day[d] for d in sorted(newest_of_day)[-keep_days:]}
     doomed = [v for v in sorted(names - kept) if v in complete or _age_s(v, now) > grace_s]
     for version in doomed:
-        storage.delete_prefix(f"{versions_prefix}{version}")
-    gone = tuple(f"{versions_prefix}{v}/" for v in doomed)
+        storage.delete_prefix(layout.version_dir(category, version))
+    gone = tuple(f"{layout.version_dir(category, v)}/" for v in doomed)
     stray = [k for k in temporaries if not k.startswith(gone)]  # beside CURRENT, in kept ones
     for key in stray:
         storage.delete(key)

@@ -1,10 +1,9 @@
 """Resumable GPU work: a stage's items processed in chunks persisted as they finish (Dagster-free).
 
-Layout under the storage root, per (day, category, stage):
-    work/<day>/<category>/<stage>/chunk-00003.parquet   one finished chunk's output rows
-    work/<day>/<category>/<stage>/manifest.json         {"chunks": {id: {...}}, "batch": {...}}
-A chunk counts as finished when the manifest records it with the fingerprint of its inputs (the
-items' content, the model, the parameters and the run scope) and its file exists. An attempt
+Per (day, category, stage), under its work prefix (core/layout.py): one file of output rows per
+finished chunk, and a manifest {"chunks": {id: {...}}, "batch": {...}}. A chunk counts as
+finished when the manifest records it with the fingerprint of its inputs (the items' content,
+the model, the parameters and the run scope) and its file exists. An attempt
 that dies (`kill -9`, preemption, OOM) is retried and recomputes only what is missing; changed
 inputs, a changed model or a new run change the fingerprint, so stale chunks are never reused.
 """
@@ -24,13 +23,9 @@ from image_search_assets.core.inference.gpu_memory import (
     is_cuda_oom,
     release_gpu_memory,
 )
+from image_search_assets.core.layout import chunk_key, work_manifest_key
+from image_search_assets.core.layout import work_prefix as work_prefix  # its callers' import
 from image_search_assets.core.storage import Storage
-
-MANIFEST = "manifest.json"
-
-
-def work_prefix(day: str, category: str, stage: str) -> str:
-    return f"work/{day}/{category}/{stage}"
 
 
 def chunk_id(n: int) -> str:
@@ -87,7 +82,7 @@ def run_chunks(
     parts, computed, reused = [], [], []
     for n, start in enumerate(range(0, len(items), chunk_size)):
         part, cid = items.iloc[start : start + chunk_size], chunk_id(n)
-        fp, key = fingerprint(part, key_columns, salt), f"{prefix}/{cid}.parquet"
+        fp, key = fingerprint(part, key_columns, salt), chunk_key(prefix, cid)
         if done.get(cid, {}).get("fingerprint") == fp and storage.exists(key):
             parts.append(storage.read_parquet(key))
             reused.append(cid)
@@ -103,12 +98,12 @@ def run_chunks(
             if batch == 1:
                 raise GpuMemoryExhausted(f"CUDA out of memory at batch size 1 ({cid})") from exc
             manifest["batch"] = {"salt": salt, "size": batch // 2}
-            storage.write_json(f"{prefix}/{MANIFEST}", manifest)
+            storage.write_json(work_manifest_key(prefix), manifest)
             raise
         storage.write_parquet(key, out)
         # The manifest is written after the chunk: a crash in between only recomputes it.
         done[cid] = {"fingerprint": fp, "items": len(out)}
-        storage.write_json(f"{prefix}/{MANIFEST}", manifest)
+        storage.write_json(work_manifest_key(prefix), manifest)
         parts.append(out)
         computed.append(cid)
         if on_chunk is not None:
@@ -121,13 +116,13 @@ def run_chunks(
 
 
 def _read_manifest(storage: Storage, prefix: str) -> dict[str, Any]:
-    key = f"{prefix}/{MANIFEST}"
+    key = work_manifest_key(prefix)
     return storage.read_json(key) if storage.exists(key) else {}
 
 
 def _drop_stale(storage: Storage, prefix: str, *, n_chunks: int) -> None:
     """Deletes chunk files past the current count, left by an earlier run with more items."""
-    wanted = {f"{prefix}/{chunk_id(n)}.parquet" for n in range(n_chunks)}
+    wanted = {chunk_key(prefix, chunk_id(n)) for n in range(n_chunks)}
     for key in storage.list(f"{prefix}/"):
         if key.endswith(".parquet") and key not in wanted:
             storage.delete(key)

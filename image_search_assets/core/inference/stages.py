@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -24,6 +23,7 @@ from image_search_assets.core.inference.read_ahead import ReadAhead
 from image_search_assets.core.ingest.catalog import quarantine_frame
 from image_search_assets.core.ingest.fetch import FetchPolicy, fetch_bytes, fetch_many
 from image_search_assets.core.ingest.images import decode_image, to_jpeg_bytes
+from image_search_assets.core.layout import image_key
 from image_search_assets.core.progress import Progress
 from image_search_assets.core.storage import Storage
 
@@ -43,10 +43,6 @@ class StageResult:
     @property
     def items_per_second(self) -> float:
         return len(self.table) / self.seconds if self.seconds > 0 else 0.0
-
-
-def image_key(day: str, product_id: str) -> str:
-    return f"images/{day}/{quote(product_id, safe='')}.jpg"
 
 
 def fetch_images(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from image_search_assets.core.index import annoy_index as annoy
-from image_search_assets.core.index import recall
+from image_search_assets.core.index import published, recall
 from image_search_assets.core.storage import LocalStorage, Storage, file_sha256
 
 
@@ -166,7 +166,13 @@ def test_a_version_uploaded_elsewhere_is_hashed_again_from_the_stored_bytes(tmp_
     monkeypatch.setattr(store, "move_file", Storage.move_file.__get__(store))
     hashed = []
     real = annoy.file_sha256
-    monkeypatch.setattr(annoy, "file_sha256", lambda p: hashed.append(p) or real(p))
+
+    def recorded(p):
+        hashed.append(p)
+        return real(p)
+
+    monkeypatch.setattr(annoy, "file_sha256", recorded)  # the build's file
+    monkeypatch.setattr(published, "file_sha256", recorded)  # the one reader's check
     manifest, vectors = _publish(store, "2026-11-01", 40)
     stored = store.uri(f"indexes/tops/versions/{manifest['version']}/index.ann")
     assert [str(p) for p in hashed[1:]] == [stored]  # the build's file, then the stored one

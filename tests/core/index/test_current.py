@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from image_search_assets.core import layout
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import current, pins
 from image_search_assets.core.storage import LocalStorage, Storage, open_storage
@@ -114,12 +115,12 @@ def test_rollback_to_a_day_or_a_version_and_refusals(tmp_path):
     with pytest.raises(current.PointerError, match="not kept"):
         pins.rollback(store, "tops", to_version="2026-11-02.x.y", reason="r", retention=7)
     # A damaged version is refused by publish's own verification and CURRENT does not move.
-    (tmp_path / annoy.version_dir("tops", versions[0]) / "index.ann").write_bytes(b"garbage")
+    (tmp_path / layout.ann_key("tops", versions[0])).write_bytes(b"garbage")
     with pytest.raises(annoy.IndexVerificationError, match=f"{versions[0]}: index.ann"):
         pins.rollback(store, "tops", to_version=versions[0], reason="r", retention=7)
     assert served(store).version == versions[1]
     # unpin passes over a damaged newest version to the newest one that verifies.
-    (tmp_path / annoy.version_dir("tops", versions[2]) / "index.ann").write_bytes(b"garbage")
+    (tmp_path / layout.ann_key("tops", versions[2])).write_bytes(b"garbage")
     assert pins.unpin(store, "tops").version == versions[1]
 
 
