@@ -154,6 +154,7 @@ def category_assets(
                 "images_per_second": round(result.items_per_second, 2),
                 **_run_metadata(result),
                 "devices": ", ".join(map(str, detector.devices)),
+                "device_count": len(detector.devices),
                 "gpu_model": device_model(detector.devices),  # the schedule plans per model
                 "gpus": gpus,
                 "class_ids": ", ".join(map(str, class_ids)) or "any",
@@ -204,6 +205,7 @@ def category_assets(
                 "crops_per_second": round(result.items_per_second, 2),
                 **_run_metadata(result),
                 "devices": ", ".join(map(str, embedder.devices)),
+                "device_count": len(embedder.devices),
                 "gpu_model": device_model(embedder.devices),  # the schedule plans per model
                 "gpus": gpus,
                 **_model_metadata(context, identity),
