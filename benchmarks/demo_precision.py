@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from dataclasses import replace
 
 import torch
 import torchvision
@@ -49,8 +50,8 @@ def main() -> None:
         runs[weights] = evaluate_weights(
             products,
             settings.category_names,
-            ModelSpec(d.arch, weights, d.input_size, n_classes),
-            ModelSpec(e.arch, weights, e.input_size),
+            ModelSpec.from_config(replace(d, weights=weights), n_classes),
+            ModelSpec.from_config(replace(e, weights=weights)),
             score_threshold=d.score_threshold,
         )
         print(weights, {k: round(v, 4) for k, v in runs[weights].items()}, flush=True)

@@ -23,7 +23,7 @@ from image_search_assets.core.planning.gpu_options import (
     category_options,
     is_single_type,
 )
-from image_search_assets.core.planning.gpu_plan import ThroughputModel
+from image_search_assets.core.planning.gpu_plan import PlanningConfig
 from image_search_assets.core.planning.retry import BackoffPolicy
 
 DEFAULT_CONFIG = Path(__file__).with_name("platform.yaml")
@@ -111,24 +111,6 @@ class ChecksConfig:
 
 
 @dataclass(frozen=True)
-class PlanningConfig:
-    """How the daily schedule sizes each category's GPUs on the day's items (gpu_plan.py)."""
-
-    items_per_gpu_second: float = 0.25  # detect + embed per GPU, until a run has measured it
-    overhead_s: float = 300.0  # pod start, model load, output flush, until a run has measured it
-    scaling_efficiency: float = 0.95  # share of linear speed-up kept per doubling of GPUs
-    slack: float = 1.05  # makespan allowed over the all-max-GPUs plan
-    use_measured: bool = True  # the latest steps' measured rates and fixed seconds replace both
-
-    def __post_init__(self) -> None:
-        if self.items_per_gpu_second <= 0 or self.overhead_s < 0 or self.slack < 1:
-            raise ValueError("needs items_per_gpu_second > 0, overhead_s >= 0 and slack >= 1")
-
-    def model(self) -> ThroughputModel:
-        return ThroughputModel(self.items_per_gpu_second, self.overhead_s, self.scaling_efficiency)
-
-
-@dataclass(frozen=True)
 class Settings:
     categories: tuple[Category, ...]
     start_date: str
@@ -207,30 +189,33 @@ def _section(cls: Any, raw: dict[str, Any], what: str) -> Any:
 
 
 def parse_settings(raw: dict[str, Any]) -> Settings:
-    """Builds Settings from the YAML document's dict, validating as it goes."""
+    """Builds Settings from the YAML document's dict, validating as it goes. A key left out
+    takes the dataclass's default: no default is written twice."""
     parts = raw.get("partitions", {})
     start_date = str(parts.get("start_date", "2026-11-01"))
     timezone = parts.get("timezone", "Asia/Tokyo")
+    models = raw.get("models", {})
+    given = {k: models[k] for k in ("device", "cpu_workers", "chunk_size") if k in models}
     try:
         date.fromisoformat(start_date)
         ZoneInfo(timezone)
-        ready_at = time.fromisoformat(str(parts.get("ready_at", "06:00")))
+        if "ready_at" in parts:
+            given["ready_at"] = time.fromisoformat(str(parts["ready_at"]))
     except Exception as e:  # noqa: BLE001 - any parse failure is a config error
         raise ConfigError(f"partitions: {e}") from e
-    models = raw.get("models", {})
+    if models.get("compile_cache"):
+        given["compile_cache"] = str(models["compile_cache"])
+    storage_root = str(raw.get("storage_root", "var/storage"))
     fetch = dict(raw.get("fetch", {}))
     fetch["allow_private_hosts"] = tuple(fetch.get("allow_private_hosts", ()))
-    fetch.update(_url_policy(fetch, str(raw.get("storage_root", "var/storage"))))
-    return Settings(
+    fetch.update(_url_policy(fetch, storage_root))
+    settings = Settings(
         categories=_categories(raw["categories"], raw),
         start_date=start_date,
         timezone=timezone,
-        storage_root=str(raw.get("storage_root", "var/storage")),
+        storage_root=storage_root,
         catalog=str(raw.get("catalog", "var/catalog/catalog.csv")),
         gcp_project=raw.get("gcp_project"),
-        device=models.get("device", "auto"),
-        cpu_workers=_positive(models.get("cpu_workers", 1), "models.cpu_workers"),
-        compile_cache=str(models["compile_cache"]) if models.get("compile_cache") else None,
         detector=_section(
             ModelConfig,
             models.get("detector", {"arch": "fasterrcnn_mobilenet_v3_large_320_fpn"}),
@@ -242,12 +227,14 @@ def parse_settings(raw: dict[str, Any]) -> Settings:
         fetch=_section(FetchConfig, fetch, "fetch"),
         index=_index(raw.get("index", {})),
         retry=_section(BackoffPolicy, raw.get("retry", {}), "retry"),
-        chunk_size=_positive(models.get("chunk_size", 64), "models.chunk_size"),
         alerts=_section(AlertsConfig, raw.get("alerts") or {}, "alerts"),
         checks=_section(ChecksConfig, raw.get("checks") or {}, "checks"),
         planning=_section(PlanningConfig, raw.get("planning") or {}, "planning"),
-        ready_at=ready_at,
+        **given,
     )
+    _positive(settings.cpu_workers, "models.cpu_workers")
+    _positive(settings.chunk_size, "models.chunk_size")
+    return settings
 
 
 def _url_policy(fetch: dict[str, Any], storage_root: str) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """Model resource: which torchvision detector and embedder run, with which weights."""
 
+from typing import Any
+
 import dagster as dg
 import torch
 
+from image_search_assets.core.config import ModelConfig
 from image_search_assets.core.inference.engine import (
     compile_cache,
     cpu_workers,
@@ -18,6 +21,7 @@ from image_search_assets.core.inference.models import (
 )
 from image_search_assets.core.inference.stages import Replicas
 from image_search_assets.settings import Settings
+from resources.sections import as_config, section
 
 
 def _reader_for(weights: str, read_gs):
@@ -26,73 +30,45 @@ def _reader_for(weights: str, read_gs):
 
 
 class ModelsResource(dg.ConfigurableResource):
-    """Detector and embedder specs; models are loaded once per process, never inside a loop."""
+    """Detector and embedder specs; models are loaded once per process, never inside a loop.
 
-    device: str = "auto"
-    cpu_workers: int = 1  # engine workers when no GPU is used
-    detector_arch: str
-    detector_weights: str = "random"
-    detector_input_size: int = 320
-    detector_batch_size: int = 8
-    score_threshold: float = 0.5
-    detector_precision: str = "auto"  # autocast: auto | fp32 | fp16 | bf16 (engine precision.py)
-    detector_compile: bool = False
-    detector_sha256: str | None = None
-    detector_allow_torchscript: bool = False
-    embedder_arch: str
-    embedder_weights: str = "random"
-    embedder_input_size: int = 128
-    embedder_batch_size: int = 64
-    embedder_precision: str = "auto"
-    embedder_compile: bool = False
-    embedder_sha256: str | None = None
-    embedder_allow_torchscript: bool = False
+    Built by `from_settings`: platform.yaml's `models` section, the detector's and embedder's
+    settings as their ModelConfig (sections.py), so the UI shows exactly what the steps run.
+    """
+
+    device: str  # auto | cpu | cuda | a named device
+    cpu_workers: int  # engine workers when no GPU is used
     # Where compiled kernels persist across step pods (a directory or gs:// prefix); None: off.
-    compile_cache: str | None = None
+    compile_cache: str | None
+    detector_config: dict[str, Any]  # a ModelConfig
+    embedder_config: dict[str, Any]  # a ModelConfig
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ModelsResource":
-        d, e = settings.detector, settings.embedder
         return cls(
             device=settings.device,
             cpu_workers=settings.cpu_workers,
-            detector_arch=d.arch,
-            detector_weights=d.weights,
-            detector_input_size=d.input_size,
-            detector_batch_size=d.batch_size,
-            score_threshold=d.score_threshold,
-            detector_precision=d.precision,
-            detector_compile=d.compile,
-            detector_sha256=d.sha256,
-            detector_allow_torchscript=d.allow_torchscript,
-            embedder_arch=e.arch,
-            embedder_weights=e.weights,
-            embedder_input_size=e.input_size,
-            embedder_batch_size=e.batch_size,
-            embedder_precision=e.precision,
-            embedder_compile=e.compile,
-            embedder_sha256=e.sha256,
-            embedder_allow_torchscript=e.allow_torchscript,
             compile_cache=settings.compile_cache,
+            detector_config=as_config(settings.detector),
+            embedder_config=as_config(settings.embedder),
         )
 
-    def _embedder_spec(self) -> ModelSpec:
-        return ModelSpec(
-            self.embedder_arch,
-            self.embedder_weights,
-            self.embedder_input_size,
-            sha256=self.embedder_sha256,
-            allow_torchscript=self.embedder_allow_torchscript,
-        )
+    @property
+    def detector(self) -> ModelConfig:
+        return section(ModelConfig, self.detector_config)
 
-    def embedder(self, read_gs=None) -> LoadedModel:
-        spec = self._embedder_spec()
+    @property
+    def embedder(self) -> ModelConfig:
+        return section(ModelConfig, self.embedder_config)
+
+    def loaded_embedder(self, read_gs=None) -> LoadedModel:
+        spec = ModelSpec.from_config(self.embedder)
         return load_embedder(spec, self.device, _reader_for(spec.weights, read_gs))
 
     def embedder_identity(self, read_gs=None) -> dict:
         """The embedder's identity without loading it (models.embedder_identity), so the
         detections step can refuse a model change before the day's GPU work."""
-        spec = self._embedder_spec()
+        spec = ModelSpec.from_config(self.embedder)
         return embedder_identity(spec, _reader_for(spec.weights, read_gs))
 
     def devices(self, gpus: int) -> tuple[torch.device, ...]:
@@ -105,22 +81,17 @@ class ModelsResource(dg.ConfigurableResource):
         return tuple(cpu_workers(self.cpu_workers))
 
     def detector_replicas(self, num_classes: int, gpus: int, read_gs=None) -> Replicas:
-        spec = ModelSpec(
-            self.detector_arch,
-            self.detector_weights,
-            self.detector_input_size,
-            num_classes,
-            sha256=self.detector_sha256,
-            allow_torchscript=self.detector_allow_torchscript,
-        )
+        config = self.detector
+        spec = ModelSpec.from_config(config, num_classes)
         reader = _reader_for(spec.weights, read_gs)
         compile_cache.configure(self.compile_cache)
-        options = engine_options(self.detector_precision, self.detector_compile)
+        options = engine_options(config.precision, config.compile)
         return Replicas(lambda d: load_detector(spec, str(d), reader), self.devices(gpus), options)
 
     def embedder_replicas(self, gpus: int, read_gs=None) -> Replicas:
-        spec = self._embedder_spec()
+        config = self.embedder
+        spec = ModelSpec.from_config(config)
         reader = _reader_for(spec.weights, read_gs)
         compile_cache.configure(self.compile_cache)
-        options = engine_options(self.embedder_precision, self.embedder_compile)
+        options = engine_options(config.precision, config.compile)
         return Replicas(lambda d: load_embedder(spec, str(d), reader), self.devices(gpus), options)

@@ -1,8 +1,9 @@
 """The one config file: validation and environment overrides."""
 
 import pytest
+import yaml
 
-from image_search_assets.settings import ConfigError, load_settings, parse_settings
+from image_search_assets.settings import DEFAULT_CONFIG, ConfigError, load_settings, parse_settings
 
 
 def test_env_overrides_storage_and_catalog(monkeypatch):
@@ -96,3 +97,38 @@ def test_gpu_options_default_and_per_category():
                 ]
             }
         )
+
+
+def test_the_resources_hold_the_parsed_sections_whole_through_dagsters_config():
+    """Each resource carries its platform.yaml section as parsed: what the steps read back from
+    Dagster's resource config is the same typed object, and no resource field has a default of
+    its own to drift from the section's."""
+    import dagster as dg
+
+    from image_search_assets.core.inference.models import ModelSpec
+    from resources import ImageFetchResource, ModelsResource
+
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["models"]["detector"]["sha256"] = "a" * 64  # a set optional and an unset one
+    raw["fetch"] = {"schemes": ["https", "gs"], "gcs_prefixes": ["bucket/images/"], "workers": 3}
+    s = parse_settings(raw)
+    resources = {
+        "models": ModelsResource.from_settings(s),
+        "fetcher": ImageFetchResource.from_config(s.fetch, "project"),
+    }
+    with dg.build_resources(resources) as built:
+        assert (built.models.detector, built.models.embedder) == (s.detector, s.embedder)
+        assert built.fetcher.fetch == s.fetch and built.fetcher.fetch.workers == 3
+        assert built.fetcher.policy().rules.schemes == ("https", "gs")
+    assert ModelSpec.from_config(s.detector, 14).sha256 == "a" * 64
+    for resource in (ModelsResource, ImageFetchResource):
+        assert all(f.is_required() for f in resource.model_fields.values()), resource
+
+
+def test_planning_defaults_are_the_throughput_models():
+    from image_search_assets.core.planning.gpu_plan import SLACK, ThroughputModel
+
+    planning = parse_settings({"categories": [{"name": "tops"}]}).planning
+    assert planning.model() == ThroughputModel() and planning.slack == SLACK
+    with pytest.raises(ConfigError, match="slack >= 1"):
+        parse_settings({"categories": [{"name": "tops"}], "planning": {"slack": 0.5}})

@@ -15,30 +15,32 @@ import pytest
 
 from image_search_assets.assets.category import _planned_gpus
 from image_search_assets.definitions import DAILY_JOB, defs
-from image_search_assets.k8s.compute_classes import COMPUTE_CLASS_LABEL
-from image_search_assets.k8s.job_config import K8S_CONFIG_TAG, planned_step_override
+from image_search_assets.k8s.compute_classes import COMPUTE_CLASS_LABEL, GPU_RESOURCE
+from image_search_assets.k8s.job_config import K8S_CONFIG_TAG, launch_config
 from image_search_assets.settings import load_settings
 from image_search_assets.tags import GPU_PLAN_TAG, GPUS_TAG, gpu_pool, step_gpus
 
 PLAN = {"tops": 2, "bags": 3}
 
 
-def _pod_gpus(run_tags, step_tags) -> int:
-    """The GPU limit of the step's pod: its own k8s config, with the run's override applied."""
+def _launched(run_tags, step_tags) -> dict:
+    """The step's k8s config as its pod gets it: its op tags' with the launch's added."""
     config = json.loads(step_tags[K8S_CONFIG_TAG])
-    override = planned_step_override(run_tags, step_tags)
-    resources = (override or config)["container_config"]["resources"]
-    return int(resources["limits"].get("nvidia.com/gpu", 0))
+    added = launch_config(run_tags, step_tags) or {}
+    for part, values in added.items():
+        config[part] = {**config.get(part, {}), **values}
+    return config
+
+
+def _pod_gpus(run_tags, step_tags) -> int:
+    """The GPU limit of the step's pod."""
+    resources = _launched(run_tags, step_tags)["container_config"]["resources"]
+    return int(resources["limits"].get(GPU_RESOURCE, 0))
 
 
 def _class_gpus(run_tags, step_tags) -> int:
-    """The GPU count of the ComputeClass the step's pod selects, override applied."""
-    config = json.loads(step_tags[K8S_CONFIG_TAG])
-    override = planned_step_override(run_tags, step_tags) or {}
-    selector = {
-        **config["pod_spec_config"]["node_selector"],
-        **override.get("pod_spec_config", {}).get("node_selector", {}),
-    }
+    """The GPU count of the ComputeClass the step's pod selects."""
+    selector = _launched(run_tags, step_tags)["pod_spec_config"]["node_selector"]
     return int(re.fullmatch(r"gpu-x(\d+)-.+", selector[COMPUTE_CLASS_LABEL]).group(1))
 
 
@@ -78,3 +80,19 @@ def test_asset_pod_and_pool_read_the_same_gpu_count(tmp_path, plan):
 
 def test_a_step_without_gpu_tags_claims_one_slot():
     assert step_gpus({GPU_PLAN_TAG: json.dumps(PLAN)}, {}) == 1
+
+
+def test_a_gpu_steps_size_is_decided_at_launch_only():
+    """A GPU step's op tags carry no GPU count of their own (no resources, no class for a
+    count): the launch adds them from step_gpus, so nothing baked at definition time is
+    patched. A CPU step's op tags are whole; the launch adds nothing."""
+    for stage in ("detections", "embeddings"):
+        step_tags = defs.resolve_assets_def(dg.AssetKey(["tops", stage])).op.tags
+        config = json.loads(step_tags[K8S_CONFIG_TAG])
+        assert "resources" not in config["container_config"]
+        assert "node_selector" not in config["pod_spec_config"]
+        assert _pod_gpus({}, step_tags) == 4 and _class_gpus({}, step_tags) == 4
+        assert _pod_gpus({GPU_PLAN_TAG: json.dumps({"tops": 1})}, step_tags) == 1
+    index = defs.resolve_assets_def(dg.AssetKey(["tops", "annoy_index"])).op.tags
+    assert "resources" in json.loads(index[K8S_CONFIG_TAG])["container_config"]
+    assert launch_config({GPU_PLAN_TAG: json.dumps({"tops": 2})}, index) is None

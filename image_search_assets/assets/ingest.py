@@ -115,8 +115,8 @@ def ingest_assets(
                 storage.open(),
                 context.partition_key,
                 policy=fetcher.policy(),
-                max_pixels=fetcher.max_pixels,
-                workers=fetcher.workers,
+                max_pixels=fetcher.fetch.max_pixels,
+                workers=fetcher.fetch.workers,
                 gcs_read=storage.read_gs,
                 progress=Progress("fetch images", len(new_products), context.log.info),
             )

@@ -79,10 +79,10 @@ def _reindex_op(category: Category, settings: Settings) -> dg.OpDefinition:
                 detector=detector,
                 embedder=models.embedder_replicas(gpus, storage.read_gs),
                 class_ids=detector_class_ids(category, detector.primary.labels),
-                score_threshold=models.score_threshold,
-                detector_batch_size=models.detector_batch_size,
-                input_size=models.embedder_input_size,
-                embedder_batch_size=models.embedder_batch_size,
+                score_threshold=models.detector.score_threshold,
+                detector_batch_size=models.detector.batch_size,
+                input_size=models.embedder.input_size,
+                embedder_batch_size=models.embedder.batch_size,
                 chunk_size=settings.chunk_size,
             )
             result = reindex.reindex(

@@ -97,7 +97,6 @@ def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> lis
             )
             if event is None or "engine_images_per_second" not in meta:
                 continue  # never materialised, or every chunk was reused
-            devices = str(meta["devices"].value) if "devices" in meta else ""
             per_second = meta["engine_images_per_second"].value
             if not isinstance(per_second, int | float):
                 raise TypeError(
@@ -108,12 +107,22 @@ def latest_rates(instance: dg.DagsterInstance, categories: Sequence[str]) -> lis
                 StageRate(
                     stage,
                     float(per_second),
-                    len([d for d in devices.split(",") if d.strip()]) or 1,
+                    device_count(meta),
                     _fixed_seconds(launches, event, engine),
                     _gpu_model(meta),
                 )
             )
     return rates
+
+
+def device_count(meta: Mapping[str, dg.MetadataValue]) -> int:
+    """The devices a GPU step ran on: `device_count`, or on materialisations written before it
+    was recorded, the entries of the `devices` display string ("cuda:0, cuda:1")."""
+    count = meta["device_count"].value if "device_count" in meta else None
+    if isinstance(count, int):
+        return count
+    devices = str(meta["devices"].value) if "devices" in meta else ""
+    return len([d for d in devices.split(",") if d.strip()]) or 1
 
 
 def _plan_tags(

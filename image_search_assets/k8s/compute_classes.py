@@ -50,7 +50,7 @@ NEXT_FLAVOR = "TryNextFlavor"
 
 def class_name(options: Sequence[GpuOption], gpus: int) -> str:
     """gpu-x4-l4-spot.l4.t4.l4-flex: a label value, so at most 63 characters."""
-    name = f"gpu-x{gpus}-{family(options)}"
+    name = class_name_for_family(family(options), gpus)
     if len(name) > 63:
         raise ValueError(f"ComputeClass name {name!r} is over 63 characters: list fewer options")
     return name

@@ -1,11 +1,13 @@
 """Each step's Kubernetes config, generated from the categories config (Dagster-free).
 
 An asset's `op_tags` carry a `dagster-k8s/config` block that dagster-k8s merges into the step's
-Job. A GPU step asks for its category's GPUs (`nvidia.com/gpu` limit), tolerates the GPU taint
-and gets CPU and memory in proportion to its GPUs. It lands on GKE nodes with its category's
-accelerator (`gke-accelerator` node selector) or, for a category with a list of GPU options, on
-the nodes of the ComputeClass for that list and GPU count (`compute-class` node selector: GKE
-rejects a pod that sets both). CPU-only steps get requests and no GPU.
+Job. A GPU step asks for the GPUs the run gives it (`nvidia.com/gpu` limit), tolerates the GPU
+taint and gets CPU and memory in proportion to its GPUs: its op tags leave out all that the GPU
+count decides, which the executor adds when it launches the step (`launch_config`). It lands
+on GKE nodes with its category's accelerator (`gke-accelerator` node selector) or, for a
+category with a list of GPU options, on the nodes of the ComputeClass for that list and GPU
+count (`compute-class` node selector: GKE rejects a pod that sets both). CPU-only steps get
+requests and no GPU.
 
 Every step pod meets the Pod Security Standard "restricted" (docs/security.md): non-root,
 no privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root
@@ -19,20 +21,21 @@ labelled so that its NetworkPolicy, alone among steps, lets it reach public imag
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from image_search_assets.core.planning.gpu_options import family
 from image_search_assets.k8s.compute_classes import (
     COMPUTE_CLASS_LABEL,
-    class_name,
+    GPU_RESOURCE,
     class_name_for_family,
 )
 from image_search_assets.settings import Category, Settings
-from image_search_assets.tags import GPU_FAMILY_TAG, GPUS_TAG, step_gpus
+from image_search_assets.tags import GPU_FAMILY_TAG, step_gpus
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
-GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 # The taint GKE puts on every GPU node; only pods that tolerate it are scheduled there.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -100,49 +103,60 @@ def step_resources(gpus: int) -> dict[str, Any]:
     return resources
 
 
-def step_k8s_config(
-    gpus: int,
-    gpu_type: str | None = None,
-    *,
-    compute_class: str | None = None,
-    image_hosts: bool = False,
-) -> dict[str, Any]:
-    """The `dagster-k8s/config` block of a step with `gpus` GPUs of `gpu_type`, or of the
-    ComputeClass `compute_class` (which names the GPU types itself).
-
-    `image_hosts`: the step fetches catalog image URLs, so its pod is labelled for egress.
-    """
-    size, n = (PER_GPU, gpus) if gpus else (CPU_STEP, 1)
-    pod_spec: dict[str, Any] = {
-        # PyTorch data loaders share batches through /dev/shm; the container default is 64 MiB.
-        "volumes": [
-            {
-                "name": SHM_VOLUME,
-                "empty_dir": {"medium": "Memory", "size_limit": f"{size.shm_gib * n}Gi"},
-            }
-        ],
-        "security_context": copy.deepcopy(POD_SECURITY_CONTEXT),
-        "service_account_name": STEP_SERVICE_ACCOUNT,
-        "automount_service_account_token": False,
-    }
-    if gpus and compute_class:
-        pod_spec["node_selector"] = {COMPUTE_CLASS_LABEL: compute_class}
-        pod_spec["tolerations"] = [dict(GPU_TOLERATION), dict(CLASS_TOLERATION)]
-    elif gpus:
-        if not gpu_type:
-            raise ValueError("a GPU step needs a gpu_type or a compute_class")
-        pod_spec["node_selector"] = {ACCELERATOR_LABEL: gpu_type}
-        pod_spec["tolerations"] = [dict(GPU_TOLERATION)]
+def _step_config(image_hosts: bool = False) -> dict[str, Any]:
+    """What every step's pod has, whatever its size."""
     config: dict[str, Any] = {
         "container_config": {
-            "resources": step_resources(gpus),
             "volume_mounts": [{"name": SHM_VOLUME, "mount_path": "/dev/shm"}],
             "security_context": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
         },
-        "pod_spec_config": pod_spec,
+        "pod_spec_config": {
+            "security_context": copy.deepcopy(POD_SECURITY_CONTEXT),
+            "service_account_name": STEP_SERVICE_ACCOUNT,
+            "automount_service_account_token": False,
+        },
     }
     if image_hosts:
         config["pod_template_spec_metadata"] = {"labels": {EGRESS_LABEL: IMAGE_HOSTS}}
+    return config
+
+
+def sized_config(gpus: int, gpu_family: str | None = None) -> dict[str, Any]:
+    """What a step's GPU count decides: its resources, its /dev/shm and, for a category with
+    GPU options, the ComputeClass of its option list (`gpu_family`) for that count."""
+    size, n = (PER_GPU, gpus) if gpus else (CPU_STEP, 1)
+    # PyTorch data loaders share batches through /dev/shm; the container default is 64 MiB.
+    shm = {
+        "name": SHM_VOLUME,
+        "empty_dir": {"medium": "Memory", "size_limit": f"{size.shm_gib * n}Gi"},
+    }
+    pod_spec: dict[str, Any] = {"volumes": [shm]}
+    if gpus and gpu_family:
+        pod_spec["node_selector"] = {COMPUTE_CLASS_LABEL: class_name_for_family(gpu_family, gpus)}
+    return {"container_config": {"resources": step_resources(gpus)}, "pod_spec_config": pod_spec}
+
+
+def cpu_step_config(image_hosts: bool = False) -> dict[str, Any]:
+    """The whole `dagster-k8s/config` of a CPU-only step: no GPU count to wait for."""
+    config, sized = _step_config(image_hosts), sized_config(0)
+    for part in ("container_config", "pod_spec_config"):
+        config[part].update(sized[part])
+    return config
+
+
+def gpu_step_config(gpu_type: str | None = None, *, gpu_family: str | None = None) -> dict:
+    """A GPU step's `dagster-k8s/config`, less what its GPU count decides (`sized_config`,
+    added at launch): it tolerates the GPU taint and selects its accelerator, or with GPU
+    options its ComputeClass's taint too (the class itself depends on the count)."""
+    config = _step_config()
+    pod_spec = config["pod_spec_config"]
+    if gpu_family:
+        pod_spec["tolerations"] = [dict(GPU_TOLERATION), dict(CLASS_TOLERATION)]
+    elif gpu_type:
+        pod_spec["node_selector"] = {ACCELERATOR_LABEL: gpu_type}
+        pod_spec["tolerations"] = [dict(GPU_TOLERATION)]
+    else:
+        raise ValueError("a GPU step needs a gpu_type or a gpu_family")
     return config
 
 
@@ -153,7 +167,7 @@ def k8s_op_tags(
     gpu: bool,
     image_hosts: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Op tags for an asset: a GPU step of `category` gets its GPUs, any other step none.
+    """Op tags for an asset: a GPU step of `category` gets a GPU node, any other step none.
 
     With `models.device: cpu` (a cluster without GPUs) no step asks for a GPU. CPU-only steps
     need neither settings nor category: `k8s_op_tags(None, None, gpu=False)`.
@@ -161,48 +175,31 @@ def k8s_op_tags(
     if gpu and (settings is None or category is None):
         raise ValueError("a GPU step needs the settings and its category")
     if not gpu or settings is None or category is None or settings.device == "cpu":
-        return {K8S_CONFIG_TAG: step_k8s_config(0, image_hosts=image_hosts)}
+        return {K8S_CONFIG_TAG: cpu_step_config(image_hosts)}
     if category.gpu_options:
-        compute_class = class_name(category.gpu_options, category.gpus)
-        return {K8S_CONFIG_TAG: step_k8s_config(category.gpus, compute_class=compute_class)}
-    return {K8S_CONFIG_TAG: step_k8s_config(category.gpus, category.gpu_type)}
+        return {K8S_CONFIG_TAG: gpu_step_config(gpu_family=family(category.gpu_options))}
+    return {K8S_CONFIG_TAG: gpu_step_config(category.gpu_type)}
 
 
-def planned_gpus(run_tags: Mapping[str, str], step_tags: Mapping[str, str]) -> int | None:
-    """GPUs the run's GPU plan gives this step, where it overrides the category's default.
+def launch_config(run_tags: Mapping[str, str], step_tags: Mapping[str, str]) -> dict | None:
+    """The k8s config the executor adds to this step's own op tags at launch, or None.
 
-    The weighted pool admits a step by the plan (image_search_assets.gpu_budget), so the pod
-    must ask Kubernetes for the same number or the two budgets drift apart.
-    """
-    if GPUS_TAG not in step_tags:
-        return None
-    gpus = step_gpus(run_tags, step_tags)
-    return None if gpus == int(step_tags[GPUS_TAG]) else gpus
-
-
-def planned_step_override(
-    run_tags: Mapping[str, str], step_tags: Mapping[str, str]
-) -> dict[str, Any] | None:
-    """The k8s config the executor adds to this step's own op tags, or None.
-
-    A step whose op tags carry no k8s config (an asset check's step) gets a CPU step's whole
-    config, so no pod leaves the platform without its security context and limits. A GPU step
-    that the run's GPU plan resizes gets its new resources only: lists (volumes, tolerations)
-    would be appended, not replaced. A step that selects a ComputeClass moves to the class of
-    its new GPU count (a map: the new selector replaces the old).
+    A GPU step's GPU count is known only here (tags.step_gpus: the run's GPU plan, else the
+    category's): its op tags leave out everything that count decides, and this adds it
+    (`sized_config`), so the pod's GPU limit, the pool's claim and the asset's replicas read
+    one number. A step whose op tags carry no k8s config (an asset check's step) gets a CPU
+    step's whole config, so no pod leaves the platform without its security context and
+    limits. A CPU step's op tags are already whole.
     """
     if K8S_CONFIG_TAG not in step_tags:
-        return step_k8s_config(0)
-    gpus = planned_gpus(run_tags, step_tags)
-    if gpus is None:
+        return cpu_step_config()
+    own = json.loads(step_tags[K8S_CONFIG_TAG])
+    if "resources" in own.get("container_config", {}):
         return None
+    gpus = step_gpus(run_tags, step_tags)
     if gpus < 1:
         raise ValueError(f"the GPU plan gives a GPU step {gpus} GPUs")
-    override: dict[str, Any] = {"container_config": {"resources": step_resources(gpus)}}
-    if GPU_FAMILY_TAG in step_tags:
-        selector = {COMPUTE_CLASS_LABEL: class_name_for_family(step_tags[GPU_FAMILY_TAG], gpus)}
-        override["pod_spec_config"] = {"node_selector": selector}
-    return override
+    return sized_config(gpus, step_tags.get(GPU_FAMILY_TAG))
 
 
 def without_compute_class(pod_spec: Mapping[str, Any]) -> dict[str, Any]:

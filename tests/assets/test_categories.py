@@ -19,7 +19,7 @@ from tests.conftest import START
 
 SHIPPED = DEFAULT_CONFIG.read_text()
 LINES = re.findall(r"^  - \{name: .*\}$", SHIPPED, re.M)
-DEMO_LABELS = known_labels(ModelSpec("ssdlite320_mobilenet_v3_large", "demo"))
+DEMO_LABELS = known_labels(ModelSpec("ssdlite320_mobilenet_v3_large", "demo", 320))
 DAY1, DAY2 = START.isoformat(), "2026-11-02"
 
 
@@ -32,7 +32,7 @@ def test_labels_map_by_name_whatever_the_configs_order():
 
 
 def test_labels_and_class_ids_select_detector_labels_explicitly():
-    coco = known_labels(ModelSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT"))
+    coco = known_labels(ModelSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT", 320))
     bags = Category("bags", labels=("handbag", "Backpack", "suitcase"))
     assert coco is not None
     assert [coco[i] for i in detector_class_ids(bags, coco)] == ["backpack", "handbag", "suitcase"]

@@ -70,6 +70,7 @@ def test_consecutive_days_accumulate_without_rerunning_models(settings, detector
         detections = instance.get_latest_materialization_event(dg.AssetKey(["tops", "detections"]))
         metadata = detections.asset_materialization.metadata
         assert metadata["gpus"].value == 4  # no plan tag: the hand-set config
+        assert metadata["device_count"].value == 1  # the CPU engine worker the devices name
         # What the engine did: its throughput, batch size and path, for each run.
         assert metadata["engine_images_per_second"].value > 0
         assert metadata["engine_batch_size"].value == settings.detector.batch_size

@@ -108,10 +108,10 @@ def interrupted_then_resumed(store, settings, category: str) -> None:
         detector=detector,
         embedder=models.embedder_replicas(1),
         class_ids=detector_class_ids(settings.category(category), detector.primary.labels),
-        score_threshold=models.score_threshold,
-        detector_batch_size=models.detector_batch_size,
-        input_size=models.embedder_input_size,
-        embedder_batch_size=models.embedder_batch_size,
+        score_threshold=models.detector.score_threshold,
+        detector_batch_size=models.detector.batch_size,
+        input_size=models.embedder.input_size,
+        embedder_batch_size=models.embedder.batch_size,
         chunk_size=1,
     )
     options = {"metric": "angular", "n_trees": 4, "recall_sample": 20, "retention": 7}

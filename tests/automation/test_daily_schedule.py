@@ -20,6 +20,7 @@ from image_search_assets.automation.schedules import (
     SCHEDULE_NAME,
     THROUGHPUT_TAG,
     build_schedules,
+    device_count,
 )
 from image_search_assets.core.planning.gpu_plan import ThroughputModel, plan_gpus
 from image_search_assets.definitions import DAILY_JOB, build_definitions, build_resources
@@ -107,20 +108,40 @@ def test_first_partition_launches_with_the_days_gpu_plan(settings, instance):
     )
 
 
-def report_engine_rate(instance, category: str, stage: str, per_second: float, devices: str):
+def report_engine_rate(instance, category: str, stage: str, per_second: float, devices: int):
+    """As a GPU step records its rate: the device count a number, the devices for display."""
+    names = ", ".join(f"cuda:{i}" for i in range(devices))
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             asset_key=[category, stage],
             partition=DAY1,
-            metadata={"engine_images_per_second": per_second, "devices": devices},
+            metadata={
+                "engine_images_per_second": per_second,
+                "devices": names,
+                "device_count": devices,
+            },
         )
     )
 
 
+def test_a_steps_device_count_is_its_number_else_its_older_display_string():
+    def meta(**values):
+        return {
+            k: dg.MetadataValue.text(v) if isinstance(v, str) else dg.MetadataValue.int(v)
+            for k, v in values.items()
+        }
+
+    assert device_count(meta(devices="cuda:0, cuda:1", device_count=2)) == 2
+    assert device_count(meta(devices="cpu", device_count=3)) == 3  # CPU engine workers
+    # Materialisations written before the count was recorded.
+    assert device_count(meta(devices="cuda:0, cuda:1, cuda:2, cuda:3")) == 4
+    assert device_count(meta()) == 1
+
+
 def test_the_plan_uses_the_engines_measured_rate_per_device(settings, instance):
     # 4 GPUs detecting 400 images/s = 100 per device; embedding 300/s on 1 = 300 per device.
-    report_engine_rate(instance, "tops", "detections", 400.0, "cuda:0, cuda:1, cuda:2, cuda:3")
-    report_engine_rate(instance, "tops", "embeddings", 300.0, "cuda:0")
+    report_engine_rate(instance, "tops", "detections", 400.0, 4)
+    report_engine_rate(instance, "tops", "embeddings", 300.0, 1)
     (request,) = evaluate(settings, instance, DAY1).run_requests
     assert request.tags[THROUGHPUT_TAG].startswith("75 items/GPU-s measured")  # 1/(1/100+1/300)
     # At 75 items/GPU-s the day's 6 tops take seconds: one GPU each is as fast as four.

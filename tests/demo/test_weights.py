@@ -3,6 +3,7 @@ platform.yaml): the detector finds the product and the embedder's neighbours loo
 random weights of the same architectures do not."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -20,8 +21,9 @@ SETTINGS = load_settings()
 def specs(weights: str) -> tuple[ModelSpec, ModelSpec]:
     d, e = SETTINGS.detector, SETTINGS.embedder
     random_head = len(SETTINGS.category_names) + 1  # sizes random weights only
-    return ModelSpec(d.arch, weights, d.input_size, random_head), ModelSpec(
-        e.arch, weights, e.input_size
+    return (
+        ModelSpec.from_config(replace(d, weights=weights), random_head),
+        ModelSpec.from_config(replace(e, weights=weights)),
     )
 
 

@@ -28,7 +28,7 @@ from dagster_k8s.launcher import K8sRunLauncher
 from k8s_fakes import FakeBatchApi, FakeCoreApi
 
 from image_search_assets.definitions import DAILY_JOB
-from image_search_assets.k8s.executor import PendingAwareK8sStepHandler
+from image_search_assets.k8s.step_handler import PendingAwareK8sStepHandler
 
 NAMESPACE = "dagster"
 IMAGE = "asia-east1-docker.pkg.dev/my-project/image-search/user-code:test"

@@ -16,9 +16,9 @@ from crd_schemas import is_custom, validate_custom
 from k8s_schemas import validate_strict
 
 from image_search_assets.core.planning.retry import BackoffPolicy
-from image_search_assets.k8s.compute_classes import gpu_options_of
+from image_search_assets.k8s.compute_classes import GPU_RESOURCE, gpu_options_of
 from image_search_assets.k8s.executor import DEFAULT_SCHEDULING_TIMEOUT_S
-from image_search_assets.k8s.job_config import ACCELERATOR_LABEL, GPU_RESOURCE, step_resources
+from image_search_assets.k8s.job_config import ACCELERATOR_LABEL, step_resources
 from image_search_assets.settings import load_settings
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"

@@ -14,16 +14,20 @@ from k8s_fakes import write_kubeconfig
 from k8s_harness import StepJobs, k8s_launcher_config
 from k8s_schemas import as_manifest, validate_strict
 
-from image_search_assets.k8s.compute_classes import COMPUTE_CLASS_LABEL, SPOT_LABEL, class_name
-from image_search_assets.k8s.executor import KUEUE_QUEUE_LABEL
+from image_search_assets.k8s.compute_classes import (
+    COMPUTE_CLASS_LABEL,
+    GPU_RESOURCE,
+    SPOT_LABEL,
+    class_name,
+)
 from image_search_assets.k8s.job_config import (
     ACCELERATOR_LABEL,
     APP_UID,
     CLASS_TOLERATION,
-    GPU_RESOURCE,
     GPU_TOLERATION,
     PER_GPU,
 )
+from image_search_assets.k8s.step_handler import KUEUE_QUEUE_LABEL
 from image_search_assets.settings import load_settings
 from image_search_assets.tags import GPU_PLAN_TAG
 

@@ -73,8 +73,8 @@ def test_hostile_rows_are_quarantined_and_good_rows_proceed(tmp_path, gcs_bucket
         LocalStorage(tmp_path / "out"),
         "2026-11-01",
         policy=deployed.policy(),
-        max_pixels=deployed.max_pixels,
-        workers=deployed.workers,
+        max_pixels=deployed.fetch.max_pixels,
+        workers=deployed.fetch.workers,
         gcs_read=None,  # the policy's sized blob reads are the only gs:// path
     )
     reasons = dict(zip(result.quarantined["product_id"], result.quarantined["reason"], strict=True))

@@ -152,9 +152,9 @@ def test_sigkilled_embedding_step_is_retried_and_resumes_exactly_once(tmp_path):
     reference = embed_items(
         detections,
         store,
-        models.embedder(),
-        input_size=models.embedder_input_size,
-        batch_size=models.embedder_batch_size,
+        models.loaded_embedder(),
+        input_size=models.embedder.input_size,
+        batch_size=models.embedder.batch_size,
         work_prefix="reference",
         chunk_size=ITEMS,
         run_scope="reference",

@@ -24,13 +24,10 @@ def query_models(
     `num_classes` is the detector's head: the categories plus background.
     """
     # The same pins and opt-ins as the daily steps: a query never loads bytes a step would refuse.
-    detector_spec = ModelSpec(
-        d.arch, d.weights, d.input_size, num_classes, d.sha256, d.allow_torchscript
+    return (
+        load_detector(ModelSpec.from_config(d, num_classes), device),
+        load_embedder(ModelSpec.from_config(e), device),
     )
-    embedder_spec = ModelSpec(
-        e.arch, e.weights, e.input_size, sha256=e.sha256, allow_torchscript=e.allow_torchscript
-    )
-    return load_detector(detector_spec, device), load_embedder(embedder_spec, device)
 
 
 def embed_image(

@@ -30,6 +30,7 @@ import torch
 import torchvision
 from torch import nn
 
+from image_search_assets.core.config import ModelConfig
 from image_search_assets.core.inference.checkpoints import (
     DEMO_RECORD,
     CheckpointRefused,
@@ -45,11 +46,24 @@ RANDOM_SEED = 0
 @dataclass(frozen=True)
 class ModelSpec:
     arch: str
-    weights: str = "random"
-    input_size: int = 224
+    weights: str
+    input_size: int
     num_classes: int | None = None  # random detectors only; a checkpoint's labels size its head
     sha256: str | None = None  # pinned checkpoint digest: other bytes are refused
     allow_torchscript: bool = False  # TorchScript runs its own code: an explicit opt-in
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, num_classes: int | None = None) -> ModelSpec:
+        """The one way a configured model becomes a spec: the same pins and opt-ins for the
+        daily steps, the re-index, the query service and the demo."""
+        return cls(
+            config.arch,
+            config.weights,
+            config.input_size,
+            num_classes,
+            sha256=config.sha256,
+            allow_torchscript=config.allow_torchscript,
+        )
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from image_search_assets.core.planning.gpu_plan import (
+    SLACK,
     GpuPlan,
     ThroughputModel,
     default_plan,
@@ -185,7 +186,7 @@ def day_gpu_plan(
     hand_set: Mapping[str, int],
     items: Callable[[], Mapping[str, int]],
     model: ThroughputModel | None = None,
-    slack: float = 1.05,
+    slack: float = SLACK,
 ) -> GpuPlan:
     """The plan sized on the day's item counts, or the hand-set GPUs when they can't be read."""
     try:

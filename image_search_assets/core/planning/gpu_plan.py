@@ -19,17 +19,34 @@ from image_search_assets.core.planning.gpu_options import same_model
 
 # The GPU counts a day's plan gives a step: one node's worth at most (4 GPUs on one VM).
 GPU_COUNTS = (1, 2, 4)
+SLACK = 1.05  # makespan allowed over the all-max-GPUs plan
 
 
 @dataclass(frozen=True)
 class ThroughputModel:
-    items_per_gpu_second: float = 0.25  # detect + embed, per GPU; measure and set in config
-    overhead_s: float = 300.0  # pod start, model load, output flush
+    items_per_gpu_second: float = 0.25  # detect + embed, per GPU, until a run has measured it
+    overhead_s: float = 300.0  # pod start, model load, output flush, until a run has measured it
     scaling_efficiency: float = 0.95  # each doubling of GPUs keeps this share of linear speed-up
 
     def seconds(self, items: int, gpus: int) -> float:
         efficiency = self.scaling_efficiency ** max(0.0, (gpus.bit_length() - 1))
         return self.overhead_s + items / (self.items_per_gpu_second * gpus * efficiency)
+
+
+@dataclass(frozen=True)
+class PlanningConfig(ThroughputModel):
+    """platform.yaml's `planning`: the assumed throughput (until a run has measured it) and how
+    the daily schedule sizes each category's GPUs on the day's items."""
+
+    slack: float = SLACK
+    use_measured: bool = True  # the latest steps' measured rates and fixed seconds replace both
+
+    def __post_init__(self) -> None:
+        if self.items_per_gpu_second <= 0 or self.overhead_s < 0 or self.slack < 1:
+            raise ValueError("needs items_per_gpu_second > 0, overhead_s >= 0 and slack >= 1")
+
+    def model(self) -> ThroughputModel:
+        return ThroughputModel(self.items_per_gpu_second, self.overhead_s, self.scaling_efficiency)
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,7 @@ def plan_gpus(
     *,
     model: ThroughputModel,
     choices: Sequence[int] = GPU_COUNTS,
-    slack: float = 1.05,
+    slack: float = SLACK,
 ) -> GpuPlan:
     """The fewest GPUs per category that keep the makespan within `slack` of the fastest plan."""
     choices = sorted(set(choices))

@@ -209,9 +209,9 @@ def test_demo_detector_labels_are_the_recorded_names_and_fit_its_head():
 
 
 def test_default_weights_carry_cocos_names_without_loading_them():
-    labels = known_labels(ModelSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT"))
+    labels = known_labels(ModelSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT", 320))
     assert labels is not None and labels[1] == "person" and "handbag" in labels
-    assert known_labels(ModelSpec(SSD, "random")) is None
+    assert known_labels(ModelSpec(SSD, "random", 96)) is None
 
 
 def test_the_embedders_identity_is_known_without_loading_it(tmp_path, monkeypatch):

@@ -91,7 +91,9 @@ def demo_detector():
     """The committed demo SSDlite (trained: its scores are not the near-ties of random init)."""
     settings = load_settings()
     d = settings.detector
-    spec = ModelSpec(d.arch, "demo", d.input_size, len(settings.category_names) + 1)
+    spec = ModelSpec.from_config(
+        dataclasses.replace(d, weights="demo"), len(settings.category_names) + 1
+    )
     return models.load_detector.__wrapped__(spec, "cpu"), d.score_threshold
 
 
