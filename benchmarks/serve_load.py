@@ -1,6 +1,6 @@
 """Load test of `image-search serve`: real HTTP clients against 2 x 100k-item indexes.
 
-    .venv/bin/python benchmarks/serve_load.py --json benchmarks/results/serving_cpu.json
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/serve_load.py --json out.json
 
 Builds two categories of synthetic unit vectors with the platform's publish, starts the
 service as its own process on 127.0.0.1 and drives it over keep-alive connections: closed loop
@@ -13,9 +13,7 @@ hostile clients of serve_hostile.py, each while a fixed-rate load runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing as mp
 import os
 import platform
 import shutil
@@ -30,6 +28,7 @@ import numpy as np
 import requests
 import yaml
 from serve_hostile import hostile_cases
+from serve_loadgen import CATEGORIES, percentiles, qps, run_loadgen
 from serve_wrk import wrk_closed
 
 from image_search_assets.core import layout
@@ -37,7 +36,6 @@ from image_search_assets.core.index.annoy_index import publish
 from image_search_assets.core.storage import LocalStorage, Storage
 from image_search_assets.serving import IndexReader
 
-CATEGORIES = ("tops", "pants")
 HEADER_TIMEOUT_S = 10.0  # the service's default, as deployed
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,22 +49,17 @@ def build(storage: Storage, category: str, day: str, n: int, dim: int, seed: int
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     manifest = publish(
-        storage, category, day, ids_of(category, n), vectors,
-        metric="angular", n_trees=16, models={"embedder": "synthetic"}, recall_sample=100,
-    )  # fmt: skip
+        storage,
+        category,
+        day,
+        ids_of(category, n),
+        vectors,
+        metric="angular",
+        n_trees=16,
+        models={"embedder": "synthetic"},
+        recall_sample=100,
+    )
     return manifest["version"]
-
-
-def percentiles(latencies_s: list[float]) -> dict[str, float]:
-    ms = np.asarray(latencies_s) * 1000
-    if not len(ms):
-        return {}
-    return {
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "p99_9_ms": round(float(np.percentile(ms, 99.9)), 3),
-        "max_ms": round(float(ms.max()), 3),
-    }
 
 
 def bare(storage: Storage, n: int, queries: int, k: int) -> dict[str, Any]:
@@ -84,8 +77,8 @@ def bare(storage: Storage, n: int, queries: int, k: int) -> dict[str, Any]:
             reader.similar_to_product(f"tops-{int(row):06d}", k)
             reader_lat.append(time.perf_counter() - t)
     return {
-        "annoy_get_nns_by_item": {**percentiles(annoy_lat), "qps_1_thread": _qps(annoy_lat)},
-        "reader_similar_to_product": {**percentiles(reader_lat), "qps_1_thread": _qps(reader_lat)},
+        "annoy_get_nns_by_item": {**percentiles(annoy_lat), "qps_1_thread": qps(annoy_lat)},
+        "reader_similar_to_product": {**percentiles(reader_lat), "qps_1_thread": qps(reader_lat)},
     }
 
 
@@ -98,88 +91,20 @@ def load_1min() -> float:  # other work on the shared cores shows up here
     return round(os.getloadavg()[0], 2)
 
 
-def _qps(latencies: list[float]) -> float:
-    return round(len(latencies) / sum(latencies), 1)
-
-
-# -- the load generator (its own process) ------------------------------------------------------
-async def _closed(url: str, n: int, concurrency: int, seconds: float, k: int) -> dict[str, Any]:
-    import aiohttp
-
-    lat: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def client(seed: int) -> None:
-            nonlocal errors
-            rng = np.random.default_rng(seed)
-            while time.perf_counter() < deadline:
-                cat = CATEGORIES[int(rng.integers(2))]
-                path = f"{url}/v1/similar/{cat}-{int(rng.integers(n)):06d}?k={k}"
-                t = time.perf_counter()
-                async with session.get(path) as r:
-                    await r.read()
-                    errors += r.status != 200
-                lat.append(time.perf_counter() - t)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client(i) for i in range(concurrency)))
-        wall = time.perf_counter() - started
-    return {"concurrency": concurrency, "requests": len(lat), "errors": errors,
-            "qps": round(len(lat) / wall, 1), **percentiles(lat)}  # fmt: skip
-
-
-async def _open(url: str, n: int, rate: float, seconds: float, k: int) -> dict[str, Any]:
-    """Requests started on a fixed schedule (no coordinated omission); latency per start."""
-    import aiohttp
-
-    starts: list[tuple[float, float, int]] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
-        rng = np.random.default_rng(7)
-        origin = time.perf_counter()
-
-        async def one(i: int, due: float) -> None:
-            cat = CATEGORIES[i % 2]
-            path = f"{url}/v1/similar/{cat}-{int(rng.integers(n)):06d}?k={k}"
-            async with session.get(path) as r:
-                await r.read()
-                starts.append((due - origin, time.perf_counter() - due, r.status))
-
-        tasks = []
-        for i in range(int(rate * seconds)):
-            due = origin + i / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
-    lat = [s[1] for s in starts]
-    return {"rate": rate, "requests": len(lat), "errors": sum(s[2] != 200 for s in starts),
-            **percentiles(lat), "timeline": sorted((round(a, 4), round(b * 1000, 3))
-                                                   for a, b, _ in starts)}  # fmt: skip
-
-
-def _loadgen(kind: str, args: tuple, out: Any) -> None:
-    fn = _closed if kind == "closed" else _open
-    out.put(asyncio.run(fn(*args)))
-
-
-def run_loadgen(kind: str, *args: Any) -> Any:
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    proc = ctx.Process(target=_loadgen, args=(kind, args, out))
-    proc.start()
-    return proc, out
-
-
 # -- the service -------------------------------------------------------------------------------
 def start_service(root: Path, port: int) -> subprocess.Popen:
-    config = {"storage_root": str(root / "storage"), "catalog": str(root / "c.csv"),
-              "categories": [{"name": c} for c in CATEGORIES]}  # fmt: skip
+    config = {
+        "storage_root": str(root / "storage"),
+        "catalog": str(root / "c.csv"),
+        "categories": [{"name": c} for c in CATEGORIES],
+    }
     (root / "platform.yaml").write_text(yaml.safe_dump(config))
     (root / "tmp").mkdir()  # the service's TMPDIR: an upload must write nothing here
-    env = {**os.environ, "IMAGE_SEARCH_CONFIG": str(root / "platform.yaml"),
-           "TMPDIR": str(root / "tmp")}  # fmt: skip
+    env = {
+        **os.environ,
+        "IMAGE_SEARCH_CONFIG": str(root / "platform.yaml"),
+        "TMPDIR": str(root / "tmp"),
+    }
     argv = [str(Path(sys.executable).parent / "image-search"), "serve", "--port", str(port)]
     argv += ["--poll-interval", "1", "--cache-dir", str(root / "cache"), "--no-image-queries"]
     argv += ["--header-timeout", str(HEADER_TIMEOUT_S)]
@@ -220,8 +145,11 @@ def swap_under_load(url: str, storage: Storage, staged: Storage, args: Any) -> d
     result = out.get()
     proc.join()
     timeline = result.pop("timeline")
-    return {**result, "swap_seen_after_s": round(swapped_after_s, 2),
-            "worst_10_ms": sorted(b for _, b in timeline)[-10:]}  # fmt: skip
+    return {
+        **result,
+        "swap_seen_after_s": round(swapped_after_s, 2),
+        "worst_10_ms": sorted(b for _, b in timeline)[-10:],
+    }
 
 
 def main() -> None:
@@ -278,8 +206,10 @@ def main() -> None:
         print("swap under load:", json.dumps(swap))
         hostile = hostile_cases(
             lambda s: run_loadgen("open", url, args.items, args.swap_rate, s, args.k),
-            args.port, root / "tmp", HEADER_TIMEOUT_S,
-        )  # fmt: skip
+            args.port,
+            root / "tmp",
+            HEADER_TIMEOUT_S,
+        )
     finally:
         service.terminate()
         service.wait(30)
@@ -289,13 +219,21 @@ def main() -> None:
         "hardware": f"{platform.machine()} {cpu_model()}, "
         f"{os.cpu_count()} cores shared by the server, the load generator and any other work "
         "(see each phase's load_1min)",
-        "items_per_category": args.items, "dim": args.dim, "k": args.k, "n_trees": 16,
-        "load_1min_at_start": load_at_start, "warm_up": warmup,
-        "bare_in_process": baseline, "http_closed_loop": closed, "http_fixed_rate": fixed,
-        "swap_under_load": swap, "hostile_clients": hostile,
-        "http_over_bare_p50": round(closed[0]["p50_ms"]
-                                    / baseline["annoy_get_nns_by_item"]["p50_ms"], 1),
-    }  # fmt: skip
+        "items_per_category": args.items,
+        "dim": args.dim,
+        "k": args.k,
+        "n_trees": 16,
+        "load_1min_at_start": load_at_start,
+        "warm_up": warmup,
+        "bare_in_process": baseline,
+        "http_closed_loop": closed,
+        "http_fixed_rate": fixed,
+        "swap_under_load": swap,
+        "hostile_clients": hostile,
+        "http_over_bare_p50": round(
+            closed[0]["p50_ms"] / baseline["annoy_get_nns_by_item"]["p50_ms"], 1
+        ),
+    }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -29,25 +29,62 @@ from __future__ import annotations
 from typing import Any
 
 BASELINE_CAPABILITIES = {
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
-    "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
-}  # fmt: skip
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+}
 SAFE_SYSCTLS = {
-    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
-}  # fmt: skip
+}
 ALLOWED_VOLUME_TYPES = {
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-    "projected", "secret",
-}  # fmt: skip
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 RULES = (
-    "host-namespaces", "privileged", "capabilities-baseline", "host-path", "host-ports",
-    "proc-mount", "seccomp-baseline", "sysctls", "apparmor", "selinux", "volume-types",
-    "privilege-escalation", "run-as-non-root", "run-as-user", "seccomp", "capabilities",
-    "read-only-root", "ephemeral-limits",
-)  # fmt: skip
+    "host-namespaces",
+    "privileged",
+    "capabilities-baseline",
+    "host-path",
+    "host-ports",
+    "proc-mount",
+    "seccomp-baseline",
+    "sysctls",
+    "apparmor",
+    "selinux",
+    "volume-types",
+    "privilege-escalation",
+    "run-as-non-root",
+    "run-as-user",
+    "seccomp",
+    "capabilities",
+    "read-only-root",
+    "ephemeral-limits",
+)
 
 
 def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:

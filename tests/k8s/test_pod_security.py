@@ -119,8 +119,11 @@ def chart_pods(values: dict) -> dict[str, dict]:
             "automountServiceAccountToken": True,
             "securityContext": v["podSecurityContext"],
             "initContainers": [
-                {**c, "securityContext": v["securityContext"],
-                 "resources": v["initContainerResources"]}
+                {
+                    **c,
+                    "securityContext": v["securityContext"],
+                    "resources": v["initContainerResources"],
+                }
                 for c in init
             ],
             "containers": [
@@ -130,15 +133,18 @@ def chart_pods(values: dict) -> dict[str, dict]:
                     "securityContext": v["securityContext"],
                     "resources": v["resources"],
                     "volumeMounts": [
-                        {"name": "dagster-instance", "subPath": "dagster.yaml",
-                         "mountPath": "/opt/dagster/dagster_home/dagster.yaml"},
+                        {
+                            "name": "dagster-instance",
+                            "subPath": "dagster.yaml",
+                            "mountPath": "/opt/dagster/dagster_home/dagster.yaml",
+                        },
                         {"name": "dagster-workspace-yaml", "mountPath": "/dagster-workspace/"},
                         *v["volumeMounts"],
                     ],
                 }
             ],
             "volumes": [*instance, *v["volumes"]],
-        }  # fmt: skip
+        }
     server_env_from = [{"secretRef": secret} for secret in server["envSecrets"]]
     pods["code-server"] = {
         "serviceAccountName": server["serviceAccount"]["name"],

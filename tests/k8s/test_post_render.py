@@ -45,8 +45,14 @@ def chart_render() -> list[dict]:
                 },
             }
         )
-    docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dagster-instance"},
-                 "data": {"dagster.yaml": "telemetry: {enabled: false}\n"}})  # fmt: skip
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "dagster-instance"},
+            "data": {"dagster.yaml": "telemetry: {enabled: false}\n"},
+        }
+    )
     return docs
 
 
