@@ -7,7 +7,7 @@ import pandas as pd
 
 from image_search_assets.assets.retrying import crash_retry_policy, failure_policy
 from image_search_assets.core import partition_scheme
-from image_search_assets.core.inference.stages import fetch_images
+from image_search_assets.core.ingest.store_images import fetch_images
 from image_search_assets.core.planning.retry import BackoffPolicy
 from image_search_assets.core.progress import Progress
 from image_search_assets.core.records import quarantine_key, removals_key

@@ -153,7 +153,7 @@ def test_queries_during_background_swaps_always_see_one_whole_version(published,
 
 
 def test_image_key_agrees_with_ingestion():
-    from image_search_assets.core.inference.stages import image_key as ingested
+    from image_search_assets.core.ingest.store_images import image_key as ingested
     from image_search_assets.serving.reader import image_key
 
     for pid in ("plain-1", "with space/and?slash", "ünï"):
