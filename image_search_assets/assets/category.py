@@ -25,7 +25,7 @@ from image_search_assets.assets.retrying import (
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import current, live_set, retention
 from image_search_assets.core.inference import detect_embed
-from image_search_assets.core.records import asset_value_key, removals_key
+from image_search_assets.core.records import REMOVALS, asset_value_key
 from image_search_assets.core.storage import Storage
 from image_search_assets.k8s.job_config import k8s_op_tags
 from image_search_assets.settings import Category, Settings
@@ -48,15 +48,6 @@ def category_assets(
         _embeddings(category, settings, common),
         _annoy_index(category, settings, common),
     ]
-
-
-def _removed_ids(context: dg.AssetExecutionContext, store: Storage, day: str) -> set[str]:
-    """The day's catalog removals (new_products records them for every category)."""
-    key = removals_key(day)
-    if not store.exists(key):
-        context.log.warning(f"no removals record for {day} ({store.uri(key)}): none applied")
-        return set()
-    return set(store.read_parquet(key)["product_id"].astype(str))
 
 
 def _detections(
@@ -136,6 +127,7 @@ def _annoy_index(
         key=[name, "annoy_index"],
         ins={
             "embeddings": dg.AssetIn([name, "embeddings"]),
+            "removals": dg.AssetIn([REMOVALS]),
             "previous": dg.AssetIn(
                 [name, "annoy_index"],
                 partition_mapping=PREVIOUS_DAY,
@@ -150,6 +142,7 @@ def _annoy_index(
     def annoy_index(
         context: dg.AssetExecutionContext,
         embeddings: pd.DataFrame,
+        removals: pd.DataFrame,
         previous: pd.DataFrame | None,
         storage: StorageResource,
     ) -> dg.Output[pd.DataFrame]:
@@ -162,7 +155,7 @@ def _annoy_index(
             live_set.require_one_model(previous, embeddings, category=name, day=day)
         except live_set.ModelChangeError as e:
             raise dg.Failure(description=str(e), allow_retries=False) from e
-        step = live_set.advance(previous, embeddings, day, _removed_ids(context, store, day))
+        step = live_set.advance(previous, embeddings, day, removals["product_id"].astype(str))
         live = step.live
         counts = {
             "count": len(live),

@@ -13,10 +13,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
 QUARANTINE_STAGES = ("catalog", "image")
+REMOVALS = "removals"  # the asset: new_products' second output, an input of every annoy_index
+# Where its values live: the key the day's removals had before they were an asset, so that
+# every day stored since stays readable (a rebuild of an old day reads them).
+_REMOVALS_PREFIX = "removals/"
 
 
 def asset_value_key(asset_path: Sequence[str], partition: str) -> str:
     """Where the IO manager keeps an asset's value for one partition."""
+    if list(asset_path) == [REMOVALS]:
+        return removals_key(partition)
     return f"assets/{'/'.join(asset_path)}/{partition}.parquet"
 
 
@@ -25,8 +31,18 @@ def quarantine_key(day: str, stage: str) -> str:
 
 
 def removals_key(day: str) -> str:
-    """The day's catalog removals (product_id, category, removed_at), written by new_products."""
-    return f"removals/{day}.parquet"
+    """The day's catalog removals (product_id, category, removed_at): the `removals` asset."""
+    return f"{_REMOVALS_PREFIX}{day}.parquet"
+
+
+def removal_days(storage: Storage) -> list[str]:
+    """The days that have a removals record, oldest first."""
+    keys = storage.list(_REMOVALS_PREFIX)
+    return sorted(
+        k.removeprefix(_REMOVALS_PREFIX).removesuffix(".parquet")
+        for k in keys
+        if k.endswith(".parquet")
+    )
 
 
 def _read(storage: Storage, key: str) -> pd.DataFrame | None:
@@ -39,13 +55,8 @@ def removed_to_date(storage: Storage, day: str) -> set[str]:
     Rebuilt from the daily records (removals, new_products) alone, independently of the
     index's own live sets, so that a check can hold one against the other.
     """
-    days = sorted(
-        k.removeprefix("removals/").removesuffix(".parquet")
-        for k in storage.list("removals/")
-        if k.endswith(".parquet")
-    )
     removed: set[str] = set()
-    for d in (d for d in days if d <= day):
+    for d in (d for d in removal_days(storage) if d <= day):
         gone = _read(storage, removals_key(d))
         added = _read(storage, asset_value_key(["new_products"], d))
         if gone is not None:
