@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from annoy import AnnoyIndex
 
-from image_search_assets.core import layout, records
+from image_search_assets.core import layout
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set, retention
 from image_search_assets.core.storage import LocalStorage
@@ -87,7 +87,7 @@ def setup(root: str, n: int, dim: int, history: int, days: int, change: float) -
         ids = [f"p{i:08d}" for i in range(h * per_day, min(n, (h + 1) * per_day))]
         emb = embeddings_frame(ids, unit(rng, len(ids), dim))
         store.write_parquet(layout.asset_value_key([CATEGORY, "embeddings"], day_of(h)), emb)
-        live = live_set.advance(live, emb, day_of(h))
+        live = live_set.advance(live, emb, day_of(h)).live
         store.write_parquet(layout.asset_value_key([CATEGORY, "annoy_index"], day_of(h)), live)
     assert live is not None
     inputs = []
@@ -103,8 +103,8 @@ def setup(root: str, n: int, dim: int, history: int, days: int, change: float) -
         key = layout.asset_value_key([CATEGORY, "embeddings"], day_of(d))
         store.write_parquet(key, emb)
         gone = pd.DataFrame({"product_id": removed, "category": CATEGORY})
-        store.write_parquet(records.removals_key(day_of(d)), gone)
-        live = live_set.advance(live, emb, day_of(d), set(removed.tolist()))
+        store.write_parquet(layout.removals_key(day_of(d)), gone)
+        live = live_set.advance(live, emb, day_of(d), set(removed.tolist())).live
         inputs.append(
             {
                 "day": day_of(d),
@@ -132,9 +132,9 @@ def step(root: str, day: str, n_trees: int, keep_days: int, vectors_out: str) ->
     prev_day = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
     previous = store.read_parquet(layout.asset_value_key([CATEGORY, "annoy_index"], prev_day))
     embeddings = store.read_parquet(layout.asset_value_key([CATEGORY, "embeddings"], day))
-    removed = set(store.read_parquet(records.removals_key(day))["product_id"].astype(str))
+    removed = set(store.read_parquet(layout.removals_key(day))["product_id"].astype(str))
     live_set.require_one_model(previous, embeddings, category=CATEGORY, day=day)
-    live = live_set.advance(previous, embeddings, day, removed)
+    live = live_set.advance(previous, embeddings, day, removed).live
     vectors = live_set.load_vectors(store, CATEGORY, live, loaded={day: embeddings})
     loaded_s = time.perf_counter() - started
     manifest = annoy.publish(

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from image_search_assets.core.planning.gpu_options import family
-from image_search_assets.settings import Category, ConfigError
+from image_search_assets.settings import Category, ConfigError, Settings
 
 PRIORITY_TAG = "dagster/priority"
 GPUS_TAG = "image_search/gpus"
@@ -59,6 +59,14 @@ def step_gpus(run_tags: Mapping[str, str], step_tags: Mapping[str, str]) -> int:
     if category in plan:
         return int(plan[category])
     return int(step_tags.get(GPUS_TAG, 1))
+
+
+def random_detector_classes(settings: Settings) -> int:
+    """Classes of a random (untrained) detector's head: the categories plus background.
+
+    A checkpoint's head is sized by its recorded labels, never by this.
+    """
+    return len(settings.categories) + 1
 
 
 def label_key(name: str) -> str:

@@ -11,12 +11,19 @@ def test_defs_has_every_expected_asset_key():
     settings = load_settings()
     assert len(settings.categories) == 13
     assert sum(c.gpus for c in settings.categories) == 17
-    expected = {dg.AssetKey("new_products"), dg.AssetKey("product_images")} | {
+    ingest = {dg.AssetKey("new_products"), dg.AssetKey("removals"), dg.AssetKey("product_images")}
+    expected = ingest | {
         dg.AssetKey([c.name, stage])
         for c in settings.categories
         for stage in ("detections", "embeddings", "annoy_index")
     }
-    assert set(defs.resolve_asset_graph().get_all_asset_keys()) == expected
+    graph = defs.resolve_asset_graph()
+    assert set(graph.get_all_asset_keys()) == expected
+    # The day's removals reach every index as an input: the lineage shows it.
+    for c in settings.categories:
+        assert (
+            dg.AssetKey("removals") in graph.get(dg.AssetKey([c.name, "annoy_index"])).parent_keys
+        )
 
 
 def test_gpu_tags_come_from_the_categories_config():

@@ -1,7 +1,7 @@
 """One reader of the day's GPU plan: the asset, the pod's GPU limit and the pool claim agree.
 
 The three callers are exercised on a real SQLite instance holding real runs of the daily job;
-only the asset's execution context is a stand-in, because `_planned_gpus` reads nothing of it
+only the asset's execution context is a stand-in, because `planned_gpus` reads nothing of it
 but the run's tags. The shipped config lists GPU options, so the pod also selects the
 ComputeClass of its planned GPU count, and the pool is the option list's.
 """
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from image_search_assets.assets.category import _planned_gpus
+from image_search_assets.assets.gpu_steps import planned_gpus
 from image_search_assets.definitions import DAILY_JOB, defs
 from image_search_assets.k8s.compute_classes import COMPUTE_CLASS_LABEL, GPU_RESOURCE
 from image_search_assets.k8s.job_config import K8S_CONFIG_TAG, launch_config
@@ -66,7 +66,7 @@ def test_asset_pod_and_pool_read_the_same_gpu_count(tmp_path, plan):
         assert len(gpu_steps) == 2 * len(settings.categories)
         for category in settings.categories:
             expected = (plan or {}).get(category.name, category.gpus)
-            asset = _planned_gpus(SimpleNamespace(run=run), category)  # type: ignore[arg-type]
+            asset = planned_gpus(SimpleNamespace(run=run), category)  # type: ignore[arg-type]
             for stage in ("detections", "embeddings"):
                 step_tags = gpu_steps[f"{category.name}__{stage}"]
                 pool = instance.event_log_storage.gpu_need(run.run_id, f"{category.name}__{stage}")

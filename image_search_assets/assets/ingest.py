@@ -7,10 +7,10 @@ import pandas as pd
 
 from image_search_assets.assets.retrying import crash_retry_policy, failure_policy
 from image_search_assets.core import partition_scheme
-from image_search_assets.core.inference.stages import fetch_images
+from image_search_assets.core.ingest.store_images import fetch_images
 from image_search_assets.core.planning.retry import BackoffPolicy
 from image_search_assets.core.progress import Progress
-from image_search_assets.core.records import quarantine_key, removals_key
+from image_search_assets.core.records import REMOVALS, quarantine_key
 from image_search_assets.k8s.job_config import k8s_op_tags
 from image_search_assets.partitions import partition_date
 from resources import CatalogResource, ImageFetchResource, StorageResource
@@ -68,29 +68,45 @@ def ingest_assets(
     *,
     retry: BackoffPolicy,
 ) -> list[dg.AssetsDefinition]:
-    common: dict[str, Any] = {
+    step: dict[str, Any] = {
         "partitions_def": partitions,
-        "group_name": "ingest",
-        "io_manager_key": "storage_io",
         "op_tags": k8s_op_tags(None, None, gpu=False),
-        "kinds": {"pandas"},
         "retry_policy": crash_retry_policy(retry),
     }
+    outs: dict[str, Any] = {
+        "group_name": "ingest",
+        "io_manager_key": "storage_io",
+        "kinds": {"pandas"},
+    }
+    common = {**step, **outs}
     scheme = _scheme(partitions)
 
-    @dg.asset(**common)
+    @dg.multi_asset(
+        name="new_products",
+        outs={
+            "new_products": dg.AssetOut(
+                description="The day's catalog rows that passed validation; bad rows are "
+                "quarantined.",
+                **outs,
+            ),
+            REMOVALS: dg.AssetOut(
+                description="The day's catalog removals: every category's annoy_index drops them.",
+                **outs,
+            ),
+        },
+        **step,
+    )
     def new_products(
         context: dg.AssetExecutionContext, catalog: CatalogResource, storage: StorageResource
-    ) -> dg.Output[pd.DataFrame]:
-        """The day's catalog rows that passed validation; bad rows are quarantined."""
+    ) -> tuple[dg.Output[pd.DataFrame], dg.Output[pd.DataFrame]]:
+        """The day's catalog, read once: its new rows and its removals."""
         with failure_policy(context, retry):
             _require_same_scheme(context, storage, scheme, categories)
             day = catalog.day(partition_date(context), categories)
             _record_quarantine(context, storage, "catalog", day.quarantined, "catalog row(s)")
-            # Every category's annoy_index drops these; the report counts them.
-            storage.open().write_parquet(removals_key(context.partition_key), day.removed)
-        return dg.Output(
+        products = dg.Output(
             day.products,
+            output_name="new_products",
             metadata={
                 "new_products": len(day.products),
                 "per_category": _per_category(day.products),
@@ -99,6 +115,15 @@ def ingest_assets(
                 "removed_products": len(day.removed),
             },
         )
+        removals = dg.Output(
+            day.removed,
+            output_name=REMOVALS,
+            metadata={
+                "removed_products": len(day.removed),
+                "per_category": _per_category(day.removed),
+            },
+        )
+        return products, removals
 
     # The one step that reaches image hosts: its pods alone may leave for public addresses.
     @dg.asset(**{**common, "op_tags": k8s_op_tags(None, None, gpu=False, image_hosts=True)})

@@ -15,11 +15,17 @@ from typing import Any, cast
 import dagster as dg
 from pydantic import Field
 
+from image_search_assets.assets.gpu_steps import (
+    load_detector,
+    load_embedder,
+    model_params,
+    planned_gpus,
+)
 from image_search_assets.assets.retrying import crash_retry_policy, failure_policy, resume_scope
 from image_search_assets.core.index import reindex
 from image_search_assets.k8s.job_config import k8s_op_tags
 from image_search_assets.settings import Category, Settings
-from image_search_assets.tags import detector_class_ids, gpu_pool, gpu_tags, step_gpus
+from image_search_assets.tags import detector_class_ids, gpu_pool, gpu_tags
 from resources import ModelsResource, StorageResource
 
 REINDEX_JOB = "reindex"
@@ -41,8 +47,6 @@ class ReindexConfig(dg.Config):
 
 def _reindex_op(category: Category, settings: Settings) -> dg.OpDefinition:
     name = category.name
-    # Sizes a random detector's head only, as in the daily detections step.
-    random_head = len(settings.categories) + 1
 
     @dg.op(
         name=reindex_op_name(name),
@@ -73,22 +77,16 @@ def _reindex_op(category: Category, settings: Settings) -> dg.OpDefinition:
                 f"old model; re-run those days after this re-index"
             )
         with failure_policy(step, settings.retry):
-            gpus = step_gpus(context.run.tags, gpu_tags(category))
-            detector = models.detector_replicas(random_head, gpus, storage.read_gs)
-            inference = reindex.Inference(
-                detector=detector,
-                embedder=models.embedder_replicas(gpus, storage.read_gs),
-                class_ids=detector_class_ids(category, detector.primary.labels),
-                score_threshold=models.detector.score_threshold,
-                detector_batch_size=models.detector.batch_size,
-                input_size=models.embedder.input_size,
-                embedder_batch_size=models.embedder.batch_size,
-                chunk_size=settings.chunk_size,
-            )
+            gpus = planned_gpus(context, category)
+            detector = load_detector(models, settings, storage, gpus)
             result = reindex.reindex(
                 store,
                 target,
-                inference,
+                detector,
+                load_embedder(models, storage, gpus),
+                class_ids=detector_class_ids(category, detector.primary.labels),
+                params=model_params(models),
+                chunk_size=settings.chunk_size,
                 run_scope=resume_scope(step),
                 index_options={
                     "metric": settings.index.metric,

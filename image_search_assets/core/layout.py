@@ -1,6 +1,7 @@
 """Every storage key under the root, spelled once here, with its parsing (stdlib only).
 
     assets/<asset path>/<partition>.parquet          an asset's value for one partition
+    removals/<day>.parquet                           the `removals` asset: the day's removals
     quarantine/<day>/<stage>.parquet                 rows a stage refused, with reasons
     images/<day>/<quoted product id>.jpg             an ingested image
     work/<day>/<category>/<stage>/chunk-NNNNN.parquet  one finished chunk of GPU work
@@ -20,6 +21,10 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 PARQUET = ".parquet"
+REMOVALS_ASSET = "removals"  # new_products' second output, an input of every annoy_index
+# The removals asset keeps the key the day's removals had before they were an asset, so every
+# day stored since stays readable (a rebuild of an old day reads them).
+REMOVALS_ROOT = "removals/"
 
 # -- asset values ----------------------------------------------------------------------------
 
@@ -31,7 +36,20 @@ def asset_prefix(asset_path: Sequence[str]) -> str:
 
 def asset_value_key(asset_path: Sequence[str], partition: str) -> str:
     """Where the IO manager keeps an asset's value for one partition."""
+    if list(asset_path) == [REMOVALS_ASSET]:
+        return removals_key(partition)
     return f"{asset_prefix(asset_path)}{partition}{PARQUET}"
+
+
+def removals_key(day: str) -> str:
+    """The day's catalog removals (product_id, category, removed_at): the `removals` asset."""
+    return f"{REMOVALS_ROOT}{day}{PARQUET}"
+
+
+def removal_days(keys: Iterable[str]) -> list[str]:
+    """The days whose removals are among `keys` (a listing of REMOVALS_ROOT), oldest first."""
+    names = (k.removeprefix(REMOVALS_ROOT) for k in keys if k.startswith(REMOVALS_ROOT))
+    return sorted(n.removesuffix(PARQUET) for n in names if n.endswith(PARQUET) and "/" not in n)
 
 
 def live_set_path(category: str) -> list[str]:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from image_search_assets.core import layout
+from image_search_assets.core.layout import REMOVALS_ASSET, REMOVALS_ROOT
+
 # The keys are spelled in core/layout.py; re-exported for this module's many readers.
 from image_search_assets.core.layout import asset_value_key as asset_value_key
 from image_search_assets.core.layout import quarantine_key as quarantine_key
+from image_search_assets.core.layout import removals_key as removals_key
 from image_search_assets.core.storage import Storage
 
 if TYPE_CHECKING:
@@ -16,11 +20,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 QUARANTINE_STAGES = ("catalog", "image")
+REMOVALS = REMOVALS_ASSET  # the asset: new_products' second output, an input of annoy_index
 
 
-def removals_key(day: str) -> str:
-    """The day's catalog removals (product_id, category, removed_at), written by new_products."""
-    return f"removals/{day}.parquet"
+def removal_days(storage: Storage) -> list[str]:
+    """The days that have a removals record, oldest first."""
+    return layout.removal_days(storage.list(REMOVALS_ROOT))
 
 
 def _read(storage: Storage, key: str) -> pd.DataFrame | None:
@@ -33,13 +38,8 @@ def removed_to_date(storage: Storage, day: str) -> set[str]:
     Rebuilt from the daily records (removals, new_products) alone, independently of the
     index's own live sets, so that a check can hold one against the other.
     """
-    days = sorted(
-        k.removeprefix("removals/").removesuffix(".parquet")
-        for k in storage.list("removals/")
-        if k.endswith(".parquet")
-    )
     removed: set[str] = set()
-    for d in (d for d in days if d <= day):
+    for d in (d for d in removal_days(storage) if d <= day):
         gone = _read(storage, removals_key(d))
         added = _read(storage, asset_value_key(["new_products"], d))
         if gone is not None:

@@ -59,10 +59,10 @@ def embed_upload(settings: Settings, data: bytes) -> np.ndarray:
 def _models(settings: Settings):
     """The configured (detector, embedder); torch is imported here, on first use."""
     from image_search_assets.core.inference.embed_file import query_models
+    from image_search_assets.tags import random_detector_classes
 
-    # The detector's head: the categories plus background.
     return query_models(
-        settings.detector, settings.embedder, len(settings.categories) + 1, settings.device
+        settings.detector, settings.embedder, random_detector_classes(settings), settings.device
     )
 
 

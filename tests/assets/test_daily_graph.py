@@ -13,7 +13,7 @@ from image_search_assets.core.index.live_set import load_vectors
 from image_search_assets.core.inference import engine
 from image_search_assets.core.inference.engine import precision
 from image_search_assets.core.planning.gpu_plan import measured_throughput
-from image_search_assets.core.records import asset_value_key, day_report
+from image_search_assets.core.records import REMOVALS, asset_value_key, day_report, removals_key
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from resources import StorageResource
 
@@ -108,6 +108,30 @@ def test_missing_previous_partition_fails_clearly_and_is_not_retried(settings):
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     served = load_current(open_storage(settings), "tops")
     assert served.manifest["date"] == DAYS[0]  # day 1 still serves
+
+
+def test_a_missing_removals_record_fails_the_index_step_clearly(settings):
+    """The day's removals reach annoy_index as an input, stored where they always were."""
+    store = open_storage(settings)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_day(settings, DAYS[0], instance).success
+        assert asset_value_key([REMOVALS], DAYS[0]) == removals_key(DAYS[0])
+        store.delete(removals_key(DAYS[0]))
+        result = (
+            build_definitions(settings)
+            .resolve_job_def(DAILY_JOB)
+            .execute_in_process(
+                partition_key=DAYS[0],
+                instance=instance,
+                raise_on_error=False,
+                asset_selection=[dg.AssetKey(["tops", "annoy_index"])],
+            )
+        )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "tops__annoy_index"
+    assert f"removals for {DAYS[0]} is missing" in failure.event_specific_data.error.message
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
 
 
 def test_bad_rows_and_bad_images_are_quarantined_with_reasons(settings):

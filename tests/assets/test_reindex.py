@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from image_search_assets import cli
+from image_search_assets.assets.gpu_steps import model_params
 from image_search_assets.assets.reindex import REINDEX_JOB, reindex_op_name
 from image_search_assets.core import layout
 from image_search_assets.core.index import live_set, reindex, retention
@@ -20,7 +21,7 @@ from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import LocalStorage
 from image_search_assets.definitions import build_definitions
 from image_search_assets.settings import DEFAULT_CONFIG, load_settings
-from image_search_assets.tags import detector_class_ids, gpu_pool
+from image_search_assets.tags import detector_class_ids, gpu_pool, random_detector_classes
 from resources import ModelsResource, StorageResource
 from tests.assets.test_lifecycle import run_day, served_ids, write_catalog
 from tests.conftest import START
@@ -103,17 +104,14 @@ def interrupted_then_resumed(store, settings, category: str) -> None:
     """A re-index that dies mid-way commits nothing; the same scope resumes from its chunks."""
     target = reindex.plan(store, category)
     models = ModelsResource.from_settings(settings)
-    detector = models.detector_replicas(len(settings.categories) + 1, 1)
-    inference = reindex.Inference(
-        detector=detector,
-        embedder=models.embedder_replicas(1),
-        class_ids=detector_class_ids(settings.category(category), detector.primary.labels),
-        score_threshold=models.detector.score_threshold,
-        detector_batch_size=models.detector.batch_size,
-        input_size=models.embedder.input_size,
-        embedder_batch_size=models.embedder.batch_size,
-        chunk_size=1,
-    )
+    detector = models.detector_replicas(random_detector_classes(settings), 1)
+    inference = {
+        "detector": detector,
+        "embedder": models.embedder_replicas(1),
+        "class_ids": detector_class_ids(settings.category(category), detector.primary.labels),
+        "params": model_params(models),
+        "chunk_size": 1,
+    }
     options = {"metric": "angular", "n_trees": 4, "recall_sample": 20, "retention": 7}
     served = load_current(store, category).manifest["version"]
     live_key = asset_value_key([category, "annoy_index"], target.day)
@@ -123,11 +121,11 @@ def interrupted_then_resumed(store, settings, category: str) -> None:
     store.delete(last)  # the last chunk's image is unreadable: the run dies after the others
     # Local storage raises FileNotFoundError, GCS google's NotFound: both name the image.
     with pytest.raises(Exception, match=re.escape(last.rsplit("/", 1)[-1])):
-        reindex.reindex(store, target, inference, run_scope="s", index_options=options)
+        reindex.reindex(store, target, **inference, run_scope="s", index_options=options)
     assert load_current(store, category).manifest["version"] == served
     assert store.read_parquet(live_key).equals(live_before)
     store.write_bytes(last, image)
-    done = reindex.reindex(store, target, inference, run_scope="s", index_options=options)
+    done = reindex.reindex(store, target, **inference, run_scope="s", index_options=options)
     assert done.chunks_reused == len(target.images) - 1 and done.chunks_computed == 1 + len(
         target.images
     )

@@ -14,9 +14,6 @@ SOURCES = ("image_search_assets", "resources", "benchmarks")
 HOME = Path("image_search_assets/core/layout.py")
 # Key fragments no module but core/layout.py may spell (in code, comments or docstrings).
 SPELLED_ONCE = ("CURRENT.json", "versions/", "removals/")
-# The removal records' keys still live in core/records.py until removals become an asset of
-# their own; then that module drops them and this exception goes.
-PENDING = {"removals/": {Path("image_search_assets/core/records.py")}}
 
 
 def _sources() -> list[Path]:
@@ -25,16 +22,14 @@ def _sources() -> list[Path]:
 
 @pytest.mark.parametrize("fragment", SPELLED_ONCE)
 def test_only_the_layout_module_spells_a_storage_key(fragment):
-    allowed = {HOME, *PENDING.get(fragment, set())}
-    spelled = [p for p in _sources() if p not in allowed and fragment in (ROOT / p).read_text()]
+    spelled = [p for p in _sources() if p != HOME and fragment in (ROOT / p).read_text()]
     assert not spelled, f"{fragment!r} is spelled outside core/layout.py: {spelled}"
 
 
 @pytest.mark.parametrize("fragment", SPELLED_ONCE)
 def test_each_fragment_is_really_spelled_where_it_is_allowed(fragment):
     """The rule is not vacuous: the fragment it looks for is the one the keys use."""
-    allowed = {HOME, *PENDING.get(fragment, set())}
-    assert any(fragment in (ROOT / p).read_text() for p in allowed)
+    assert fragment in (ROOT / HOME).read_text()
 
 
 def test_the_layout_module_imports_the_standard_library_alone():
@@ -98,3 +93,11 @@ def test_versions_are_named_by_day_and_creation_and_found_again():
     listed = [k for k in keys if k.startswith(layout.versions_prefix("tops"))]
     assert layout.version_names(listed, "tops") == {version}
     assert all(k.startswith(layout.category_prefix("tops") + "/") for k in keys)
+
+
+def test_the_removals_asset_keeps_the_key_its_records_had_before():
+    """Every day stored before removals were an asset stays readable by the IO manager."""
+    key = layout.asset_value_key([layout.REMOVALS_ASSET], "2026-11-02")
+    assert key == layout.removals_key("2026-11-02") == "removals/2026-11-02.parquet"
+    listed = [key, layout.removals_key("2026-11-01"), "removals/notes.txt", "removals/x/y.parquet"]
+    assert layout.removal_days(listed) == ["2026-11-01", "2026-11-02"]

@@ -79,7 +79,7 @@ def partition_of(run: dict) -> str:
 
 
 def asset_keys() -> list[dict[str, list[str]]]:
-    keys = [["new_products"], ["product_images"]]
+    keys = [["new_products"], ["removals"], ["product_images"]]
     keys += [
         [c, stage] for c in CATEGORIES for stage in ("detections", "embeddings", "annoy_index")
     ]

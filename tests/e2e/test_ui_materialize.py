@@ -21,7 +21,7 @@ from tests.e2e.harness import (
 
 pytestmark = pytest.mark.e2e
 
-SELECTION = '+key:"tops/annoy_index"'  # tops' chain and the ingest it reads: 5 assets
+SELECTION = '+key:"tops/annoy_index"'  # tops' chain and the ingest it reads: 6 assets
 RUN = """
 query($id: ID!) {
   runOrError(runId: $id) {
@@ -72,7 +72,7 @@ def test_materialise_one_partition_of_one_category_from_the_ui(tmp_path, browser
 
         browser.button("Materialize all").click()
         dialog = browser.until(lambda d: d.find_element(By.CSS_SELECTOR, "[role=dialog]"))
-        assert "materialize 5 assets" in dialog.text
+        assert "materialize 6 assets" in dialog.text
         partitions = dialog.find_element(By.CSS_SELECTOR, "input")
         partitions.click()
         partitions.send_keys(day.isoformat(), Keys.ENTER)
@@ -98,6 +98,7 @@ def test_materialise_one_partition_of_one_category_from_the_ui(tmp_path, browser
     assert sorted("/".join(a["path"]) for a in run["assetSelection"]) == [
         "new_products",
         "product_images",
+        "removals",
         "tops/annoy_index",
         "tops/detections",
         "tops/embeddings",

@@ -13,7 +13,7 @@ import pytest
 from google.cloud import storage
 from PIL import Image
 
-from image_search_assets.core.inference.stages import fetch_images
+from image_search_assets.core.ingest.store_images import fetch_images
 from image_search_assets.core.storage import LocalStorage
 from image_search_assets.settings import parse_settings
 from resources import ImageFetchResource

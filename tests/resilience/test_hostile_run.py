@@ -190,10 +190,10 @@ def _main(spec: dict[str, str]) -> None:
     settings = base.with_overrides(
         categories=tuple(base.category(c) for c in CATEGORIES), gcp_project="test", fetch=fetch
     )
-    ingest = [["new_products"], ["product_images"]]
+    ingest = [["new_products"], ["removals"], ["product_images"]]
     Path(spec["dir"]).mkdir(parents=True)
     with dg.DagsterInstance.local_temp(spec["dir"]) as instance:
-        run_day(settings, DAY, instance, assets=[["new_products"]])  # warm the imports
+        run_day(settings, DAY, instance, assets=ingest[:2])  # warm the imports
         before = _status_kib("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS

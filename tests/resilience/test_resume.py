@@ -86,7 +86,7 @@ def test_sigkilled_embedding_step_is_retried_and_resumes_exactly_once(tmp_path):
     config = write_config(tmp_path, catalog)
     settings = load_settings(config)
     store = StorageResource(root=settings.storage_root).open()
-    upstream = [["new_products"], ["product_images"], ["tops", "detections"]]
+    upstream = [["new_products"], ["removals"], ["product_images"], ["tops", "detections"]]
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(settings, DAY, instance, upstream).success
     detections = store.read_parquet(asset_value_key(["tops", "detections"], DAY))

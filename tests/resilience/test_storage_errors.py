@@ -22,7 +22,7 @@ from tests.resilience.helpers import events, fast_settings, run_day
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
-TOPS = [["new_products"], ["product_images"]] + [
+TOPS = [["new_products"], ["removals"], ["product_images"]] + [
     ["tops", s] for s in ("detections", "embeddings", "annoy_index")
 ]
 

@@ -19,6 +19,7 @@ import json
 from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,17 +66,25 @@ def _column(table: pd.DataFrame, column: str) -> list[str]:
     return values.fillna(UNKNOWN).astype(str).tolist()
 
 
+@dataclass(frozen=True)
+class Advanced:
+    """A day's live set and the products of the day before that left it by a removal."""
+
+    live: pd.DataFrame
+    removed: frozenset[str]
+
+
 def advance(
     previous: pd.DataFrame | None,
     embeddings: pd.DataFrame,
     day: str,
     removed_ids: Iterable[str] = (),
-) -> pd.DataFrame:
+) -> Advanced:
     """Day N's live set from day N-1's: re-sent products point at today, removals leave.
 
-    The same inputs give the same table, so re-running a day changes nothing. A product
-    removed and re-added on the same day was resolved by the catalog (the later time wins):
-    if it is among today's embeddings it is live.
+    The same inputs give the same table, so re-running a day changes nothing. A product is
+    removed unless added again: one removed and re-added on the same day was resolved by the
+    catalog (the later time wins), and if it is among today's embeddings it is live.
     """
     if previous is None:
         before = empty()
@@ -98,7 +107,7 @@ def advance(
     if not ids.is_unique:
         dup = ids[ids.duplicated()].tolist()[:5]
         raise LiveSetError(f"{day}: the day's embeddings hold product ids twice: {dup}")
-    return live
+    return Advanced(live, frozenset(gone & set(before["product_id"])))
 
 
 def embedders(live: pd.DataFrame) -> list[str]:

@@ -26,9 +26,9 @@ import pandas as pd
 from image_search_assets.core import layout
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set
-from image_search_assets.core.inference.stages import Replicas, detect_items, embed_items
-from image_search_assets.core.layout import asset_value_key, work_prefix
-from image_search_assets.core.progress import Progress
+from image_search_assets.core.inference.detect_embed import ModelParams, Work, detect_and_embed
+from image_search_assets.core.inference.stages import Replicas
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.core.storage import Storage
 
 SNAPSHOT_MARK = ".reindex-"
@@ -47,20 +47,6 @@ class Plan:
     live: pd.DataFrame  # the day's live set (live_set.LIVE_COLUMNS)
     images: pd.DataFrame  # one product_images row per live product, in live-set order
     later_days: tuple[str, ...]  # days after `day` that have a live set (built on old models)
-
-
-@dataclass(frozen=True)
-class Inference:
-    """The configured models and the parameters the daily detect/embed steps use."""
-
-    detector: Replicas
-    embedder: Replicas
-    class_ids: Sequence[int]
-    score_threshold: float
-    detector_batch_size: int
-    input_size: int
-    embedder_batch_size: int
-    chunk_size: int
 
 
 @dataclass(frozen=True)
@@ -129,52 +115,37 @@ def snapshot_name(day: str, embedder: str, detector: str = live_set.UNKNOWN) -> 
 def reindex(
     storage: Storage,
     target: Plan,
-    models: Inference,
+    detector: Replicas,
+    embedder: Replicas,
     *,
+    class_ids: Sequence[int],
+    params: ModelParams,
+    chunk_size: int,
     run_scope: str,
     index_options: Mapping[str, Any],
     log: Callable[[str], object] = print,
 ) -> Result:
-    """Re-detects and re-embeds `target`'s live products, then commits (see module doc).
-
-    `index_options` are annoy_index.publish's (metric, n_trees, recall_sample, retention).
+    """Re-detects and re-embeds `target`'s live products, as the daily steps do, then commits
+    (see module doc). `index_options` are annoy_index.publish's (metric, n_trees,
+    recall_sample, retention).
     """
     name, day = target.category, target.day
     # The identities as the daily steps write them, so the model checks compare equals.
-    embedder = live_set.identity_json(models.embedder.primary.identity)
-    detector = live_set.identity_json(models.detector.primary.identity)
+    embedder_id = live_set.identity_json(embedder.primary.identity)
+    detector_id = live_set.identity_json(detector.primary.identity)
     previous = live_set.embedders(target.live)
-    snapshot = snapshot_name(day, embedder, detector)
+    snapshot = snapshot_name(day, embedder_id, detector_id)
     if target.live.empty:
-        return Result(snapshot, embedder, detector, 0, previous, None, 0, 0)
-    detected = detect_items(
-        target.images,
-        storage,
-        models.detector,
-        class_ids=models.class_ids,
-        score_threshold=models.score_threshold,
-        batch_size=models.detector_batch_size,
-        work_prefix=work_prefix(day, name, "reindex-detections"),
-        chunk_size=models.chunk_size,
-        run_scope=run_scope,
-        progress=Progress(f"{name} re-detect", len(target.images), log, unit="images"),
+        return Result(snapshot, embedder_id, detector_id, 0, previous, None, 0, 0)
+    work = Work(storage, day, name, run_scope, chunk_size, log, reindex=True)
+    detected, embedded = detect_and_embed(
+        target.images, detector, embedder, class_ids, params, work
     )
-    embedded = embed_items(
-        detected.table,
-        storage,
-        models.embedder,
-        input_size=models.input_size,
-        batch_size=models.embedder_batch_size,
-        work_prefix=work_prefix(day, name, "reindex-embeddings"),
-        chunk_size=models.chunk_size,
-        run_scope=run_scope,
-        progress=Progress(f"{name} re-embed", len(detected.table), log, unit="crops"),
-    )
-    vectors_table = embedded.table.assign(embedder=embedder, detector=detector)
+    vectors_table = embedded.table
     if set(vectors_table["product_id"]) != set(target.live["product_id"]):
         raise ReindexError(f"{name}: re-embedding lost products; nothing was committed")
     storage.write_parquet(asset_value_key([name, "embeddings"], snapshot), vectors_table)
-    live = target.live.assign(day=snapshot, embedder=embedder, detector=detector)
+    live = target.live.assign(day=snapshot, embedder=embedder_id, detector=detector_id)
     vectors = live_set.load_vectors(storage, name, live, loaded={snapshot: vectors_table})
     ids = live["product_id"].tolist()
     manifest = annoy.publish(
@@ -184,8 +155,8 @@ def reindex(
     runs = [r.chunks for r in (detected, embedded) if r.chunks is not None]
     return Result(
         snapshot,
-        embedder,
-        detector,
+        embedder_id,
+        detector_id,
         len(live),
         previous,
         manifest,

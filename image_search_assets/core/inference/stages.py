@@ -1,11 +1,11 @@
-"""The day's stages as plain functions over tables: fetch images, detect, embed.
+"""The day's GPU stages as plain functions over tables: detect, embed.
 
-Assets call these; nothing here knows about Dagster.
+Assets call these; nothing here knows about Dagster. Fetching the images is
+core/ingest/store_images.py, which imports no torch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,13 +21,9 @@ from image_search_assets.core.inference.chunks import ChunkedRun, run_chunks, sa
 from image_search_assets.core.inference.models import LoadedModel
 from image_search_assets.core.inference.read_ahead import ReadAhead
 from image_search_assets.core.ingest.catalog import quarantine_frame
-from image_search_assets.core.ingest.fetch import FetchPolicy, fetch_bytes, fetch_many
-from image_search_assets.core.ingest.images import decode_image, to_jpeg_bytes
-from image_search_assets.core.layout import image_key
 from image_search_assets.core.progress import Progress
 from image_search_assets.core.storage import Storage
 
-IMAGE_COLUMNS = ["product_id", "category", "image_url", "image_key", "width", "height", "sha256"]
 BOX_COLUMNS = ["x1", "y1", "x2", "y2", "label", "score", "box_source", "candidates"]
 DETECTION_COLUMNS = ["product_id", "image_key", "image_sha256", *BOX_COLUMNS]
 
@@ -43,72 +39,6 @@ class StageResult:
     @property
     def items_per_second(self) -> float:
         return len(self.table) / self.seconds if self.seconds > 0 else 0.0
-
-
-def fetch_images(
-    products: pd.DataFrame,
-    storage: Storage,
-    day: str,
-    *,
-    policy: FetchPolicy,
-    max_pixels: int,
-    workers: int,
-    gcs_read: Callable[[str], bytes] | None = None,
-    progress: Progress | None = None,
-) -> StageResult:
-    """Fetches, decodes and stores each product's image as a normalised RGB JPEG.
-
-    A failed image is quarantined with its reason; it never fails the day.
-    """
-    started = time.perf_counter()
-    urls = dict(zip(products["product_id"], products["image_url"], strict=True))
-
-    def fetch_one(pid: str) -> dict[str, object]:
-        try:
-            return store_one(pid)
-        finally:  # a rejected image counts as done too
-            if progress is not None:
-                progress.advance()
-
-    def store_one(pid: str) -> dict[str, object]:
-        img = decode_image(
-            fetch_bytes(urls[pid], policy, gcs_read=gcs_read),
-            max_pixels=max_pixels,
-            max_decode_bytes=policy.max_decode_bytes,
-            budget=policy.decode_budget,
-        )
-        data = to_jpeg_bytes(img)
-        key = image_key(day, pid)
-        storage.write_bytes(key, data)
-        return {
-            "image_key": key,
-            "width": img.width,
-            "height": img.height,
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-
-    good, rejected = fetch_many([(pid, pid) for pid in urls], fetch_one, workers=workers)
-    if progress is not None:
-        progress.finish()
-    rows = [
-        {**row, **good[row["product_id"]]}
-        for row in _columns(products, ["product_id", "category", "image_url"]).to_dict("records")
-        if row["product_id"] in good
-    ]
-    table = pd.DataFrame(rows, columns=pd.Index(IMAGE_COLUMNS))
-    bad = [
-        {
-            "product_id": pid,
-            "category": cat,
-            "image_url": urls[pid],
-            "stage": "image",
-            "reason": rejected[pid].reason,
-            "detail": rejected[pid].detail,
-        }
-        for pid, cat in zip(products["product_id"], products["category"], strict=True)
-        if pid in rejected
-    ]
-    return StageResult(table, quarantine_frame(bad), time.perf_counter() - started)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection
 from pathlib import Path
@@ -93,27 +92,6 @@ def fetch_bytes(
         return read_file(Path(unquote(parts.path)), policy.max_bytes)
     path = Path(uri)
     return read_file(path if path.is_absolute() else Path(base_dir or ".") / path, policy.max_bytes)
-
-
-def fetch_many(
-    items: Sequence[tuple[str, str]], fetch_one: Callable[[str], T], workers: int = 8
-) -> tuple[dict[str, T], dict[str, ItemRejected]]:
-    """Runs fetch_one(uri) on threads -> (ok, rejected) by item id; other errors propagate."""
-    if workers < 1 or len({item_id for item_id, _ in items}) != len(items):
-        raise ValueError("fetch_many needs workers >= 1 and unique item ids")
-    ok, rejected = dict[str, T](), dict[str, ItemRejected]()
-    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(items))))
-    try:
-        futures = {item_id: pool.submit(fetch_one, uri) for item_id, uri in items}
-        for item_id, future in futures.items():
-            try:
-                ok[item_id] = future.result()
-            except ItemRejected as exc:
-                rejected[item_id] = exc
-    finally:
-        # After an unexpected error, don't keep fetching the rest of the day in the background.
-        pool.shutdown(wait=True, cancel_futures=True)
-    return ok, rejected
 
 
 def _with_retries(policy: FetchPolicy, attempt: Callable[[], T]) -> T:

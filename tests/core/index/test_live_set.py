@@ -57,8 +57,10 @@ def _embeddings(ids, seed, dim=8, model=MODEL):
 
 
 def test_resent_products_move_to_the_later_day_and_removals_leave():
-    d1 = live_set.advance(None, _embeddings(["a", "b", "c"], 1), "2026-11-01")
-    d2 = live_set.advance(d1, _embeddings(["b", "d"], 2), "2026-11-02", removed_ids={"c", "x"})
+    d1 = live_set.advance(None, _embeddings(["a", "b", "c"], 1), "2026-11-01").live
+    step = live_set.advance(d1, _embeddings(["b", "d"], 2), "2026-11-02", removed_ids={"c", "x"})
+    d2 = step.live
+    assert step.removed == {"c"}  # "x" was never live: it leaves nothing
     assert d2["product_id"].tolist() == ["a", "b", "d"]
     assert dict(zip(d2["product_id"], d2["day"], strict=True)) == {
         "a": "2026-11-01",
@@ -66,9 +68,11 @@ def test_resent_products_move_to_the_later_day_and_removals_leave():
         "d": "2026-11-02",
     }
     # Re-added the same day it was removed (the catalog let the add win): live.
-    d3 = live_set.advance(d2, _embeddings(["a"], 3), "2026-11-03", removed_ids={"a"})
+    readded = live_set.advance(d2, _embeddings(["a"], 3), "2026-11-03", removed_ids={"a"})
+    d3 = readded.live
+    assert readded.removed == frozenset()
     assert sorted(d3["product_id"]) == ["a", "b", "d"]
-    again = live_set.advance(d2, _embeddings(["a"], 3), "2026-11-03", removed_ids={"a"})
+    again = live_set.advance(d2, _embeddings(["a"], 3), "2026-11-03", removed_ids={"a"}).live
     assert again.equals(d3)  # the same inputs, the same value
 
 
@@ -76,7 +80,7 @@ def test_vectors_are_read_from_the_partitions_the_live_set_names(tmp_path):
     store = LocalStorage(tmp_path)
     e1, e2 = _embeddings(["a", "b", "c"], 1), _embeddings(["b"], 2)
     store.write_parquet(asset_value_key(["tops", "embeddings"], "2026-11-01"), e1)
-    live = live_set.advance(live_set.advance(None, e1, "2026-11-01"), e2, "2026-11-02")
+    live = live_set.advance(live_set.advance(None, e1, "2026-11-01").live, e2, "2026-11-02").live
     got = live_set.load_vectors(store, "tops", live, loaded={"2026-11-02": e2})
     assert live["product_id"].tolist() == ["a", "c", "b"]
     want = np.stack([e1["vector"][0], e1["vector"][2], e2["vector"][0]])
@@ -87,7 +91,7 @@ def test_vectors_are_read_from_the_partitions_the_live_set_names(tmp_path):
 
 
 def test_a_model_change_is_refused_with_both_identities_and_the_reindex_command():
-    d1 = live_set.advance(None, _embeddings(["a"], 1), "2026-11-01")
+    d1 = live_set.advance(None, _embeddings(["a"], 1), "2026-11-01").live
     live_set.require_one_model(d1, _embeddings(["b"], 2), category="tops", day="2026-11-02")
     with pytest.raises(live_set.ModelChangeError) as e:
         live_set.require_one_model(
@@ -103,7 +107,7 @@ DET2 = json.dumps({"arch": "ssdlite", "weights": "demo", "sha256": "b" * 64, "in
 
 
 def test_the_configured_models_are_checked_against_the_previous_live_set_before_gpu_work():
-    d1 = live_set.advance(None, _embeddings(["a"], 1).assign(detector=DET), "2026-11-01")
+    d1 = live_set.advance(None, _embeddings(["a"], 1).assign(detector=DET), "2026-11-01").live
     assert live_set.detectors(d1) == [DET] and live_set.embedders(d1) == [MODEL]
     kw = {"category": "tops", "day": "2026-11-02"}
     assert live_set.check_configured(d1, MODEL, DET, **kw) == []
@@ -119,7 +123,9 @@ def test_the_configured_models_are_checked_against_the_previous_live_set_before_
 
 def test_a_live_set_written_before_detectors_were_recorded_reads_as_unknown(tmp_path):
     store = LocalStorage(tmp_path)
-    old = live_set.advance(None, _embeddings(["a", "b"], 1), "2026-11-01").drop(columns="detector")
+    old = live_set.advance(None, _embeddings(["a", "b"], 1), "2026-11-01").live.drop(
+        columns="detector"
+    )
     store.write_parquet(asset_value_key(["tops", "annoy_index"], "2026-11-01"), old)
     stored = live_set.stored_models(store, "tops", "2026-11-01")
     assert stored is not None and stored.to_dict("records") == [
@@ -132,7 +138,7 @@ def test_a_live_set_written_before_detectors_were_recorded_reads_as_unknown(tmp_
     with pytest.raises(live_set.ModelChangeError, match="embedder"):
         live_set.check_configured(stored, OTHER, DET, category="tops", day="2026-11-02")
     # The next day's live set carries on, old rows unknown, new rows recorded.
-    d2 = live_set.advance(old, _embeddings(["c"], 2).assign(detector=DET), "2026-11-02")
+    d2 = live_set.advance(old, _embeddings(["c"], 2).assign(detector=DET), "2026-11-02").live
     assert list(d2.columns) == list(live_set.LIVE_COLUMNS)
     assert dict(zip(d2["product_id"], d2["detector"], strict=True)) == {"a": "", "b": "", "c": DET}
     live_set.require_one_model(old, _embeddings(["c"], 2).assign(detector=DET), **KW)
@@ -160,7 +166,7 @@ def test_a_day_writes_its_vectors_once_however_many_days_came_before(tmp_path):
         store.read.clear()
         store.write_parquet(asset_value_key(["tops", "embeddings"], day), emb)
         new_vectors = sum(store.written.values())
-        live = live_set.advance(live, emb, day, removed_ids={f"p{n0 - 1 - n}"})
+        live = live_set.advance(live, emb, day, removed_ids={f"p{n0 - 1 - n}"}).live
         store.write_parquet(asset_value_key(["tops", "annoy_index"], day), live)
         vectors = live_set.load_vectors(store, "tops", live, loaded={day: emb})
         annoy.publish(
@@ -190,7 +196,7 @@ def test_retention_prunes_old_live_sets_work_chunks_and_unreferenced_embeddings(
     for n, day in enumerate(days):
         emb = _embeddings(["a", "b"] if n == 0 else ["b"], n)  # b is re-sent every day
         store.write_parquet(asset_value_key(["tops", "embeddings"], day), emb)
-        live = live_set.advance(live, emb, day)
+        live = live_set.advance(live, emb, day).live
         store.write_parquet(asset_value_key(["tops", "annoy_index"], day), live)
         store.write_bytes(f"work/{day}/tops/embeddings/chunk-00000.parquet", b"x")
         store.write_bytes(f"work/{day}/pants/embeddings/chunk-00000.parquet", b"x")

@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from google.api_core import exceptions as gexc
 
-from image_search_assets.core.ingest.fetch import FetchPolicy, fetch_bytes, fetch_many
+from image_search_assets.core.ingest.fetch import FetchPolicy, fetch_bytes
 from image_search_assets.core.ingest.images import ItemRejected
+from image_search_assets.core.ingest.store_images import fetch_many
 from image_search_assets.core.ingest.url_rules import LOCAL_KINDS, UrlRules
 
 # No connection or name lookup may leave 127.0.0.0/8 (tests/net_guard.py).
