@@ -181,6 +181,18 @@ def test_every_python_file_stays_under_the_size_a_reader_can_hold():
     assert long == {}
 
 
+def test_no_file_holds_lines_the_formatter_would_write_otherwise():
+    """STYLE.md: a file that must turn the formatter off (skip or off) to fit holds two things."""
+    files = [p for d in (*PACKAGES, "tests", "benchmarks") for p in (ROOT / d).rglob("*.py")]
+    held = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in files
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"#\s*fmt:\s*(skip|off)\b", line)
+    ]
+    assert held == []
+
+
 def test_every_test_folder_is_a_concern_the_development_page_names():
     # docs/development.md tells a reader where each kind of test lives: a new folder joins it.
     page = (ROOT / "docs" / "development.md").read_text()

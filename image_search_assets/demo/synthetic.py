@@ -18,75 +18,23 @@ from zoneinfo import ZoneInfo
 
 from PIL import Image, ImageChops, ImageColor, ImageDraw, ImageFilter
 
+from image_search_assets.demo.shapes import CATEGORIES as CATEGORIES
+from image_search_assets.demo.shapes import PALETTE as PALETTE
+from image_search_assets.demo.shapes import silhouette
+
 DEFAULT_MIX = {"tops": 8, "pants": 4}
 OTHER_PER_DAY = 2
 UNKNOWN_CATEGORY = "spacesuits"
 CSV_COLUMNS = ("product_id", "category", "image_url", "added_at", "colour", "pattern")
 PATTERNS = ("solid", "stripes", "dots", "checks")
-# fmt: off
-PALETTE = {
-    "red": (200, 30, 40), "blue": (30, 70, 190), "green": (40, 140, 60), "yellow": (235, 200, 40),
-    "black": (25, 25, 25), "white": (248, 248, 248), "pink": (240, 140, 180),
-    "brown": (120, 75, 40),
-}
-BAD_KINDS = ("unknown_category", "duplicate_id", "empty_url", "unparseable_added_at",
-             "truncated_image", "not_an_image")
-
-# Silhouettes as drawing ops in a unit box: (ImageDraw method, fill, (x0, y0, x1, y1, ...),
-# *extra), the last extra of lines and arcs being their width. Fill 0 cuts a hole (necklines,
-# buckle, watch hands) so that the shapes read as objects rather than blobs.
-_SHAPES: dict[str, list[tuple]] = {
-    "tops": [("polygon", 255, (0.34, 0.06, 0.66, 0.06, 1, 0.26, 0.88, 0.46, 0.78, 0.38, 0.78,
-                               0.96, 0.22, 0.96, 0.22, 0.38, 0.12, 0.46, 0, 0.26)),
-             ("ellipse", 0, (0.4, -0.04, 0.6, 0.14))],
-    "pants": [("polygon", 255, (0.2, 0.02, 0.8, 0.02, 0.84, 0.98, 0.56, 0.98, 0.5, 0.3, 0.44,
-                                0.98, 0.16, 0.98)),
-              ("line", 0, (0.2, 0.1, 0.8, 0.1), 0.015)],
-    "skirts": [("rectangle", 255, (0.33, 0.08, 0.67, 0.16)),
-               ("polygon", 255, (0.33, 0.17, 0.67, 0.17, 0.92, 0.86, 0.08, 0.86))],
-    "dresses": [("polygon", 255, (0.36, 0.02, 0.42, 0.02, 0.44, 0.14, 0.56, 0.14, 0.58, 0.02,
-                                  0.64, 0.02, 0.66, 0.3, 0.58, 0.44, 0.86, 0.98, 0.14, 0.98,
-                                  0.42, 0.44, 0.34, 0.3))],
-    "outerwear": [("polygon", 255, (0.38, 0.02, 0.62, 0.02, 0.8, 0.08, 0.98, 0.82, 0.86, 0.86,
-                                    0.76, 0.42, 0.76, 0.98, 0.24, 0.98, 0.24, 0.42, 0.14, 0.86,
-                                    0.02, 0.82, 0.2, 0.08)),
-                  ("polygon", 0, (0.42, 0.02, 0.58, 0.02, 0.5, 0.22)),
-                  ("line", 0, (0.5, 0.22, 0.5, 0.98), 0.012)],
-    "shoes": [("polygon", 255, (0.04, 0.86, 0.04, 0.5, 0.12, 0.44, 0.3, 0.52, 0.42, 0.38, 0.5,
-                                0.4, 0.62, 0.54, 0.86, 0.6, 0.86, 0.86)),
-              ("chord", 255, (0.7, 0.58, 0.99, 1.14), 180, 360),
-              ("line", 0, (0.04, 0.78, 0.96, 0.78), 0.015)],
-    "bags": [("arc", 255, (0.28, 0.06, 0.72, 0.62), 180, 360, 0.06),
-             ("rounded_rectangle", 255, (0.1, 0.34, 0.9, 0.94), 0.08)],
-    "hats": [("chord", 255, (0.24, 0.14, 0.76, 1.0), 180, 360),
-             ("ellipse", 255, (0.02, 0.5, 0.98, 0.72)),
-             ("line", 0, (0.25, 0.49, 0.75, 0.49), 0.015)],
-    "scarves": [("rectangle", 255, (0.28, 0.04, 0.72, 0.2)),
-                ("polygon", 255, (0.3, 0.2, 0.46, 0.2, 0.44, 0.88, 0.28, 0.88)),
-                ("polygon", 255, (0.54, 0.2, 0.7, 0.2, 0.66, 0.76, 0.5, 0.76)),
-                *[("line", 255, (x, 0.88, x, 0.96), 0.012) for x in (0.29, 0.33, 0.37, 0.41)],
-                *[("line", 255, (x, 0.76, x, 0.84), 0.012) for x in (0.51, 0.55, 0.59, 0.63)]],
-    "socks": [("rectangle", 255, (0.32, 0.02, 0.6, 0.66)),
-              ("rounded_rectangle", 255, (0.32, 0.56, 0.92, 0.86), 0.14),
-              ("line", 0, (0.32, 0.12, 0.6, 0.12), 0.015)],
-    "belts": [("rectangle", 255, (0, 0.43, 1, 0.57)), ("rectangle", 255, (0.12, 0.34, 0.3, 0.66)),
-              ("rectangle", 0, (0.16, 0.39, 0.26, 0.61)),
-              ("line", 255, (0.16, 0.5, 0.3, 0.5), 0.02),
-              *[("ellipse", 0, (x, 0.48, x + 0.03, 0.52)) for x in (0.6, 0.68, 0.76)]],
-    "watches": [("rectangle", 255, (0.38, 0, 0.62, 1)), ("ellipse", 255, (0.24, 0.26, 0.76, 0.74)),
-                ("arc", 0, (0.29, 0.31, 0.71, 0.69), 0, 360, 0.015),
-                ("line", 0, (0.5, 0.5, 0.5, 0.35), 0.025),
-                ("line", 0, (0.5, 0.5, 0.62, 0.5), 0.025)],
-    "glasses": [("ellipse", 255, (0.04, 0.34, 0.44, 0.68)),
-                ("ellipse", 255, (0.56, 0.34, 0.96, 0.68)),
-                ("arc", 255, (0.4, 0.38, 0.6, 0.58), 200, 340, 0.03),
-                ("line", 255, (0.04, 0.44, 0, 0.36), 0.025),
-                ("line", 255, (0.96, 0.44, 1, 0.36), 0.025)],
-}
-# fmt: on
-# Unknown categories (the platform config may name any) get a plain rounded box.
-_GENERIC = [("rounded_rectangle", 255, (0.1, 0.1, 0.9, 0.9), 0.15)]
-CATEGORIES = tuple(_SHAPES)
+BAD_KINDS = (
+    "unknown_category",
+    "duplicate_id",
+    "empty_url",
+    "unparseable_added_at",
+    "truncated_image",
+    "not_an_image",
+)
 # How good rows spell added_at, cycled per day, so every accepted form is exercised.
 _FORMS = ("offset", "offset", "offset", "naive", "offset", "utc", "offset")
 
@@ -106,17 +54,6 @@ class SyntheticProduct:
 def daily_mix(categories: Sequence[str]) -> dict[str, int]:
     """Products per day for each category: DEFAULT_MIX, else OTHER_PER_DAY."""
     return {c: DEFAULT_MIX.get(c, OTHER_PER_DAY) for c in categories}
-
-
-def _draw_ops(draw: ImageDraw.ImageDraw, ops: list[tuple], s: int) -> None:
-    for op, fill, coords, *extra in ops:
-        xy = [(x * s, y * s) for x, y in zip(coords[::2], coords[1::2], strict=True)]
-        if op in ("line", "arc"):
-            getattr(draw, op)(xy, *extra[:-1], fill=fill, width=max(1, round(extra[-1] * s)))
-        elif op == "rounded_rectangle":
-            draw.rounded_rectangle(xy, radius=extra[0] * s, fill=fill)
-        else:
-            getattr(draw, op)(xy, *extra, fill=fill)
 
 
 def _pattern_fill(
@@ -162,8 +99,7 @@ def draw_product_with_box(
         for _ in range(size * size // 64):
             draw.point((rng.randrange(size), rng.randrange(size)), dark)
     box = max(8, int(size * rng.uniform(0.5, 0.9)))
-    shape = Image.new("L", (box, box), 0)
-    _draw_ops(ImageDraw.Draw(shape), _SHAPES.get(category, _GENERIC), box)
+    shape = silhouette(category, box)
     if rng.random() < 0.5:
         shape = shape.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     mask = Image.new("L", (size, size), 0)

@@ -189,5 +189,7 @@ def test_exact_neighbours_in_item_blocks_match_one_block(monkeypatch):
     want = np.argsort(-sims, axis=1)[:, :10]
     np.testing.assert_array_equal(got, want)
     assert annoy.exact_neighbours(vectors, queries[:0], 10).shape == (0, 10)
-    np.testing.assert_array_equal(annoy.exact_neighbours(vectors[:4], queries, 10)[:, 0], [
-        0, 1, 2, 3, *np.argmax(queries[4:] @ vectors[:4].T, axis=1)])  # fmt: skip
+    np.testing.assert_array_equal(
+        annoy.exact_neighbours(vectors[:4], queries, 10)[:, 0],
+        [0, 1, 2, 3, *np.argmax(queries[4:] @ vectors[:4].T, axis=1)],
+    )

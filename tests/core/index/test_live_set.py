@@ -170,9 +170,16 @@ def test_a_day_writes_its_vectors_once_however_many_days_came_before(tmp_path):
         store.write_parquet(asset_value_key(["tops", "annoy_index"], day), live)
         vectors = live_set.load_vectors(store, "tops", live, loaded={day: emb})
         annoy.publish(
-            store, "tops", day, live["product_id"].tolist(), vectors, metric="angular",
-            n_trees=2, models={"embedders": live_set.embedders(live)}, recall_sample=10,
-        )  # fmt: skip
+            store,
+            "tops",
+            day,
+            live["product_id"].tolist(),
+            vectors,
+            metric="angular",
+            n_trees=2,
+            models={"embedders": live_set.embedders(live)},
+            recall_sample=10,
+        )
         retention.prune_category(store, "tops", day, keep_days=2)
         ann = sum(v for k, v in store.written.items() if k.endswith("index.ann"))
         manifests = (
