@@ -21,6 +21,7 @@ from annoy import AnnoyIndex
 from image_search_assets.core import layout
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set, retention
+from image_search_assets.core.index.vectors import load_vectors
 from image_search_assets.core.storage import LocalStorage
 
 CATEGORY = "tops"
@@ -135,7 +136,7 @@ def step(root: str, day: str, n_trees: int, keep_days: int, vectors_out: str) ->
     removed = set(store.read_parquet(layout.removals_key(day))["product_id"].astype(str))
     live_set.require_one_model(previous, embeddings, category=CATEGORY, day=day)
     live = live_set.advance(previous, embeddings, day, removed).live
-    vectors = live_set.load_vectors(store, CATEGORY, live, loaded={day: embeddings})
+    vectors = load_vectors(store, CATEGORY, live, loaded={day: embeddings})
     loaded_s = time.perf_counter() - started
     manifest = annoy.publish(
         store,

@@ -24,6 +24,7 @@ from image_search_assets.assets.retrying import (
 )
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import current, live_set, retention
+from image_search_assets.core.index.vectors import load_vectors
 from image_search_assets.core.inference import detect_embed
 from image_search_assets.core.records import REMOVALS, asset_value_key
 from image_search_assets.core.storage import Storage
@@ -207,7 +208,7 @@ def _publish(
     moves CURRENT: (the version's manifest, what CURRENT did, what retention pruned)."""
     day, index = context.partition_key, settings.index
     if len(live):
-        vectors = live_set.load_vectors(store, name, live, loaded={day: embeddings})
+        vectors = load_vectors(store, name, live, loaded={day: embeddings})
     else:  # every product removed: an empty index replaces the served one
         vectors = np.zeros((0, served_dim or 0), np.float32)
     manifest = annoy.publish(

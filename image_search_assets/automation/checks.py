@@ -24,8 +24,8 @@ from image_search_assets.core.index.checks import (
     removed_outcome,
     vectors_outcome,
 )
-from image_search_assets.core.index.live_set import load_vectors
 from image_search_assets.core.index.plots import line_chart_png, markdown_image
+from image_search_assets.core.index.vectors import load_vectors
 from image_search_assets.core.layout import asset_value_key, version_day
 from image_search_assets.core.planning.daily_gate import previous_day
 from image_search_assets.core.records import day_report, removals_key, removed_to_date

@@ -9,7 +9,7 @@ import torch
 
 from image_search_assets.automation.schedules import latest_rates
 from image_search_assets.core.index.annoy_index import load_current
-from image_search_assets.core.index.live_set import load_vectors
+from image_search_assets.core.index.vectors import load_vectors
 from image_search_assets.core.inference import engine
 from image_search_assets.core.inference.engine import precision
 from image_search_assets.core.planning.gpu_plan import measured_throughput

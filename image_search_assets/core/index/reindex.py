@@ -4,7 +4,7 @@ A model rollout re-detects and re-embeds every live product of a category, up to
 a live set, from the images ingestion stored (`product_images`), then commits in this order:
 1. the new vectors, as one snapshot table beside the daily embeddings partitions:
    `assets/<category>/embeddings/<day>.reindex-<digest of both models>.parquet`. A live set
-   row names it in its `day` column, so load_vectors and retention treat it like any
+   row names it in its `day` column, so the vector loader and retention treat it like any
    embeddings partition;
 2. a version built from the snapshot alone (one embedder, one detector), verified, then CURRENT;
 3. the day's live set rewritten to point at the snapshot, with the new embedder and detector
@@ -26,6 +26,7 @@ import pandas as pd
 from image_search_assets.core import layout
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set
+from image_search_assets.core.index.vectors import load_vectors
 from image_search_assets.core.inference.detect_embed import ModelParams, Work, detect_and_embed
 from image_search_assets.core.inference.stages import Replicas
 from image_search_assets.core.layout import asset_value_key
@@ -146,7 +147,7 @@ def reindex(
         raise ReindexError(f"{name}: re-embedding lost products; nothing was committed")
     storage.write_parquet(asset_value_key([name, "embeddings"], snapshot), vectors_table)
     live = target.live.assign(day=snapshot, embedder=embedder_id, detector=detector_id)
-    vectors = live_set.load_vectors(storage, name, live, loaded={snapshot: vectors_table})
+    vectors = load_vectors(storage, name, live, loaded={snapshot: vectors_table})
     ids = live["product_id"].tolist()
     manifest = annoy.publish(
         storage, name, day, ids, vectors, models=live_set.manifest_models(live), **index_options

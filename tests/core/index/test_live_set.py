@@ -10,6 +10,7 @@ import pytest
 
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set, retention
+from image_search_assets.core.index.vectors import load_vectors
 from image_search_assets.core.records import asset_value_key
 from image_search_assets.core.storage import LocalStorage
 
@@ -81,13 +82,13 @@ def test_vectors_are_read_from_the_partitions_the_live_set_names(tmp_path):
     e1, e2 = _embeddings(["a", "b", "c"], 1), _embeddings(["b"], 2)
     store.write_parquet(asset_value_key(["tops", "embeddings"], "2026-11-01"), e1)
     live = live_set.advance(live_set.advance(None, e1, "2026-11-01").live, e2, "2026-11-02").live
-    got = live_set.load_vectors(store, "tops", live, loaded={"2026-11-02": e2})
+    got = load_vectors(store, "tops", live, loaded={"2026-11-02": e2})
     assert live["product_id"].tolist() == ["a", "c", "b"]
     want = np.stack([e1["vector"][0], e1["vector"][2], e2["vector"][0]])
     np.testing.assert_array_equal(got, want)
     store.delete(asset_value_key(["tops", "embeddings"], "2026-11-01"))
     with pytest.raises(live_set.LiveSetError, match="tops/embeddings for 2026-11-01 is gone"):
-        live_set.load_vectors(store, "tops", live, loaded={"2026-11-02": e2})
+        load_vectors(store, "tops", live, loaded={"2026-11-02": e2})
 
 
 def test_a_model_change_is_refused_with_both_identities_and_the_reindex_command():
@@ -168,7 +169,7 @@ def test_a_day_writes_its_vectors_once_however_many_days_came_before(tmp_path):
         new_vectors = sum(store.written.values())
         live = live_set.advance(live, emb, day, removed_ids={f"p{n0 - 1 - n}"}).live
         store.write_parquet(asset_value_key(["tops", "annoy_index"], day), live)
-        vectors = live_set.load_vectors(store, "tops", live, loaded={day: emb})
+        vectors = load_vectors(store, "tops", live, loaded={day: emb})
         annoy.publish(
             store,
             "tops",
