@@ -13,7 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("image_search_assets", "resources", "benchmarks")
 HOME = Path("image_search_assets/core/layout.py")
 # Key fragments no module but core/layout.py may spell (in code, comments or docstrings).
-SPELLED_ONCE = ("CURRENT.json", "versions/", "removals/")
+SPELLED_ONCE = (
+    "CURRENT.json",
+    "versions/",
+    "removals/",
+    "indexes/",
+    "quarantine/",
+    "manifest.json",
+    "ids.parquet",
+    "partition_scheme.json",
+)
 
 
 def _sources() -> list[Path]:
