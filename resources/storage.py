@@ -9,7 +9,7 @@ import pandas as pd
 from dagster_gcp import GCSResource
 
 from image_search_assets.core.failures import classify
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.core.storage import Storage, open_storage, split_gs_uri
 
 # AssetIn metadata flag marking an input as the asset's own previous partition.

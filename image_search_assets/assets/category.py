@@ -26,7 +26,7 @@ from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import current, live_set, retention
 from image_search_assets.core.index.vectors import load_vectors
 from image_search_assets.core.inference import detect_embed
-from image_search_assets.core.records import REMOVALS, asset_value_key
+from image_search_assets.core.layout import REMOVALS_ASSET, asset_value_key
 from image_search_assets.core.storage import Storage
 from image_search_assets.k8s.job_config import k8s_op_tags
 from image_search_assets.settings import Category, Settings
@@ -128,7 +128,7 @@ def _annoy_index(
         key=[name, "annoy_index"],
         ins={
             "embeddings": dg.AssetIn([name, "embeddings"]),
-            "removals": dg.AssetIn([REMOVALS]),
+            "removals": dg.AssetIn([REMOVALS_ASSET]),
             "previous": dg.AssetIn(
                 [name, "annoy_index"],
                 partition_mapping=PREVIOUS_DAY,

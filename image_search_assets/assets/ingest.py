@@ -8,9 +8,9 @@ import pandas as pd
 from image_search_assets.assets.retrying import crash_retry_policy, failure_policy
 from image_search_assets.core import partition_scheme
 from image_search_assets.core.ingest.store_images import fetch_images
+from image_search_assets.core.layout import REMOVALS_ASSET, quarantine_key
 from image_search_assets.core.planning.retry import BackoffPolicy
 from image_search_assets.core.progress import Progress
-from image_search_assets.core.records import REMOVALS, quarantine_key
 from image_search_assets.k8s.job_config import k8s_op_tags
 from image_search_assets.partitions import partition_date
 from resources import CatalogResource, ImageFetchResource, StorageResource
@@ -89,7 +89,7 @@ def ingest_assets(
                 "quarantined.",
                 **outs,
             ),
-            REMOVALS: dg.AssetOut(
+            REMOVALS_ASSET: dg.AssetOut(
                 description="The day's catalog removals: every category's annoy_index drops them.",
                 **outs,
             ),
@@ -117,7 +117,7 @@ def ingest_assets(
         )
         removals = dg.Output(
             day.removed,
-            output_name=REMOVALS,
+            output_name=REMOVALS_ASSET,
             metadata={
                 "removed_products": len(day.removed),
                 "per_category": _per_category(day.removed),

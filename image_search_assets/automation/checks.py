@@ -26,9 +26,9 @@ from image_search_assets.core.index.checks import (
 )
 from image_search_assets.core.index.plots import line_chart_png, markdown_image
 from image_search_assets.core.index.vectors import load_vectors
-from image_search_assets.core.layout import asset_value_key, version_day
+from image_search_assets.core.layout import asset_value_key, removals_key, version_day
 from image_search_assets.core.planning.daily_gate import previous_day
-from image_search_assets.core.records import day_report, removals_key, removed_to_date
+from image_search_assets.core.records import day_report, removed_to_date
 from image_search_assets.core.storage import Storage
 from image_search_assets.partitions import daily_partitions
 from image_search_assets.settings import Category, Settings

@@ -6,21 +6,20 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from image_search_assets.core import layout
-from image_search_assets.core.layout import REMOVALS_ASSET, REMOVALS_ROOT
-
-# The keys are spelled in core/layout.py; re-exported for this module's many readers.
-from image_search_assets.core.layout import asset_value_key as asset_value_key
-from image_search_assets.core.layout import quarantine_key as quarantine_key
-from image_search_assets.core.layout import removals_key as removals_key
+from image_search_assets.core.layout import (
+    REMOVALS_ROOT,
+    asset_value_key,
+    quarantine_key,
+    removals_key,
+)
 from image_search_assets.core.storage import Storage
 
 if TYPE_CHECKING:
-    # Readers that never touch a table import this module's keys: pandas costs them half a
-    # second, so it is imported where a report needs it.
+    # Readers that never build a report import this module: pandas costs them half a second,
+    # so it is imported where a report needs it.
     import pandas as pd
 
 QUARANTINE_STAGES = ("catalog", "image")
-REMOVALS = REMOVALS_ASSET  # the asset: new_products' second output, an input of annoy_index
 
 
 def removal_days(storage: Storage) -> list[str]:

@@ -9,7 +9,8 @@ import pytest
 
 from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.inference.models import ModelSpec, known_labels
-from image_search_assets.core.records import asset_value_key, day_report
+from image_search_assets.core.layout import asset_value_key
+from image_search_assets.core.records import day_report
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from image_search_assets.demo.synthetic import generate_catalog
 from image_search_assets.settings import DEFAULT_CONFIG, Category, ConfigError, load_settings

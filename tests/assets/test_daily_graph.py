@@ -12,8 +12,9 @@ from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.index.vectors import load_vectors
 from image_search_assets.core.inference import engine
 from image_search_assets.core.inference.engine import precision
+from image_search_assets.core.layout import REMOVALS_ASSET, asset_value_key, removals_key
 from image_search_assets.core.planning.gpu_plan import measured_throughput
-from image_search_assets.core.records import REMOVALS, asset_value_key, day_report, removals_key
+from image_search_assets.core.records import day_report
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from resources import StorageResource
 
@@ -115,7 +116,7 @@ def test_a_missing_removals_record_fails_the_index_step_clearly(settings):
     store = open_storage(settings)
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_day(settings, DAYS[0], instance).success
-        assert asset_value_key([REMOVALS], DAYS[0]) == removals_key(DAYS[0])
+        assert asset_value_key([REMOVALS_ASSET], DAYS[0]) == removals_key(DAYS[0])
         store.delete(removals_key(DAYS[0]))
         result = (
             build_definitions(settings)

@@ -10,7 +10,8 @@ import pytest
 
 from image_search_assets.core.index.annoy_index import load_current
 from image_search_assets.core.index.live_set import LIVE_COLUMNS
-from image_search_assets.core.records import asset_value_key, day_report, format_report
+from image_search_assets.core.layout import asset_value_key
+from image_search_assets.core.records import day_report, format_report
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from image_search_assets.demo.synthetic import generate_catalog
 from resources import StorageResource

@@ -17,7 +17,7 @@ from image_search_assets.assets.reindex import REINDEX_JOB, reindex_op_name
 from image_search_assets.core import layout
 from image_search_assets.core.index import live_set, reindex, retention
 from image_search_assets.core.index.annoy_index import load_current
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.core.storage import LocalStorage
 from image_search_assets.definitions import build_definitions
 from image_search_assets.settings import DEFAULT_CONFIG, load_settings

@@ -11,7 +11,7 @@ import yaml
 
 from image_search_assets.automation.rollback import ROLLBACK_JOB
 from image_search_assets.core.index import current, pins
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.definitions import build_definitions
 from resources import StorageResource
 from tests.assets.test_lifecycle import DAYS, LIVE, ROWS, run_day, served_ids, write_catalog

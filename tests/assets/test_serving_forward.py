@@ -14,7 +14,7 @@ import pytest
 from image_search_assets.automation.chain import CHAIN_ACTION_TAG
 from image_search_assets.automation.schedules import SCHEDULE_NAME
 from image_search_assets.core.index.current import read_pointer
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.definitions import DAILY_JOB, build_definitions, build_resources
 from resources import StorageResource
 from tests.assets.test_lifecycle import DAYS, LIVE, ROWS, run_day, served_ids, write_catalog

@@ -16,7 +16,7 @@ import requests
 import yaml
 from PIL import Image
 
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.core.storage import GCSStorage, LocalStorage, Storage
 from image_search_assets.definitions import DAILY_JOB, build_definitions
 from image_search_assets.demo.synthetic import generate_catalog

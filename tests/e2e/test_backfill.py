@@ -7,7 +7,8 @@ import pytest
 from image_search_assets.automation.chain import CHAIN_ACTION_TAG, REBUILD_REASON_TAG
 from image_search_assets.automation.schedules import CRON_ENV, SCHEDULE_NAME
 from image_search_assets.core.index.annoy_index import load_current
-from image_search_assets.core.records import asset_value_key, day_report
+from image_search_assets.core.layout import asset_value_key
+from image_search_assets.core.records import day_report
 from image_search_assets.core.storage import open_storage
 from image_search_assets.settings import load_settings
 from tests.e2e.harness import (

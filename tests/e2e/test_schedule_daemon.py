@@ -14,7 +14,7 @@ import pytest
 from image_search_assets.automation.chain import CHAIN_ACTION_TAG
 from image_search_assets.automation.schedules import CRON_ENV, SCHEDULE_NAME
 from image_search_assets.core.index.annoy_index import load_current
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.core.storage import open_storage
 from image_search_assets.settings import load_settings
 from image_search_assets.tags import GPU_PLAN_TAG

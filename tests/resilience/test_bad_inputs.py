@@ -15,7 +15,8 @@ import dagster as dg
 import pytest
 
 from image_search_assets.core.index.annoy_index import load_current
-from image_search_assets.core.records import asset_value_key, day_report, format_report
+from image_search_assets.core.layout import asset_value_key
+from image_search_assets.core.records import day_report, format_report
 from image_search_assets.settings import FetchConfig
 from resources import StorageResource
 from tests.resilience.corpus import ITEMS, MAX_BYTES, UNSERVED, FaultyImageServer

@@ -16,7 +16,7 @@ import yaml
 
 from image_search_assets.automation.run_health import dead_runs, release_run
 from image_search_assets.core.index.current import read_pointer
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.demo.synthetic import generate_catalog
 from image_search_assets.settings import load_settings
 from resources import StorageResource

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from image_search_assets.core.inference.chunks import work_prefix
 from image_search_assets.core.inference.stages import embed_items, vectors_of
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key, work_prefix
 from image_search_assets.demo.synthetic import generate_catalog
 from image_search_assets.settings import DEFAULT_CONFIG, load_settings
 from resources import ModelsResource, StorageResource

@@ -15,7 +15,7 @@ import pytest
 
 from image_search_assets.core.failures import classify
 from image_search_assets.core.index import annoy_index as annoy
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.core.storage import LocalStorage, open_storage
 from image_search_assets.core.storage.errors import CorruptObject, MissingObject
 from tests.resilience.helpers import events, fast_settings, run_day

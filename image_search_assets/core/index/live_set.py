@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.core.storage import Storage
 from image_search_assets.core.storage.errors import naming
 

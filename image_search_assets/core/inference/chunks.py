@@ -24,7 +24,6 @@ from image_search_assets.core.inference.gpu_memory import (
     release_gpu_memory,
 )
 from image_search_assets.core.layout import chunk_key, work_manifest_key
-from image_search_assets.core.layout import work_prefix as work_prefix  # its callers' import
 from image_search_assets.core.storage import Storage
 
 

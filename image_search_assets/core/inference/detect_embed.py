@@ -15,13 +15,13 @@ import pandas as pd
 
 from image_search_assets.core.config import ModelConfig
 from image_search_assets.core.index import live_set
-from image_search_assets.core.inference.chunks import work_prefix
 from image_search_assets.core.inference.stages import (
     Replicas,
     StageResult,
     detect_items,
     embed_items,
 )
+from image_search_assets.core.layout import work_prefix
 from image_search_assets.core.progress import Progress
 from image_search_assets.core.storage import Storage
 

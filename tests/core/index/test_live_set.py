@@ -11,7 +11,7 @@ import pytest
 from image_search_assets.core.index import annoy_index as annoy
 from image_search_assets.core.index import live_set, retention
 from image_search_assets.core.index.vectors import load_vectors
-from image_search_assets.core.records import asset_value_key
+from image_search_assets.core.layout import asset_value_key
 from image_search_assets.core.storage import LocalStorage
 
 MODEL = json.dumps({"arch": "resnet18", "weights": "random", "dim": 8})
